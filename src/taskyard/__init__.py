@@ -1,0 +1,38 @@
+"""taskyard: tasks and flows on a pluggable task runner.
+
+Mark functions with ``@task`` and ``@flow``; inside a flow, ``task.submit()``
+and ``task.map()`` hand runs to the flow's task runner (threads by default;
+``"sequential"``, ``"processes"``, ``"dask"``, ``"ray"`` or any registered
+runner), chosen per flow without touching the task code.
+"""
+
+from taskyard.annotations import allow_failure, quote, unmapped
+from taskyard.context import get_run_context, tags
+from taskyard.flows import Flow, flow
+from taskyard.futures import FutureList, TaskFuture, as_completed, wait
+from taskyard.logs import get_run_logger
+from taskyard.retries import exponential_backoff
+from taskyard.states import State, StateType
+from taskyard.tasks import Task, task
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "flow",
+    "task",
+    "Flow",
+    "Task",
+    "unmapped",
+    "allow_failure",
+    "quote",
+    "wait",
+    "as_completed",
+    "tags",
+    "get_run_logger",
+    "get_run_context",
+    "State",
+    "StateType",
+    "TaskFuture",
+    "FutureList",
+    "exponential_backoff",
+)

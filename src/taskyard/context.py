@@ -1,0 +1,96 @@
+"""Run context: which flow run and task run the current code belongs to.
+
+The context lives in :mod:`contextvars`, so it follows threads started by the
+engine and asyncio tasks, and two flows running at once in one process never
+see each other's runs. Task calls carry a snapshot (:class:`FlowRunInfo`,
+:class:`TaskRunInfo`) to wherever they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskyard.exceptions import MissingContextError
+
+__all__ = ("FlowRunInfo", "TaskRunInfo", "RunContext", "get_run_context", "tags", "current_tags")
+
+
+@dataclass(slots=True)
+class FlowRunInfo:
+    """What a task needs to know about the flow run it belongs to."""
+
+    id: str
+    name: str
+    flow_name: str
+    tags: frozenset[str] = frozenset()
+    parameters: dict[str, Any] = field(default_factory=dict)
+    run_count: int = 1
+
+
+@dataclass(slots=True)
+class TaskRunInfo:
+    """Identity of one task run; ``run_count`` counts its attempts (1 on the first)."""
+
+    id: str
+    name: str
+    task_name: str
+    tags: frozenset[str] = frozenset()
+    map_index: int = -1
+    run_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """The answer of :func:`get_run_context`: ``task_run`` is None in a flow body."""
+
+    flow_run: FlowRunInfo | None
+    task_run: TaskRunInfo | None
+
+
+# Set by the engine around a task attempt and a flow body, wherever they run.
+task_run_var: ContextVar[TaskRunInfo | None] = ContextVar("taskyard_task_run", default=None)
+flow_run_var: ContextVar[FlowRunInfo | None] = ContextVar("taskyard_flow_run", default=None)
+# The flow run in progress in this process (flow body only): its dispatcher.
+flow_state_var: ContextVar[Any] = ContextVar("taskyard_flow_state", default=None)
+_tags_var: ContextVar[frozenset[str]] = ContextVar("taskyard_tags", default=frozenset())
+
+
+def get_run_context() -> RunContext:
+    """Return the flow run and task run the calling code belongs to.
+
+    Raises:
+        MissingContextError: Called outside any flow or task run.
+    """
+    flow_run = flow_run_var.get()
+    task_run = task_run_var.get()
+    if flow_run is None and task_run is None:
+        raise MissingContextError(
+            "get_run_context() found no run: call it inside a @flow or @task function"
+        )
+    return RunContext(flow_run=flow_run, task_run=task_run)
+
+
+@contextlib.contextmanager
+def tags(*names: str) -> Iterator[frozenset[str]]:
+    """Add tags to every task run (and flow run) created inside the block.
+
+    Example::
+
+        with tags("db", "nightly"):
+            load.submit(table)
+    """
+    current = _tags_var.get() | frozenset(names)
+    token = _tags_var.set(current)
+    try:
+        yield current
+    finally:
+        _tags_var.reset(token)
+
+
+def current_tags() -> frozenset[str]:
+    """The tags added by enclosing ``with tags(...)`` blocks."""
+    return _tags_var.get()

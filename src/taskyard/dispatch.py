@@ -1,0 +1,269 @@
+"""The dispatcher: ``submit``/``map`` in a flow run → task calls on the runner.
+
+::
+
+    Task.submit / Task.map
+        │ bind arguments, expand the map, name the runs
+        ▼
+    Dispatcher ── scan arguments for upstream futures ──┐
+        │ none pending: runner.submit / runner.map      │ some pending:
+        │ (a map's ready calls go in one batch)         │  native runner → submit now, carrying them
+        ▼                                               │  otherwise → a placeholder future; when the
+    TaskFuture (the runner's)                           │  last upstream finishes (done-callback) the
+                                                        │  call is resolved and submitted, or ends
+                                                        ▼  NotReady if an upstream failed
+                                                   placeholder TaskFuture ◀── runner's future
+
+No thread ever blocks waiting for an upstream: a run is handed to the runner
+when its inputs exist, so a chain of 10,000 dependent tasks completes on a
+single worker. Concurrency limits (per task, per tag) are kept here as well,
+by holding calls back until a slot frees — never by blocking a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from taskyard.context import FlowRunInfo, TaskRunInfo, current_tags
+from taskyard.engine import TaskCall, failed_state
+from taskyard.exceptions import RunnerError
+from taskyard.futures import FutureList, TaskFuture
+from taskyard.futures import wait as wait_futures
+from taskyard.inputs import Upstream, first_blocking_failure, resolve, scan
+from taskyard.states import Cancelled
+
+if TYPE_CHECKING:
+    from taskyard.runners.base import TaskRunner
+    from taskyard.tasks import Task
+
+__all__ = ("Dispatcher", "new_run_id")
+
+
+def new_run_id() -> str:
+    """A random 128-bit id as 32 hex digits (cheaper than uuid4, as unique)."""
+    return os.urandom(16).hex()
+
+
+class _Gate:
+    """A concurrency limit: at most ``limit`` calls in flight, the rest queued."""
+
+    __slots__ = ("limit", "in_flight", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.waiting: deque[tuple[TaskCall[Any], TaskFuture[Any]]] = deque()
+
+
+class Dispatcher:
+    """Turns the submissions of one flow run into calls on its runner."""
+
+    def __init__(
+        self,
+        runner: TaskRunner[Any],
+        flow_run: FlowRunInfo | None,
+        tag_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.flow_run = flow_run
+        self.futures: list[TaskFuture[Any]] = []
+        self._native = runner.resolves_dependencies
+        self._lock = threading.Lock()
+        self._tag_gates = {tag: _Gate(limit) for tag, limit in (tag_limits or {}).items()}
+        self._task_gates: dict[int, _Gate] = {}
+
+    # -- naming ---------------------------------------------------------------
+
+    def task_run(self, task: Task[..., Any], parameters: dict[str, Any], map_index: int = -1) -> TaskRunInfo:
+        """A new task run identity for a call of ``task``."""
+        run_id = new_run_id()
+        tags = task.tags | current_tags() if task.tags else current_tags()
+        return TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index)
+
+    # -- submission --------------------------------------------------------------
+
+    def submit(self, task: Task[..., Any], parameters: dict[str, Any], wait_for: Any = None) -> TaskFuture[Any]:
+        """Hand one call of ``task`` to the runner (now, or once its upstreams are done)."""
+        ups: list[Upstream] = []
+        needs = scan(parameters, ups)
+        if wait_for is not None:
+            scan(wait_for, ups)
+        call = TaskCall(task, parameters, self.task_run(task, parameters), self.flow_run)
+        future = self._route(call, ups, needs)
+        self.futures.append(future)
+        return future
+
+    def map(
+        self,
+        task: Task[..., Any],
+        static: dict[str, Any],
+        mapped: dict[str, Sequence[Any]],
+        length: int,
+        wait_for: Any = None,
+    ) -> FutureList[Any]:
+        """Hand ``length`` calls of ``task`` to the runner, ready ones in one batch.
+
+        ``static`` arguments go to every call; call ``i`` gets item ``i`` of
+        each sequence in ``mapped``.
+        """
+        base_ups: list[Upstream] = []
+        static_needs = scan(static, base_ups)
+        if wait_for is not None:
+            scan(wait_for, base_ups)
+        if static_needs and not self._native and all(u.future.done() for u in base_ups):
+            if first_blocking_failure(base_ups, _state_of) is None:
+                static, base_ups, static_needs = resolve(static), [], False
+        gated = self._gates_for(task)
+        futures: list[TaskFuture[Any] | None] = [None] * length
+        ready: list[TaskCall[Any]] = []
+        ready_at: list[int] = []
+        names = list(mapped)
+        columns = [mapped[name] for name in names]
+        for i in range(length):
+            params = dict(static)
+            ups = list(base_ups) if base_ups else []
+            needs = static_needs
+            for name, column in zip(names, columns):
+                value = column[i]
+                params[name] = value
+                if type(value) not in _PLAIN:
+                    needs = scan(value, ups) or needs
+            call = TaskCall(task, params, self.task_run(task, params, i), self.flow_run)
+            if needs or gated:
+                futures[i] = self._route(call, ups, needs)
+            else:
+                ready.append(call)
+                ready_at.append(i)
+        if ready:
+            for i, future in zip(ready_at, self.runner.map(ready)):
+                futures[i] = future
+        result: FutureList[Any] = FutureList(futures)  # type: ignore[arg-type]
+        self.futures.extend(result)
+        return result
+
+    def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:
+        pending = [u for u in ups if not u.future.done()]
+        if self._native and ups:
+            call.upstreams = ups
+            return self._launch(call)
+        if not pending:
+            if ups:
+                blocked = first_blocking_failure(ups, _state_of)
+                if blocked is not None:
+                    return _finished(call, blocked)
+            if needs:
+                try:
+                    call.parameters = resolve(call.parameters)
+                except Exception as exc:  # a result that could not be loaded
+                    return _finished(call, failed_state(exc, 0))
+            return self._launch(call)
+        placeholder: TaskFuture[Any] = TaskFuture(call.task_run.id, call.task_run.name)
+        waiting = {id(u.future): u.future for u in pending}
+        counter = [len(waiting)]
+
+        def on_upstream_done(_: TaskFuture[Any]) -> None:
+            with self._lock:
+                counter[0] -= 1
+                if counter[0]:
+                    return
+            self._forward(self._route(call, ups, needs), placeholder)
+
+        for future in waiting.values():
+            future.add_done_callback(on_upstream_done)  # type: ignore[union-attr]
+        return placeholder
+
+    def _launch(self, call: TaskCall[Any]) -> TaskFuture[Any]:
+        gates = self._gates_for(call.task, call.task_run.tags)
+        if gates:
+            return self._launch_gated(call, gates)
+        try:
+            return self.runner.submit(call)
+        except RunnerError as exc:  # the flow run is ending: the runner is shut down
+            return _finished(call, Cancelled(f"not started: {exc}"))
+
+    @staticmethod
+    def _forward(source: TaskFuture[Any], target: TaskFuture[Any]) -> None:
+        target.native = source.native
+        source.add_done_callback(lambda done: target._set_state(done.state))
+
+    # -- concurrency limits ------------------------------------------------------
+
+    def _gates_for(self, task: Task[..., Any], tags: frozenset[str] | None = None) -> list[_Gate]:
+        gates = []
+        if task.max_concurrency is not None:
+            gate = self._task_gates.get(id(task))
+            if gate is None:
+                gate = self._task_gates.setdefault(id(task), _Gate(task.max_concurrency))
+            gates.append(gate)
+        if self._tag_gates:
+            for tag in tags if tags is not None else task.tags | current_tags():
+                if tag in self._tag_gates:
+                    gates.append(self._tag_gates[tag])
+        return gates
+
+    def _launch_gated(self, call: TaskCall[Any], gates: list[_Gate]) -> TaskFuture[Any]:
+        placeholder: TaskFuture[Any] = TaskFuture(call.task_run.id, call.task_run.name)
+        with self._lock:
+            blocked = next((g for g in gates if g.in_flight >= g.limit), None)
+            if blocked is not None:
+                blocked.waiting.append((call, placeholder))
+                return placeholder
+            for gate in gates:
+                gate.in_flight += 1
+        self._start_gated(call, gates, placeholder)
+        return placeholder
+
+    def _start_gated(self, call: TaskCall[Any], gates: list[_Gate], placeholder: TaskFuture[Any]) -> None:
+        try:
+            future = self.runner.submit(call)
+        except RunnerError as exc:
+            future = _finished(call, Cancelled(f"not started: {exc}"))
+        placeholder.native = future.native
+        future.add_done_callback(lambda done: self._release(gates, placeholder, done))
+
+    def _release(self, gates: list[_Gate], placeholder: TaskFuture[Any], done: TaskFuture[Any]) -> None:
+        startable = []
+        with self._lock:
+            for gate in gates:
+                gate.in_flight -= 1
+            # Start every queued call whose gates now all have room.
+            for gate in gates:
+                while gate.waiting and gate.in_flight < gate.limit:
+                    call, waiting_placeholder = gate.waiting[0]
+                    others = self._gates_for(call.task, call.task_run.tags)
+                    if any(g.in_flight >= g.limit for g in others):
+                        break
+                    gate.waiting.popleft()
+                    for g in others:
+                        g.in_flight += 1
+                    startable.append((call, others, waiting_placeholder))
+        placeholder._set_state(done.state)
+        for call, others, waiting_placeholder in startable:
+            self._start_gated(call, others, waiting_placeholder)
+
+    # -- the end of the flow run -------------------------------------------------
+
+    def wait_all(self) -> None:
+        """Wait for every future submitted in this flow run, including late ones."""
+        seen = 0
+        while seen < len(self.futures):
+            batch = self.futures[seen:]
+            seen += len(batch)
+            wait_futures(batch)
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _state_of(future: Any) -> Any:
+    return future.state
+
+
+def _finished(call: TaskCall[Any], state: Any) -> TaskFuture[Any]:
+    future: TaskFuture[Any] = TaskFuture(call.task_run.id, call.task_run.name)
+    future._set_state(state)
+    return future

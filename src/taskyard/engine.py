@@ -1,0 +1,213 @@
+"""The engine: one task call (or one flow attempt) in, one final State out.
+
+::
+
+    runner ──ships──▶ TaskCall ──run()──▶ task_steps ──yields──▶ driver
+                      (task, parameters,   │ resolve upstream    (execution.py:
+                       task_run info,      │   states (native)    call fn in this
+                       flow_run info,      │ retry_loop:          thread / on a
+                       upstreams)          │   Invoke ─▶ Outcome  loop / with a
+                                           │   Sleep (backoff)    time limit)
+                                           │ hooks
+                                           ▼
+                                      final State ──▶ runner sets the future
+
+The engine runs wherever the runner puts the call (the flow's thread, a pool
+thread, another process, a cluster worker), so retries, time limits and hooks
+never round-trip through the flow process. It is written once, as a
+generator of effects, and driven synchronously or on an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_var
+from taskyard.exceptions import TaskTimeoutError
+from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
+from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
+from taskyard.states import Completed, Failed, State, TimedOut
+
+if TYPE_CHECKING:
+    from taskyard.tasks import Task
+
+__all__ = ("TaskCall", "task_steps", "retry_loop", "run_hooks", "retry_delay", "failed_state")
+
+R = TypeVar("R")
+logger = logging.getLogger("taskyard.engine")
+
+
+class TaskCall(Generic[R]):
+    """One prepared run of a task: the unit a runner places and runs.
+
+    A TaskCall pickles (with cloudpickle) to whatever process runs it. Its
+    ``parameters`` hold plain values, except for runners that resolve
+    dependencies natively: then they may hold futures, listed in
+    ``upstreams``, whose final states the runner passes to :meth:`run`.
+
+    Attributes:
+        task: The task to run.
+        parameters: Its bound arguments, by parameter name.
+        task_run: The identity of this run (id, name, tags, map index).
+        flow_run: The flow run it belongs to, if any.
+        upstreams: The futures the parameters (and ``wait_for``) refer to;
+            empty once the dispatcher has resolved them.
+    """
+
+    __slots__ = ("task", "parameters", "task_run", "flow_run", "upstreams")
+
+    def __init__(
+        self,
+        task: Task[..., R],
+        parameters: dict[str, Any],
+        task_run: TaskRunInfo,
+        flow_run: FlowRunInfo | None = None,
+        upstreams: Sequence[Upstream] = (),
+    ) -> None:
+        self.task = task
+        self.parameters = parameters
+        self.task_run = task_run
+        self.flow_run = flow_run
+        self.upstreams = upstreams
+
+    def __repr__(self) -> str:
+        return f"<TaskCall {self.task_run.name}>"
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.task, self.parameters, self.task_run, self.flow_run, tuple(self.upstreams))
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.task, self.parameters, self.task_run, self.flow_run, ups = state
+        self.upstreams = tuple(Upstream(*u) for u in ups)
+
+    @property
+    def upstream_ids(self) -> list[str]:
+        """The task run ids of the upstreams, in order (repeats removed)."""
+        return list(dict.fromkeys(u.future.task_run_id for u in self.upstreams))
+
+    def run(self, upstream_states: Mapping[str, State[Any]] | None = None) -> State[R]:
+        """Run the call to a final state in this thread.
+
+        Args:
+            upstream_states: The final states of ``upstreams`` by task run id,
+                for runners that resolve dependencies natively. Local runners
+                pass nothing: the upstream futures are read directly.
+        """
+        return drive(task_steps(self, upstream_states))
+
+    async def run_async(self, upstream_states: Mapping[str, State[Any]] | None = None) -> State[R]:
+        """Like :meth:`run`, on the running event loop (async task functions are awaited there)."""
+        return await drive_async(task_steps(self, upstream_states))
+
+
+class _RetryPolicy(Protocol):
+    retries: int
+    retry_delay_seconds: float | Sequence[float] | Callable[[int], float]
+    retry_jitter_factor: float | None
+
+
+def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | None = None) -> Steps[State[R]]:
+    """The engine for one task call, as a generator of effects (see module doc)."""
+    task, info, params = call.task, call.task_run, call.parameters
+    if call.upstreams:
+        lookup = local_lookup if upstream_states is None else mapping_lookup(upstream_states)
+        blocked = first_blocking_failure(call.upstreams, lookup)
+        if blocked is not None:
+            return blocked
+        try:
+            params = resolve(params, lookup)
+        except Exception as exc:  # an upstream's result could not be loaded
+            return failed_state(exc, 0)
+    args, kwargs = task.split_parameters(params)
+    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, f"task run {info.name!r}")
+
+    def judge(outcome: Outcome, run_count: int) -> State[Any]:
+        if outcome.ok:
+            return Completed(outcome.value, run_count=run_count)
+        return failed_state(outcome.value, run_count)
+
+    def condition(state: State[Any]) -> bool:
+        fns = task.retry_condition_fn
+        return fns is None or bool(fns(task, info, state))
+
+    task_token = task_run_var.set(info)
+    flow_token = flow_run_var.set(call.flow_run) if call.flow_run is not None else None
+    try:
+        state = yield from retry_loop(task, info, invoke, judge, condition)
+        if state.is_completed():
+            run_hooks(task.on_completion, task, info, state)
+        else:
+            logger.error("Task run %r finished in state %r", info.name, state)
+            run_hooks(task.on_failure, task, info, state)
+    finally:
+        if flow_token is not None:
+            flow_run_var.reset(flow_token)
+        task_run_var.reset(task_token)
+    return state
+
+
+def retry_loop(
+    policy: _RetryPolicy,
+    info: TaskRunInfo | FlowRunInfo,
+    invoke: Invoke,
+    judge: Callable[[Outcome, int], State[Any]],
+    condition: Callable[[State[Any]], bool] = lambda state: True,
+) -> Steps[State[Any]]:
+    """Invoke until a run completes or its retries are spent; shared by tasks and flows."""
+    while True:
+        info.run_count += 1
+        outcome = yield invoke
+        assert outcome is not None
+        state = judge(outcome, info.run_count)
+        if not state.is_bad() or info.run_count > policy.retries or not _ask(condition, state, info):
+            return state
+        delay = retry_delay(policy, info.run_count - 1)
+        logger.info("%r failed (%s); retry %d of %d in %.3g s", info.name, state.message, info.run_count, policy.retries, delay)
+        if delay > 0:
+            yield Sleep(delay)
+
+
+def _ask(condition: Callable[[State[Any]], bool], state: State[Any], info: object) -> bool:
+    try:
+        return condition(state)
+    except Exception:
+        logger.exception("retry_condition_fn of %r raised; not retrying", getattr(info, "name", info))
+        return False
+
+
+def retry_delay(policy: _RetryPolicy, retry_index: int) -> float:
+    """Seconds to wait before retry number ``retry_index`` (0 for the first retry)."""
+    spec = policy.retry_delay_seconds
+    if callable(spec):
+        delay = float(spec(retry_index))
+    elif isinstance(spec, (int, float)):
+        delay = float(spec)
+    elif spec:
+        delay = float(spec[min(retry_index, len(spec) - 1)])
+    else:
+        delay = 0.0
+    jitter = policy.retry_jitter_factor
+    if jitter:
+        delay *= 1.0 + random.uniform(-min(jitter, 1.0), jitter)
+    return max(0.0, delay)
+
+
+def failed_state(exc: BaseException, run_count: int) -> State[Any]:
+    """The final state for an exception raised by user code."""
+    if isinstance(exc, TaskTimeoutError):
+        return TimedOut(exc, run_count=run_count)
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Failed(exc, run_count=run_count, traceback=text)
+
+
+def run_hooks(hooks: Iterable[Callable[..., object]], owner: object, info: object, state: State[Any]) -> None:
+    """Call each hook as ``hook(owner, info, state)``; a hook that raises is logged, not fatal."""
+    for hook in hooks:
+        try:
+            hook(owner, info, state)
+        except Exception:
+            logger.exception("hook %r of %r raised; the run's state is unchanged", hook, getattr(info, "name", info))

@@ -1,0 +1,235 @@
+"""How the engine calls user code: in this thread, on an event loop, with a time limit.
+
+The engine (engine.py) is one generator for sync and async runs alike. It
+yields *effects* — :class:`Invoke` (call the user's function) and
+:class:`Sleep` (wait before a retry) — and a driver carries them out:
+:func:`drive` in a plain thread, :func:`drive_async` on a running event loop.
+This module holds the two drivers and what they need:
+
+* an event loop in a background thread (the *portal*), on which a sync
+  driver runs async task functions, one per process, started on first use;
+* time limits. A coroutine is cancelled (``asyncio.wait_for``). Sync code in
+  the main thread of a process (a process-pool worker, a script) gets
+  SIGALRM, which interrupts ``time.sleep`` and most blocking calls. Sync code
+  in any other thread runs in a helper thread that is abandoned at the
+  deadline: the run ends TimedOut at once, an exception is injected into the
+  helper so pure-Python code stops at its next bytecode, and whatever the
+  code returns later is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import inspect
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine, Generator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from taskyard.exceptions import TaskTimeoutError
+
+__all__ = ("Invoke", "Sleep", "Outcome", "drive", "drive_async", "run_coroutine_sync")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """Call ``fn(*args, **kwargs)``, within ``timeout`` seconds if one is given."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    timeout: float | None = None
+    what: str = "task"
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` before going on."""
+
+    seconds: float
+
+
+Effect = Invoke | Sleep
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an Invoke came to: a value, or the exception it raised."""
+
+    ok: bool
+    value: Any
+
+
+Steps = Generator[Effect, Outcome | None, T]
+
+
+def drive(steps: Steps[T]) -> T:
+    """Run an engine generator to its end in the calling thread."""
+    reply: Outcome | None = None
+    try:
+        while True:
+            effect = steps.send(reply)
+            if type(effect) is Invoke:
+                reply = _invoke_sync(effect)
+            else:
+                time.sleep(effect.seconds)
+                reply = None
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def drive_async(steps: Steps[T]) -> T:
+    """Run an engine generator to its end on the running event loop."""
+    reply: Outcome | None = None
+    try:
+        while True:
+            effect = steps.send(reply)
+            if type(effect) is Invoke:
+                if _is_async(effect.fn):
+                    reply = await _invoke_async(effect)
+                else:
+                    reply = _invoke_sync(effect)
+            else:
+                await asyncio.sleep(effect.seconds)
+                reply = None
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def _timeout_error(effect: Invoke) -> TaskTimeoutError:
+    return TaskTimeoutError(f"{effect.what} exceeded timeout_seconds={effect.timeout}")
+
+
+async def _invoke_async(effect: Invoke) -> Outcome:
+    try:
+        coro = effect.fn(*effect.args, **effect.kwargs)
+        if effect.timeout is None:
+            return Outcome(True, await coro)
+        try:
+            return Outcome(True, await asyncio.wait_for(coro, effect.timeout))
+        except asyncio.TimeoutError:
+            return Outcome(False, _timeout_error(effect))
+    except Exception as exc:
+        return Outcome(False, exc)
+
+
+def _invoke_sync(effect: Invoke) -> Outcome:
+    if _is_async(effect.fn):
+        return run_coroutine_sync(_invoke_async(effect))
+    if effect.timeout is None:
+        try:
+            return Outcome(True, effect.fn(*effect.args, **effect.kwargs))
+        except Exception as exc:
+            return Outcome(False, exc)
+    if _alarm_usable():
+        return _invoke_with_alarm(effect)
+    return _invoke_in_helper_thread(effect)
+
+
+# -- the portal: one event loop in a background thread --------------------------
+
+_portal_lock = threading.Lock()
+_portal_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _portal() -> asyncio.AbstractEventLoop:
+    global _portal_loop
+    with _portal_lock:
+        if _portal_loop is None or _portal_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="taskyard-portal", daemon=True)
+            thread.start()
+            _portal_loop = loop
+        return _portal_loop
+
+
+def run_coroutine_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the portal loop and block until it is done.
+
+    The coroutine sees the caller's context variables (its run context).
+    """
+    loop = _portal()
+    done: Future[T] = Future()
+    ctx = contextvars.copy_context()
+
+    def start() -> None:
+        task = loop.create_task(coro, context=ctx)
+        task.add_done_callback(lambda t: _copy_outcome(t, done))
+
+    loop.call_soon_threadsafe(start)
+    return done.result()
+
+
+def _copy_outcome(task: asyncio.Task[T], done: Future[T]) -> None:
+    if task.cancelled():
+        done.set_exception(asyncio.CancelledError())
+    elif task.exception() is not None:
+        done.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        done.set_result(task.result())
+
+
+# -- time limits for sync code ---------------------------------------------------
+
+
+def _alarm_usable() -> bool:
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0
+    )
+
+
+class _Alarm(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so user code cannot swallow it."""
+
+
+def _invoke_with_alarm(effect: Invoke) -> Outcome:
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _Alarm
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, effect.timeout)  # type: ignore[arg-type]
+    try:
+        return Outcome(True, effect.fn(*effect.args, **effect.kwargs))
+    except _Alarm:
+        return Outcome(False, _timeout_error(effect))
+    except Exception as exc:
+        return Outcome(False, exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _invoke_in_helper_thread(effect: Invoke) -> Outcome:
+    box: list[Outcome] = []
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box.append(Outcome(True, ctx.run(effect.fn, *effect.args, **effect.kwargs)))
+        except _Alarm:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported to the engine as the outcome
+            box.append(Outcome(False, exc))
+
+    helper = threading.Thread(target=target, name="taskyard-timeout-helper", daemon=True)
+    helper.start()
+    helper.join(effect.timeout)
+    if box:
+        return box[0]
+    # The code overran: stop it at its next bytecode if it is running Python;
+    # if it is blocked in C, it finishes later and its result is dropped.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(helper.ident or 0), ctypes.py_object(_Alarm))
+    return Outcome(False, _timeout_error(effect))

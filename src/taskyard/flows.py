@@ -1,0 +1,297 @@
+"""``@flow`` and :class:`Flow`: a function whose task runs go through one task runner.
+
+A call of a flow is a flow run::
+
+    Flow.__call__ ─ bind + validate parameters ─ pick and start a runner ─┐
+       ┌──────────────────────────────────────────────────────────────────┘
+       ▼
+    flow_steps (the engine's retry_loop, like a task):
+       Invoke(attempt) ── body runs with the run context set; submit/map go
+                          to the Dispatcher; then every submitted future is
+                          waited on
+       judge ── raised → Failed; returned a failed future/state → Failed;
+                otherwise Completed with futures in the value resolved
+       hooks ── on_running before, on_completion / on_failure after
+       ▼
+    runner shut down (outstanding work cancelled if the run did not complete)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Callable, Coroutine, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var
+from taskyard.dispatch import Dispatcher, new_run_id
+from taskyard.engine import failed_state, retry_loop, run_hooks
+from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
+from taskyard.futures import wait as wait_futures
+from taskyard.inputs import find_upstreams, resolve
+from taskyard.options import check_retries, check_template, check_timeout, format_name, hooks_list
+from taskyard.runners.base import TaskRunner
+from taskyard.runners.registry import registry, resolve_runner
+from taskyard.settings import current_settings
+from taskyard.signature import Binder
+from taskyard.states import Cancelled, Completed, Crashed, Failed, Running, State
+from taskyard.validation import ParameterValidator
+
+__all__ = ("Flow", "flow", "task_runner_override")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_override: ContextVar[Any] = ContextVar("taskyard_runner_override", default=None)
+
+
+@contextlib.contextmanager
+def task_runner_override(spec: Any) -> Iterator[None]:
+    """Run every flow started inside the block on ``spec`` (name, class or instance).
+
+    This is what ``taskyard run --runner NAME`` and ``taskyard bench`` use to
+    run one flow on every runner; it wins over the flow's own choice.
+    """
+    _check_runner_spec(spec)
+    token = _override.set(spec)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def _check_runner_spec(spec: Any) -> None:
+    if isinstance(spec, str):
+        registry.get(spec)  # unknown names fail here, at definition
+    elif spec is not None and not isinstance(spec, TaskRunner) and not (
+        isinstance(spec, type) and issubclass(spec, TaskRunner)
+    ):
+        raise TypeError(f"task_runner must be a TaskRunner instance, class or registered name, not {spec!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunState:
+    """What a flow body's submissions need: found through the run context."""
+
+    flow: Flow[..., Any]
+    info: FlowRunInfo
+    dispatcher: Dispatcher
+
+
+_FLOW_OPTIONS = (
+    "name", "version", "flow_run_name", "task_runner", "description", "timeout_seconds",
+    "validate_parameters", "retries", "retry_delay_seconds", "persist_result", "result_storage",
+    "result_serializer", "log_prints", "on_completion", "on_failure", "on_cancellation",
+    "on_crashed", "on_running", "tag_concurrency",
+)  # fmt: skip
+
+
+class Flow(Generic[P, R]):
+    """A function marked with ``@flow``; calling it makes a flow run."""
+
+    retry_jitter_factor = None
+
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"@flow needs a function, not {fn!r}")
+        unknown = set(options) - set(_FLOW_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown flow option(s): {', '.join(sorted(unknown))}; known: {', '.join(_FLOW_OPTIONS)}")
+        self.fn = fn
+        self.binder = Binder(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.options = dict(options)
+        self.name: str = options.get("name") or getattr(fn, "__name__", "flow")
+        owner = f"flow {self.name!r}"
+        self.version = options.get("version")
+        self.description = options.get("description") or inspect.getdoc(fn)
+        self.flow_run_name = options.get("flow_run_name")
+        check_template(self.flow_run_name, self.binder.all_names, "flow_run_name", owner, not self.binder.simple)
+        self.task_runner = options.get("task_runner")
+        _check_runner_spec(self.task_runner)
+        self.timeout_seconds = check_timeout(options.get("timeout_seconds"), owner)
+        self.validate_parameters = options.get("validate_parameters", True)
+        self.retries = options.get("retries", 0)
+        self.retry_delay_seconds = options.get("retry_delay_seconds", 0)
+        check_retries(self.retries, self.retry_delay_seconds, None, owner)
+        self.persist_result = options.get("persist_result")
+        self.result_storage = options.get("result_storage")
+        self.result_serializer = options.get("result_serializer")
+        self.log_prints = options.get("log_prints")
+        for hook in ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running"):
+            setattr(self, hook, hooks_list(options.get(hook), hook))
+        limits = options.get("tag_concurrency") or {}
+        for tag, limit in limits.items():
+            if not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"{owner}: tag_concurrency[{tag!r}] must be a whole number ≥ 1, not {limit!r}")
+        self.tag_concurrency: dict[str, int] = dict(limits)
+        self._validator = ParameterValidator(fn, self.name)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name}>"
+
+    def with_options(self, **changes: Any) -> Flow[P, R]:
+        """A copy of the flow with the given options changed."""
+        return Flow(self.fn, **{**self.options, **changes})
+
+    @overload
+    def __call__(self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        """Run the flow and return its result (``return_state=True``: its final State).
+
+        An async flow returns a coroutine to await.
+
+        Raises:
+            ParameterValidationError: A parameter does not fit its type hint
+                (before anything runs).
+            Exception: The flow's own exception, or that of a failed task
+                run it returned, unless ``return_state`` is True.
+        """
+        if self.is_async:
+            return self._run_async(args, kwargs, return_state)
+        run = self._prepare(args, kwargs)
+        state = _finish(run, lambda: drive(flow_steps(run)))
+        return state if return_state else state.result()
+
+    async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+        run = self._prepare(args, kwargs)
+        steps = flow_steps(run)
+        try:
+            state = await drive_async(steps)
+        except BaseException as exc:
+            _abort(run, exc)
+            raise
+        _close(run, state)
+        return state if return_state else state.result()
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowRunState:
+        params = self.binder.bind(args, kwargs)
+        ups = find_upstreams(params)
+        if ups:  # a subflow given futures gets their results
+            wait_futures(u.future for u in ups)  # type: ignore[misc]
+            params = resolve(params)
+        if self.validate_parameters:
+            params = self._validator(params)
+        run_id = new_run_id()
+        if self.flow_run_name is None:
+            name = f"{self.name}-{run_id[:8]}"
+        elif callable(self.flow_run_name):
+            name = str(self.flow_run_name())
+        else:
+            name = format_name(self.flow_run_name, self.binder.with_defaults(params))
+        info = FlowRunInfo(run_id, name, self.name, current_tags(), params)
+        runner = self._runner_for_run()
+        runner.start()
+        return FlowRunState(self, info, Dispatcher(runner, info, self.tag_concurrency))
+
+    def _runner_for_run(self) -> TaskRunner[Any]:
+        spec = _override.get() or self.task_runner or current_settings().task_runner or "threads"
+        runner = resolve_runner(spec)
+        return runner.duplicate() if runner is spec else runner
+
+
+def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
+    """The engine for one flow run, as a generator of effects."""
+    flow, info, dispatcher = run.flow, run.info, run.dispatcher
+    args, kwargs = flow.binder.split(info.parameters)
+    invoke = Invoke(_attempt(flow, dispatcher), args, kwargs, flow.timeout_seconds, f"flow run {info.name!r}")
+    flow_token = flow_run_var.set(info)
+    state_token = flow_state_var.set(run)
+    try:
+        run_hooks(flow.on_running, flow, info, Running())
+        state = yield from retry_loop(flow, info, invoke, _judge)
+    finally:
+        flow_state_var.reset(state_token)
+        flow_run_var.reset(flow_token)
+    run_hooks(flow.on_completion if state.is_completed() else flow.on_failure, flow, info, state)
+    return state
+
+
+def _attempt(flow: Flow[..., Any], dispatcher: Dispatcher) -> Callable[..., Any]:
+    if flow.is_async:
+
+        async def attempt_async(*args: Any, **kwargs: Any) -> Any:
+            result = await flow.fn(*args, **kwargs)
+            await asyncio.to_thread(dispatcher.wait_all)
+            return result
+
+        return attempt_async
+
+    def attempt(*args: Any, **kwargs: Any) -> Any:
+        result = flow.fn(*args, **kwargs)
+        dispatcher.wait_all()
+        return result
+
+    return attempt
+
+
+def _judge(outcome: Outcome, run_count: int) -> State[Any]:
+    if not outcome.ok:
+        return failed_state(outcome.value, run_count)
+    try:
+        wait_futures(u.future for u in find_upstreams(outcome.value))  # type: ignore[misc]
+        return Completed(resolve(outcome.value), run_count=run_count)
+    except Exception as exc:
+        return Failed(exc, message=f"the flow returned a run that did not complete: {exc}", run_count=run_count)
+
+
+def _finish(run: FlowRunState, drive_run: Callable[[], State[Any]]) -> State[Any]:
+    try:
+        state = drive_run()
+    except BaseException as exc:
+        _abort(run, exc)
+        raise
+    _close(run, state)
+    return state
+
+
+def _close(run: FlowRunState, state: State[Any]) -> None:
+    runner = run.dispatcher.runner
+    if state.is_completed():
+        runner.shutdown(wait=True)
+    else:  # failed or timed out: what is still outstanding is not wanted
+        runner.shutdown(wait=False, cancel_pending=True)
+
+
+def _abort(run: FlowRunState, exc: BaseException) -> None:
+    """Ctrl-C (or another BaseException) in a flow run: cancel its work, run its hooks."""
+    run.dispatcher.runner.shutdown(wait=False, cancel_pending=True)
+    flow, info = run.flow, run.info
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        run_hooks(flow.on_cancellation, flow, info, Cancelled(f"interrupted: {type(exc).__name__}"))
+    else:
+        run_hooks(flow.on_crashed, flow, info, Crashed(f"the flow run was lost: {exc!r}", exc=exc))
+
+
+@overload
+def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
+@overload
+def flow(**options: Any) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Mark a function as a flow, bare (``@flow``) or with options (``@flow(task_runner="processes")``).
+
+    Options: ``name, version, flow_run_name, task_runner, description,
+    timeout_seconds, validate_parameters, retries, retry_delay_seconds,
+    persist_result, result_storage, result_serializer, log_prints,
+    on_completion, on_failure, on_cancellation, on_crashed, on_running,
+    tag_concurrency`` — see docs/flows.md.
+
+    Raises:
+        RunnerNotFound: ``task_runner`` names no registered runner.
+        ValueError, TypeError: An option has a value it cannot take.
+    """
+    if fn is not None:
+        return Flow(fn, **options)
+    return lambda f: Flow(f, **options)

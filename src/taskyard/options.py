@@ -1,0 +1,157 @@
+"""Run options shared by tasks and flows: checked once, when they are set.
+
+Every option is validated at decoration (and in ``with_options``), so a bad
+value fails where it is written, naming the option — never halfway through a
+run.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+__all__ = ("TaskOptions", "hooks_list", "check_retries", "check_timeout", "format_name")
+
+_TASK_DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "description": None,
+    "tags": None,
+    "version": None,
+    "task_run_name": None,
+    "retries": 0,
+    "retry_delay_seconds": 0,
+    "retry_jitter_factor": None,
+    "retry_condition_fn": None,
+    "timeout_seconds": None,
+    "cache_key_fn": None,
+    "cache_policy": None,
+    "cache_expiration": None,
+    "refresh_cache": None,
+    "persist_result": None,
+    "result_storage": None,
+    "result_serializer": None,
+    "result_storage_key": None,
+    "log_prints": None,
+    "on_completion": None,
+    "on_failure": None,
+    "max_concurrency": None,
+}
+
+
+def hooks_list(value: Any, option: str) -> tuple[Callable[..., object], ...]:
+    """A hook option as a tuple of callables (one callable is accepted too)."""
+    if value is None:
+        return ()
+    hooks = (value,) if callable(value) else tuple(value)
+    for hook in hooks:
+        if not callable(hook):
+            raise TypeError(f"{option} must be a callable or a list of callables; {hook!r} is not callable")
+    return hooks
+
+
+def check_retries(retries: Any, delay: Any, jitter: Any, owner: str) -> None:
+    """Raise a clear error for a bad retries / retry_delay_seconds / retry_jitter_factor."""
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"{owner}: retries must be a whole number ≥ 0, not {retries!r}")
+    if callable(delay):
+        pass
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        if delay < 0:
+            raise ValueError(f"{owner}: retry_delay_seconds must be ≥ 0, not {delay!r}")
+    elif isinstance(delay, Sequence) and not isinstance(delay, str):
+        bad = [d for d in delay if not isinstance(d, (int, float)) or d < 0]
+        if bad:
+            raise ValueError(f"{owner}: retry_delay_seconds must hold numbers ≥ 0; {bad[0]!r} is not")
+    else:
+        raise TypeError(f"{owner}: retry_delay_seconds must be a number, a list of numbers or a callable, not {delay!r}")
+    if jitter is not None and (not isinstance(jitter, (int, float)) or jitter < 0):
+        raise ValueError(f"{owner}: retry_jitter_factor must be a number ≥ 0, not {jitter!r}")
+
+
+def check_timeout(timeout: Any, owner: str) -> float | None:
+    """``timeout_seconds`` as a float, or a clear error for one that is not > 0."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise ValueError(f"{owner}: timeout_seconds must be a number > 0, not {timeout!r}")
+    return float(timeout)
+
+
+def check_template(template: Any, names: Iterable[str], option: str, owner: str, open_ended: bool) -> None:
+    """Check a run-name template names only parameters the function has."""
+    if template is None or callable(template):
+        return
+    if not isinstance(template, str):
+        raise TypeError(f"{owner}: {option} must be a string template or a callable, not {template!r}")
+    known = set(names)
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is None:
+            continue
+        root = field.split(".")[0].split("[")[0]
+        if root and root not in known and not open_ended:
+            raise ValueError(
+                f"{owner}: {option}={template!r} refers to {{{root}}}, which is not a parameter "
+                f"(parameters: {', '.join(sorted(known)) or 'none'})"
+            )
+
+
+def format_name(template: str, params: dict[str, Any]) -> str:
+    """Apply a run-name template to a call's parameters."""
+    return template.format(**params)
+
+
+class TaskOptions:
+    """The options of a task, validated, as attributes."""
+
+    name: str
+    description: str | None
+    tags: frozenset[str]
+    version: str | None
+    task_run_name: str | Callable[[], str] | None
+    retries: int
+    retry_delay_seconds: float | Sequence[float] | Callable[[int], float]
+    retry_jitter_factor: float | None
+    retry_condition_fn: Callable[..., bool] | None
+    timeout_seconds: float | None
+    cache_key_fn: Callable[..., str | None] | None
+    cache_policy: Any
+    cache_expiration: Any
+    refresh_cache: bool | None
+    persist_result: bool | None
+    result_storage: Any
+    result_serializer: Any
+    result_storage_key: str | None
+    log_prints: bool | None
+    on_completion: tuple[Callable[..., object], ...]
+    on_failure: tuple[Callable[..., object], ...]
+    max_concurrency: int | None
+    options: dict[str, Any]
+
+    binder: Any
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        unknown = set(options) - set(_TASK_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}; known: {', '.join(_TASK_DEFAULTS)}")
+        values = {**_TASK_DEFAULTS, **options}
+        self.options = dict(options)
+        owner = f"task {values['name']!r}"
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.tags = frozenset(values["tags"] or ())
+        check_retries(self.retries, self.retry_delay_seconds, self.retry_jitter_factor, owner)
+        self.timeout_seconds = check_timeout(self.timeout_seconds, owner)
+        self.on_completion = hooks_list(values["on_completion"], "on_completion")
+        self.on_failure = hooks_list(values["on_failure"], "on_failure")
+        if self.retry_condition_fn is not None and not callable(self.retry_condition_fn):
+            raise TypeError(f"{owner}: retry_condition_fn must be callable, not {self.retry_condition_fn!r}")
+        limit = self.max_concurrency
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"{owner}: max_concurrency must be a whole number ≥ 1, not {limit!r}")
+        open_ended = not self.binder.simple
+        check_template(self.task_run_name, self.binder.all_names, "task_run_name", owner, open_ended)
+
+    @staticmethod
+    def format_name(template: str, params: dict[str, Any]) -> str:
+        return format_name(template, params)

@@ -1,0 +1,184 @@
+"""The TaskRunner contract: what a runner implements, and nothing else.
+
+A runner decides *where and when* a prepared :class:`~taskyard.engine.TaskCall`
+runs and hands back its final :class:`~taskyard.states.State` by completing a
+:class:`~taskyard.futures.TaskFuture`. It never sees a user exception: the
+engine inside the call turns every outcome into a State, and the runner only
+adds states of its own for infrastructure failures (``Crashed``) and
+cancellation (``Cancelled``).
+
+To write a runner, subclass :class:`TaskRunner`, implement ``submit`` and
+``shutdown`` (and ``setup``/``map`` if the backend wants them), register it
+under the entry-point group ``taskyard.runners``, and subclass
+``taskyard.testing.TaskRunnerContract`` in your tests.
+
+A runner's future is completed with ``future._set_state(state)`` — reserved
+for runner implementations, like ``set_result`` on a CPython future.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+
+from taskyard.engine import TaskCall
+from taskyard.exceptions import RunnerNotStartedError, RunnerShutdownError
+from taskyard.futures import TaskFuture
+from taskyard.states import Cancelled, Crashed, State
+
+__all__ = ("TaskRunner", "TaskCall", "TaskFuture", "State", "Crashed", "Cancelled", "run_call")
+
+F = TypeVar("F", bound=TaskFuture[Any])
+Self = TypeVar("Self", bound="TaskRunner[Any]")
+
+_NEW, _STARTED, _SHUT = "new", "started", "shut down"
+
+
+class TaskRunner(abc.ABC, Generic[F]):
+    """Places task calls on a backend and completes their futures.
+
+    Lifecycle: ``start()`` (or ``with runner:``) starts what the runner needs;
+    ``submit``/``map`` hand it calls; ``shutdown`` waits for or cancels what
+    is outstanding and releases everything the runner started — and nothing
+    it did not start. A runner is started once; ``duplicate()`` makes a fresh
+    one with the same settings (each flow run and subflow gets its own).
+
+    Capabilities (class attributes, read by the dispatcher and the
+    conformance suite):
+
+    * ``name``: the registry name (``"threads"``).
+    * ``requires_pickling``: calls cross a process boundary.
+    * ``resolves_dependencies``: ``submit`` accepts calls whose ``upstreams``
+      are not done yet and makes the backend wait for them (passing their
+      states to ``TaskCall.run``); otherwise the dispatcher submits a call
+      only once its upstreams are done, with plain values in its parameters.
+    * ``supports_cancel_running``: ``shutdown(cancel_pending=True)`` can
+      interrupt runs already executing, not only those still queued.
+    """
+
+    name: ClassVar[str] = ""
+    requires_pickling: ClassVar[bool] = False
+    resolves_dependencies: ClassVar[bool] = False
+    supports_cancel_running: ClassVar[bool] = False
+
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+    _status: str
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> TaskRunner[F]:
+        self = super().__new__(cls)
+        # Remembered so duplicate() and __eq__ work for every subclass.
+        self._init_args = (args, kwargs)
+        self._status = _NEW
+        return self
+
+    def __repr__(self) -> str:
+        args, kwargs = self._init_args
+        shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._init_args == self._init_args  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self: Self) -> Self:
+        """Start the runner (idempotent) and return it.
+
+        Raises:
+            RunnerShutdownError: The runner was shut down; use ``duplicate()``.
+        """
+        if self._status == _NEW:
+            self.setup()
+            self._status = _STARTED
+        elif self._status == _SHUT:
+            raise RunnerShutdownError(f"{self!r} was shut down and cannot start again; use runner.duplicate()")
+        return self
+
+    def setup(self) -> None:
+        """Start the backend: pools, clusters, clients. Called once by ``start``."""
+
+    @property
+    def started(self) -> bool:
+        """True between ``start()`` and ``shutdown()``."""
+        return self._status == _STARTED
+
+    def check_open(self) -> None:
+        """Raise unless the runner accepts work; implementations call it in ``submit``."""
+        if self._status != _STARTED:
+            if self._status == _NEW:
+                raise RunnerNotStartedError(f"{self!r} is not started: use `with runner:` or runner.start() first")
+            raise RunnerShutdownError(f"{self!r} is shut down and accepts no more work")
+
+    def begin_shutdown(self) -> bool:
+        """Mark the runner shut down; False if it already was (shutdown is idempotent)."""
+        if self._status == _SHUT:
+            return False
+        self._status = _SHUT
+        return True
+
+    def __enter__(self: Self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown(wait=exc is None, cancel_pending=exc is not None)
+
+    def duplicate(self: Self) -> Self:
+        """A new, unstarted runner with the same settings."""
+        args, kwargs = self._init_args
+        return type(self)(*args, **kwargs)
+
+    # -- the work ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def submit(self, call: TaskCall[Any]) -> F:
+        """Place one task call and return its future at once.
+
+        The future is completed with the State that ``call.run()`` returns
+        where the call ran, or with a Crashed state if the backend lost it.
+
+        Raises:
+            RunnerNotStartedError: ``start()`` has not been called.
+            RunnerShutdownError: ``shutdown()`` has been called.
+        """
+
+    def map(self, calls: Sequence[TaskCall[Any]]) -> list[F]:
+        """Place many calls at once; override when the backend can batch them.
+
+        Returns:
+            One future per call, in the order of ``calls``.
+        """
+        return [self.submit(call) for call in calls]
+
+    @abc.abstractmethod
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
+        """Stop accepting work and release what the runner started.
+
+        Args:
+            wait: Block until every accepted call has finished.
+            cancel_pending: Complete calls that have not started with a
+                Cancelled state (and interrupt running ones where the backend
+                can; otherwise their futures end Cancelled and their results
+                are discarded).
+
+        Calling it again does nothing.
+        """
+
+
+def run_call(call: TaskCall[Any]) -> State[Any]:
+    """Run a call in this thread; a failure of the engine itself becomes Crashed.
+
+    User exceptions never get here (the engine makes them Failed states);
+    what does is a bug or a broken environment, reported as infrastructure.
+    KeyboardInterrupt and SystemExit propagate.
+    """
+    try:
+        return call.run()
+    except Exception as exc:
+        return Crashed(f"the engine failed running {call.task_run.name!r}: {exc!r}", exc=exc)

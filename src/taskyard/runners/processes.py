@@ -1,0 +1,213 @@
+"""ProcessPoolTaskRunner: calls run in worker processes, shipped with cloudpickle.
+
+::
+
+    submit/map ─▶ cloudpickle.dumps(batch of calls) ─▶ ProcessPoolExecutor
+                   │ (fails: Failed state naming        │ worker: loads, run each
+                   │  the argument that won't pickle)   │ call (engine here:
+                   ▼                                    │ retries, timeouts via
+    futures ◀── states ◀── cloudpickle.loads ◀──────────┘ SIGALRM), dumps states
+       ▲
+       └── pool broke (a worker died): the pool is replaced and the lost calls
+           resubmitted one by one; a call lost twice (or past its retries)
+           ends Crashed.
+
+cloudpickle (not pickle) ships the calls, so tasks defined in ``__main__``,
+in a notebook or as closures work. ``map`` sends calls in batches to cut the
+per-call cost of the pool; a batch is small enough that every worker gets
+several.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import cloudpickle
+
+from taskyard.exceptions import UnpicklableArgumentError
+from taskyard.runners.base import Cancelled, Crashed, State, TaskCall, TaskFuture, TaskRunner, run_call
+from taskyard.states import Failed
+
+__all__ = ("ProcessPoolTaskRunner",)
+
+_MAX_BATCH = 64
+
+
+class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
+    """Runs calls in up to ``max_workers`` worker processes.
+
+    Args:
+        max_workers: Process count; by default the number of CPUs.
+        start_method: ``"forkserver"`` (default where available), ``"spawn"``
+            or ``"fork"``.
+    """
+
+    name = "processes"
+    requires_pickling = True
+    supports_cancel_running = True
+
+    def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        self.max_workers = max_workers or os.cpu_count() or 1
+        methods = multiprocessing.get_all_start_methods()
+        self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        if self.start_method not in methods:
+            raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[Future[bytes], list[tuple[TaskCall[Any], TaskFuture[Any]]]] = {}
+        self._losses: dict[str, int] = {}
+
+    def setup(self) -> None:
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            ctx.set_forkserver_preload(["taskyard.engine", "cloudpickle"])  # type: ignore[attr-defined]
+        return ProcessPoolExecutor(self.max_workers, mp_context=ctx)
+
+    def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
+        return self.map([call])[0]
+
+    def map(self, calls: Sequence[TaskCall[Any]]) -> list[TaskFuture[Any]]:
+        self.check_open()
+        futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
+        items = list(zip(calls, futures))
+        size = max(1, min(_MAX_BATCH, len(items) // (self.max_workers * 4)))
+        for start in range(0, len(items), size):
+            self._send(items[start : start + size])
+        return futures
+
+    def _send(self, batch: list[tuple[TaskCall[Any], TaskFuture[Any]]]) -> None:
+        try:
+            payload = cloudpickle.dumps([call for call, _ in batch])
+        except Exception:
+            if len(batch) > 1:  # find the call that will not pickle; send the rest
+                for item in batch:
+                    self._send([item])
+                return
+            call, future = batch[0]
+            future._set_state(Failed(_pickling_error(call)))
+            return
+        with self._lock:
+            pool = self._pool
+            if pool is None:
+                for _, future in batch:
+                    future._set_state(Cancelled("the runner was shut down"))
+                return
+            try:
+                done = pool.submit(_run_batch, payload)
+            except (BrokenProcessPool, RuntimeError):
+                self._replace_pool(pool)
+                done = self._pool.submit(_run_batch, payload)  # type: ignore[union-attr]
+            self._pending[done] = batch
+        done.add_done_callback(self._collect)
+
+    def _collect(self, done: Future[bytes]) -> None:
+        with self._lock:
+            batch = self._pending.pop(done, [])
+        if done.cancelled():
+            for _, future in batch:
+                future._set_state(Cancelled("the flow run was cancelled before this run started"))
+            return
+        exc = done.exception()
+        if exc is None:
+            for (_, future), state in zip(batch, cloudpickle.loads(done.result())):
+                future._set_state(state)
+        elif isinstance(exc, BrokenProcessPool):
+            self._recover(batch)
+        else:
+            for call, future in batch:
+                future._set_state(Crashed(f"the process pool failed running {call.task_run.name!r}: {exc!r}", exc=exc))
+
+    def _recover(self, batch: list[tuple[TaskCall[Any], TaskFuture[Any]]]) -> None:
+        # Which call killed the worker is unknown: each lost call goes again on
+        # its own, and a call lost more often than its retries allow (at least
+        # twice) ends Crashed.
+        with self._lock:
+            broken = self._pool
+            if broken is not None and self._status_open():
+                self._replace_pool(broken)
+        for call, future in batch:
+            key = call.task_run.id
+            losses = self._losses.get(key, 0) + 1
+            self._losses[key] = losses
+            if losses > max(1, call.task.retries) or not self._status_open():
+                message = f"a worker process died while running {call.task_run.name!r} (lost {losses}x)"
+                future._set_state(Crashed(message, run_count=losses))
+            else:
+                self._send([(call, future)])
+
+    def _status_open(self) -> bool:
+        return self.started
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        if self._pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
+        if not self.begin_shutdown():
+            return
+        with self._lock:
+            pool, self._pool = self._pool, None
+            running = [item for batch in self._pending.values() for item in batch] if cancel_pending else []
+        if pool is None:
+            return
+        if cancel_pending:
+            # Queued work is dropped; running work is stopped by ending the
+            # worker processes (the pool offers no other way to interrupt).
+            processes = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:
+                proc.terminate()
+            for _, future in running:
+                future._set_state(Cancelled("the flow run was cancelled before this run finished"))
+            if wait:
+                for proc in processes:
+                    proc.join()
+        else:
+            pool.shutdown(wait=wait)
+
+
+def _pickling_error(call: TaskCall[Any]) -> UnpicklableArgumentError:
+    for name, value in call.parameters.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            return UnpicklableArgumentError(
+                f"argument {name!r} of task run {call.task_run.name!r} cannot be pickled to send it to a worker "
+                f"process ({type(exc).__name__}: {exc}); pass something picklable, or use a thread-based runner"
+            )
+    return UnpicklableArgumentError(
+        f"task {call.task.name!r} cannot be pickled to send it to a worker process; "
+        "define it at module level or make what it refers to picklable"
+    )
+
+
+def _run_batch(payload: bytes) -> bytes:
+    """Worker side: run each call and send the states back."""
+    calls: list[TaskCall[Any]] = cloudpickle.loads(payload)
+    states = [run_call(call) for call in calls]
+    try:
+        return cloudpickle.dumps(states)  # type: ignore[no-any-return]
+    except Exception:
+        return cloudpickle.dumps([_picklable(state) for state in states])  # type: ignore[no-any-return]
+
+
+def _picklable(state: State[Any]) -> State[Any]:
+    try:
+        cloudpickle.dumps(state)
+        return state
+    except Exception as exc:
+        what = "result" if state.is_completed() else "exception"
+        error = UnpicklableArgumentError(f"the {what} of this run cannot be pickled to send it back: {exc}")
+        return Failed(error, message=f"{type(state.data).__name__} {what} cannot be pickled: {exc}", run_count=state.run_count)

@@ -1,0 +1,279 @@
+"""Run states: what happened to a task or flow run, as an immutable record.
+
+A :class:`State` is a frozen pydantic model. Its ``type`` says where the run is
+in its life (:class:`StateType`), its ``name`` refines it (``Cached`` is a
+COMPLETED state, ``TimedOut`` and ``NotReady`` are FAILED ones, ``Retrying`` is
+a RUNNING one). A final state carries the run's result, or the exception that
+ended it, in ``data``.
+
+The constructor functions below (``Completed()``, ``Failed()``, ...) are the
+only way the engine makes states; :func:`check_transition` holds the table of
+moves a run may make and is the one place it is enforced.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from taskyard.exceptions import (
+    CancelledRunError,
+    CrashedRunError,
+    MissingResultError,
+    RunError,
+    UpstreamTaskError,
+)
+
+__all__ = (
+    "StateType",
+    "State",
+    "Scheduled",
+    "Pending",
+    "Running",
+    "Retrying",
+    "Completed",
+    "Cached",
+    "Failed",
+    "TimedOut",
+    "NotReady",
+    "Crashed",
+    "Cancelled",
+    "Cancelling",
+    "Paused",
+    "check_transition",
+    "IllegalTransition",
+)
+
+R = TypeVar("R")
+_UTC = timezone.utc
+
+
+class StateType(str, enum.Enum):
+    """Where a run is in its life."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"
+    CANCELLING = "CANCELLING"
+    PAUSED = "PAUSED"
+
+
+_FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+_BAD = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+
+
+class _RemoteTraceback(Exception):
+    """Carries the text of a traceback from the process the run failed in."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class State(BaseModel, Generic[R]):
+    """The state of a task or flow run.
+
+    Attributes:
+        type: Where the run is in its life.
+        name: A finer name, e.g. ``Completed``, ``Cached``, ``TimedOut``.
+        message: A human-readable explanation, if any.
+        timestamp: When the run entered this state (UTC).
+        data: The result of a COMPLETED run, or the exception that ended a
+            FAILED, CRASHED or CANCELLED one.
+        run_count: How many attempts the run had made when it got here.
+        traceback: The formatted traceback of an exception raised in another
+            process; attached as ``__cause__`` when the exception is re-raised.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    type: StateType
+    name: str
+    message: str | None = None
+    timestamp: datetime
+    data: Any = None
+    run_count: int = 0
+    traceback: str | None = None
+
+    def __repr__(self) -> str:
+        msg = f", message={self.message!r}" if self.message else ""
+        return f"{self.name}(type={self.type.value}{msg})"
+
+    __str__ = __repr__
+
+    def is_scheduled(self) -> bool:
+        return self.type is StateType.SCHEDULED
+
+    def is_pending(self) -> bool:
+        return self.type is StateType.PENDING
+
+    def is_running(self) -> bool:
+        return self.type is StateType.RUNNING
+
+    def is_completed(self) -> bool:
+        return self.type is StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.type is StateType.FAILED
+
+    def is_crashed(self) -> bool:
+        return self.type is StateType.CRASHED
+
+    def is_cancelled(self) -> bool:
+        return self.type is StateType.CANCELLED
+
+    def is_final(self) -> bool:
+        """True once the run can change no more: completed, failed, crashed or cancelled."""
+        return self.type in _FINAL
+
+    def is_bad(self) -> bool:
+        """True for a final state that holds no result: failed, crashed or cancelled."""
+        return self.type in _BAD
+
+    def exception(self) -> BaseException | None:
+        """The exception that ended the run, or None if it did not end badly."""
+        if self.type not in _BAD:
+            return None
+        exc = self.data
+        if not isinstance(exc, BaseException):
+            exc = _ERROR_FOR_TYPE[self.type](self.message or self.name)
+        elif self.traceback and exc.__traceback__ is None and exc.__cause__ is None:
+            exc.__cause__ = _RemoteTraceback(self.traceback)
+        return exc
+
+    def result(self, raise_on_failure: bool = True) -> R:
+        """Return the run's result, or raise the exception that ended it.
+
+        Args:
+            raise_on_failure: When False, a failed, crashed or cancelled run
+                returns its exception instead of raising it.
+
+        Raises:
+            MissingResultError: The run has not reached a final state.
+            Exception: The run's own exception (or an UpstreamTaskError,
+                CrashedRunError, CancelledRunError) when it ended badly.
+        """
+        if self.type is StateType.COMPLETED:
+            data = self.data
+            loader = getattr(data, "__taskyard_load__", None)
+            return loader() if loader is not None else data  # type: ignore[no-any-return]
+        exc = self.exception()
+        if exc is None:
+            raise MissingResultError(f"the run is {self.name}, not finished; it has no result yet")
+        if raise_on_failure:
+            raise exc
+        return exc  # type: ignore[return-value]
+
+
+_ERROR_FOR_TYPE: dict[StateType, type[RunError]] = {
+    StateType.FAILED: RunError,
+    StateType.CRASHED: CrashedRunError,
+    StateType.CANCELLED: CancelledRunError,
+}
+
+
+def _now() -> datetime:
+    return datetime.now(_UTC)
+
+
+def _make(type_: StateType, name: str, message: str | None, data: Any = None, **kw: Any) -> State[Any]:
+    return State(type=type_, name=name, message=message, timestamp=_now(), data=data, **kw)
+
+
+def Scheduled(message: str | None = None, *, name: str = "Scheduled") -> State[Any]:
+    return _make(StateType.SCHEDULED, name, message)
+
+
+def Pending(message: str | None = None, *, name: str = "Pending") -> State[Any]:
+    return _make(StateType.PENDING, name, message)
+
+
+def Running(message: str | None = None, *, run_count: int = 1, name: str = "Running") -> State[Any]:
+    return _make(StateType.RUNNING, name, message, run_count=run_count)
+
+
+def Retrying(message: str | None = None, *, run_count: int = 1) -> State[Any]:
+    return _make(StateType.RUNNING, "Retrying", message, run_count=run_count)
+
+
+def Completed(data: Any = None, *, message: str | None = None, run_count: int = 1, name: str = "Completed") -> State[Any]:
+    return _make(StateType.COMPLETED, name, message, data, run_count=run_count)
+
+
+def Cached(data: Any = None, *, message: str | None = None, run_count: int = 0) -> State[Any]:
+    return _make(StateType.COMPLETED, "Cached", message, data, run_count=run_count)
+
+
+def Failed(
+    exc: BaseException | None = None,
+    *,
+    message: str | None = None,
+    run_count: int = 1,
+    name: str = "Failed",
+    traceback: str | None = None,
+) -> State[Any]:
+    if message is None and exc is not None:
+        message = f"{type(exc).__name__}: {exc}"
+    return _make(StateType.FAILED, name, message, exc, run_count=run_count, traceback=traceback)
+
+
+def TimedOut(exc: BaseException, *, run_count: int = 1) -> State[Any]:
+    return Failed(exc, run_count=run_count, name="TimedOut")
+
+
+def NotReady(upstream: str, upstream_state: State[Any]) -> State[Any]:
+    """The state of a run that never started because ``upstream`` ended badly."""
+    message = f"upstream task run {upstream!r} ended {upstream_state.name}; this run did not start"
+    return Failed(UpstreamTaskError(message), message=message, run_count=0, name="NotReady")
+
+
+def Crashed(message: str, *, exc: BaseException | None = None, run_count: int = 1) -> State[Any]:
+    return _make(StateType.CRASHED, "Crashed", message, exc or CrashedRunError(message), run_count=run_count)
+
+
+def Cancelled(message: str = "cancelled", *, run_count: int = 0) -> State[Any]:
+    return _make(StateType.CANCELLED, "Cancelled", message, CancelledRunError(message), run_count=run_count)
+
+
+def Cancelling(message: str | None = None) -> State[Any]:
+    return _make(StateType.CANCELLING, "Cancelling", message)
+
+
+def Paused(message: str | None = None) -> State[Any]:
+    return _make(StateType.PAUSED, "Paused", message)
+
+
+class IllegalTransition(RunError):
+    """The engine tried to move a run between two states that do not connect."""
+
+
+_S = StateType
+_ALLOWED: dict[StateType | None, frozenset[StateType]] = {
+    None: frozenset({_S.SCHEDULED, _S.PENDING, _S.RUNNING, *_FINAL}),
+    _S.SCHEDULED: frozenset({_S.PENDING, _S.RUNNING, *_FINAL}),
+    _S.PENDING: frozenset({_S.RUNNING, _S.PAUSED, *_FINAL}),
+    _S.RUNNING: frozenset({_S.RUNNING, _S.PAUSED, _S.CANCELLING, *_FINAL}),
+    _S.PAUSED: frozenset({_S.RUNNING, _S.CANCELLING, *_BAD}),
+    _S.CANCELLING: frozenset({_S.CANCELLED, _S.CRASHED, _S.COMPLETED, _S.FAILED}),
+    # A final run may only start over (a retry of a crashed run, a flow retry).
+    _S.COMPLETED: frozenset(),
+    _S.FAILED: frozenset({_S.RUNNING}),
+    _S.CRASHED: frozenset({_S.RUNNING}),
+    _S.CANCELLED: frozenset(),
+}
+
+
+def check_transition(old: StateType | None, new: StateType) -> None:
+    """Raise IllegalTransition unless a run in ``old`` may move to ``new``."""
+    if new not in _ALLOWED[old]:
+        raise IllegalTransition(f"a run cannot move from {old and old.value} to {new.value}")

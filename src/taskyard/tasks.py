@@ -1,0 +1,282 @@
+"""``@task`` and :class:`Task`: a function with run policies, called, submitted or mapped."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from taskyard.annotations import allow_failure, quote, unmapped
+from taskyard.context import TaskRunInfo, current_tags, flow_state_var
+from taskyard.engine import TaskCall
+from taskyard.exceptions import (
+    MappingLengthMismatch,
+    MappingMissingIterable,
+    NoActiveFlowError,
+    ReservedArgumentError,
+)
+from taskyard.execution import drive, drive_async
+from taskyard.futures import FutureList, TaskFuture
+from taskyard.inputs import Upstream, find_upstreams
+from taskyard.options import TaskOptions
+from taskyard.signature import Binder
+from taskyard.states import State
+
+if TYPE_CHECKING:
+    from taskyard.dispatch import Dispatcher
+
+__all__ = ("Task", "task")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RESERVED = frozenset({"wait_for", "return_state"})
+
+
+class Task(TaskOptions, Generic[P, R]):
+    """A function marked with ``@task``.
+
+    Call it to run it here and get its result; ``submit`` it or ``map`` it
+    inside a flow to hand runs to the flow's task runner. Options (retries,
+    timeout, caching, hooks ...) are attributes; ``with_options`` makes a
+    changed copy. See the options on :func:`task`.
+    """
+
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, not {fn!r}")
+        self.fn = fn
+        self.binder = Binder(fn)
+        clash = RESERVED & self.binder.all_names
+        if clash:
+            name = sorted(clash)[0]
+            raise ReservedArgumentError(
+                f"task {getattr(fn, '__qualname__', fn)!r} has a parameter named {name!r}, which taskyard "
+                f"reserves (submit/map take {name}=...); rename the parameter"
+            )
+        self.is_async = inspect.iscoroutinefunction(fn)
+        options.setdefault("name", getattr(fn, "__name__", type(fn).__name__))
+        options.setdefault("description", inspect.getdoc(fn))
+        self.set_options(options)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of the task with the given options changed."""
+        return Task(self.fn, **{**self.options, **changes})
+
+    # -- the parameters of one call ----------------------------------------------
+
+    def split_parameters(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The ``(args, kwargs)`` to call the function with."""
+        return self.binder.split(params)
+
+    def run_name(self, params: dict[str, Any], run_id: str) -> str:
+        """The name of a run: ``task_run_name`` applied to its parameters, or ``<name>-<short id>``."""
+        template = self.task_run_name
+        if template is None:
+            return f"{self.name}-{run_id[:8]}"
+        if callable(template):
+            return str(template())
+        return self.format_name(template, self.binder.with_defaults(params))
+
+    # -- the three ways to run it --------------------------------------------------
+
+    @overload
+    def __call__(self: Task[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Run the task here (in the flow's thread) and return its result.
+
+        With ``return_state=True``, return its final State instead of raising
+        on failure. Inside an async flow, an async task returns an awaitable.
+        """
+        call, ups = self._call_here(args, kwargs, wait_for)
+        if self.is_async:
+            return self._run_async(call, ups, return_state)
+        for upstream in ups:
+            upstream.future.wait()  # type: ignore[union-attr]
+        return _unwrap(drive(_steps(call)), return_state)
+
+    async def _run_async(self, call: TaskCall[R], ups: list[Upstream], return_state: bool) -> Any:
+        for upstream in ups:
+            if isinstance(upstream.future, TaskFuture) and not upstream.future.done():
+                await _done(upstream.future)
+        return _unwrap(await drive_async(_steps(call)), return_state)
+
+    def _call_here(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> tuple[TaskCall[R], list[Upstream]]:
+        params = self.binder.bind(args, kwargs)
+        ups = find_upstreams(params)
+        if wait_for is not None:
+            find_upstreams(wait_for, ups)
+        dispatcher = _dispatcher_or_none()
+        if dispatcher is not None:
+            info = dispatcher.task_run(self, params)
+            flow_run = dispatcher.flow_run
+        else:
+            from taskyard.dispatch import new_run_id
+
+            run_id = new_run_id()
+            info = TaskRunInfo(run_id, self.run_name(params, run_id), self.name, self.tags | current_tags())
+            flow_run = None
+        return TaskCall(self, params, info, flow_run, ups), ups
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
+        """Hand one run to the flow's task runner and return its future at once.
+
+        ``wait_for=[futures]`` makes the run wait for other runs it takes no
+        data from.
+
+        Raises:
+            NoActiveFlowError: Called outside a flow.
+        """
+        wait_for = kwargs.pop("wait_for", None)
+        dispatcher = _dispatcher(self, "submit")
+        return dispatcher.submit(self, self.binder.bind(args, kwargs), wait_for)  # type: ignore[arg-type]
+
+    def map(self, *args: Any, **kwargs: Any) -> FutureList[R]:
+        """Submit one run per element of the iterable arguments.
+
+        Iterables must have equal lengths; other values, ``str`` and
+        ``bytes``, and ``unmapped(...)`` values go whole to every run. A
+        future given as an argument is waited for and its result mapped over;
+        a list of futures maps one future to each run (no waiting).
+
+        Raises:
+            NoActiveFlowError: Called outside a flow.
+            MappingLengthMismatch: The iterables have different lengths.
+            MappingMissingIterable: No argument is iterable.
+        """
+        wait_for = kwargs.pop("wait_for", None)
+        dispatcher = _dispatcher(self, "map")
+        params = self.binder.bind(args, kwargs)
+        static, mapped = self._expand(params)
+        lengths = {name: len(values) for name, values in mapped.items()}
+        if not mapped:
+            raise MappingMissingIterable(
+                f"{self.name}.map() got no iterable argument to map over ({', '.join(params) or 'no arguments'}); "
+                "pass a list, or call submit() for a single run"
+            )
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{name}={n}" for name, n in lengths.items())
+            raise MappingLengthMismatch(
+                f"{self.name}.map() got iterables of different lengths ({shown}); they must match, "
+                "or wrap the one meant for every run in unmapped(...)"
+            )
+        length = next(iter(lengths.values()))
+        return dispatcher.map(self, static, mapped, length, wait_for)  # type: ignore[return-value]
+
+    def _expand(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
+        static: dict[str, Any] = {}
+        mapped: dict[str, Sequence[Any]] = {}
+        for name, value in params.items():
+            if isinstance(value, TaskFuture):
+                value = value.result()
+            if isinstance(value, State):
+                value = value.result()
+            if type(value) is unmapped:
+                static[name] = value.value
+            elif type(value) is allow_failure and _mappable(value.value):
+                mapped[name] = [allow_failure(v) for v in value.value]
+            elif _mappable(value):
+                mapped[name] = value if isinstance(value, (list, tuple, range)) else list(value)
+            else:
+                static[name] = value
+        return static, mapped
+
+
+def _mappable(value: Any) -> bool:
+    if isinstance(value, (str, bytes, bytearray, dict, quote, allow_failure)) or not isinstance(value, Iterable):
+        return False
+    from pydantic import BaseModel
+
+    return not isinstance(value, BaseModel)
+
+
+def _steps(call: TaskCall[R]) -> Any:
+    from taskyard.engine import task_steps
+
+    return task_steps(call)
+
+
+def _unwrap(state: State[R], return_state: bool) -> Any:
+    return state if return_state else state.result()
+
+
+async def _done(future: TaskFuture[Any]) -> None:
+    try:
+        await future
+    except BaseException:  # noqa: BLE001 - only waiting; the engine reads the state
+        pass
+
+
+def _dispatcher_or_none() -> Dispatcher | None:
+    run = flow_state_var.get()
+    return None if run is None else run.dispatcher  # type: ignore[no-any-return]
+
+
+def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:
+    dispatcher = _dispatcher_or_none()
+    if dispatcher is None:
+        raise NoActiveFlowError(
+            f"{task.name}.{method}() needs a running flow: call it inside a @flow function, "
+            f"or call the task directly ({task.name}(...)) to run it here and now"
+        )
+    return dispatcher
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(
+    *,
+    name: str | None = ...,
+    description: str | None = ...,
+    tags: Iterable[str] | None = ...,
+    version: str | None = ...,
+    task_run_name: str | Callable[[], str] | None = ...,
+    retries: int = ...,
+    retry_delay_seconds: float | Sequence[float] | Callable[[int], float] = ...,
+    retry_jitter_factor: float | None = ...,
+    retry_condition_fn: Callable[..., bool] | None = ...,
+    timeout_seconds: float | None = ...,
+    cache_key_fn: Callable[..., str | None] | None = ...,
+    cache_policy: Any = ...,
+    cache_expiration: Any = ...,
+    refresh_cache: bool | None = ...,
+    persist_result: bool | None = ...,
+    result_storage: Any = ...,
+    result_serializer: Any = ...,
+    result_storage_key: str | None = ...,
+    log_prints: bool | None = ...,
+    on_completion: Any = ...,
+    on_failure: Any = ...,
+    max_concurrency: int | None = ...,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Mark a function as a task, bare (``@task``) or with options (``@task(retries=2)``).
+
+    Options: ``name, description, tags, version, task_run_name, retries,
+    retry_delay_seconds, retry_jitter_factor, retry_condition_fn,
+    timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
+    refresh_cache, persist_result, result_storage, result_serializer,
+    result_storage_key, log_prints, on_completion, on_failure,
+    max_concurrency`` — see docs/tasks.md.
+
+    Raises:
+        ReservedArgumentError: The function has a parameter named ``wait_for``.
+        ValueError, TypeError: An option has a value it cannot take.
+    """
+    if fn is not None:
+        return Task(fn, **options)
+    return lambda f: Task(f, **options)
+
