@@ -133,7 +133,7 @@ class Dispatcher:
                 if type(value) not in _PLAIN:
                     needs = scan(value, ups) or needs
             call = TaskCall(task, params, self.task_run(task, params, i), self.flow_run)
-            if needs or gated:
+            if needs or ups or gated:
                 futures[i] = self._route(call, ups, needs)
             else:
                 ready.append(call)

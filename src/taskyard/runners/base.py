@@ -56,12 +56,15 @@ class TaskRunner(abc.ABC, Generic[F]):
       only once its upstreams are done, with plain values in its parameters.
     * ``supports_cancel_running``: ``shutdown(cancel_pending=True)`` can
       interrupt runs already executing, not only those still queued.
+    * ``concurrent``: ``submit`` returns before the run finishes (False for a
+      runner that runs each call at submission, which leaves nothing to cancel).
     """
 
     name: ClassVar[str] = ""
     requires_pickling: ClassVar[bool] = False
     resolves_dependencies: ClassVar[bool] = False
     supports_cancel_running: ClassVar[bool] = False
+    concurrent: ClassVar[bool] = True
 
     _init_args: tuple[tuple[Any, ...], dict[str, Any]]
     _status: str

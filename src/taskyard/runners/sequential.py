@@ -17,6 +17,7 @@ class SequentialTaskRunner(TaskRunner[TaskFuture[Any]]):
     """
 
     name = "sequential"
+    concurrent = False
 
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
         self.check_open()

@@ -1,0 +1,53 @@
+"""Loading a flow (or any object) from ``path/to/file.py:name`` or ``package.module:name``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ("load_object", "load_flow")
+
+
+def load_object(ref: str) -> Any:
+    """Import the object ``ref`` names.
+
+    Raises:
+        ValueError: ``ref`` is not of the form ``file.py:name`` or ``module:name``.
+        LookupError: The file, module or name does not exist.
+    """
+    target, sep, name = ref.rpartition(":")
+    if not sep or not target or not name:
+        raise ValueError(f"{ref!r} is not FILE.py:NAME or MODULE:NAME")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).resolve()
+        if not path.is_file():
+            raise LookupError(f"no such file: {target}")
+        module_name = f"__taskyard_flow_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise LookupError(f"no module named {target!r}") from exc
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise LookupError(f"{target} has no attribute {name!r}") from None
+
+
+def load_flow(ref: str) -> Any:
+    """Like :func:`load_object`, and check that the object is a flow."""
+    from taskyard.flows import Flow
+
+    obj = load_object(ref)
+    if not isinstance(obj, Flow):
+        raise TypeError(f"{ref} is {type(obj).__name__}, not a @flow")
+    return obj
