@@ -1,0 +1,103 @@
+"""Dependency handling: no blocked workers, long chains, concurrency limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from taskyard import flow, task, tags
+from taskyard.runners import ThreadPoolTaskRunner
+
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+
+class TestDependencies:
+    def test_a_10000_long_chain_on_one_worker_completes(self) -> None:
+        """Dependent runs start on upstream completion, so one worker runs a 10k chain."""
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+        def f() -> int:
+            future = inc.submit(0)
+            for _ in range(9_999):
+                future = inc.submit(future)
+            return future.result()
+
+        assert f() == 10_000
+
+    def test_upstream_submitted_later_does_not_block_the_pool(self) -> None:
+        """With one worker, a run waiting on a slow upstream leaves the worker free."""
+        gate = threading.Event()
+
+        @task
+        def wait_gate() -> int:
+            gate.wait(10)
+            return 1
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+        def f() -> list[int]:
+            slow = wait_gate.submit()
+            dependents = [inc.submit(slow) for _ in range(5)]
+            independent = inc.map(range(20)).result()  # must finish while `slow` waits
+            gate.set()
+            return independent + [d.result() for d in dependents]
+
+        assert f() == list(range(1, 21)) + [2] * 5
+
+
+class TestConcurrencyLimits:
+    def _peak(self, flow_fn) -> int:  # type: ignore[no-untyped-def]
+        return flow_fn()
+
+    def test_task_max_concurrency_caps_runs_in_flight(self) -> None:
+        """@task(max_concurrency=N) never has more than N runs of it running."""
+        lock = threading.Lock()
+        running = [0, 0]
+
+        @task(max_concurrency=3)
+        def tracked(x: int) -> int:
+            with lock:
+                running[0] += 1
+                running[1] = max(running[1], running[0])
+            time.sleep(0.002)
+            with lock:
+                running[0] -= 1
+            return x
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))
+        def f() -> list[int]:
+            return tracked.map(range(300)).result()
+
+        assert f() == list(range(300))
+        assert running[1] == 3
+
+    def test_tag_concurrency_caps_runs_carrying_the_tag(self) -> None:
+        """@flow(tag_concurrency={"db": 2}) caps tagged runs across tasks."""
+        lock = threading.Lock()
+        running = [0, 0]
+
+        @task(tags=["db"])
+        def query(x: int) -> int:
+            with lock:
+                running[0] += 1
+                running[1] = max(running[1], running[0])
+            time.sleep(0.002)
+            with lock:
+                running[0] -= 1
+            return x
+
+        @task
+        def other(x: int) -> int:
+            return query.fn(x)
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=8), tag_concurrency={"db": 2})
+        def f() -> int:
+            a = query.map(range(100))
+            with tags("db"):
+                b = other.map(range(100))
+            return len(a.result() + b.result())
+
+        assert f() == 200
+        assert running[1] == 2
