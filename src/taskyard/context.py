@@ -21,14 +21,26 @@ __all__ = ("FlowRunInfo", "TaskRunInfo", "RunContext", "get_run_context", "tags"
 
 @dataclass(slots=True)
 class FlowRunInfo:
-    """What a task needs to know about the flow run it belongs to."""
+    """What a task needs to know about the flow run it belongs to.
+
+    Besides the run's identity it carries what the flow process decided at
+    the start of the run, so a task running in another process sees the
+    same: ``home`` (TASKYARD_HOME), ``persist_results``, ``log_prints``,
+    and ``pid``/``log_level`` (a task in another process captures its log
+    records at that level and ships them back with its state).
+    """
 
     id: str
     name: str
     flow_name: str
     tags: frozenset[str] = frozenset()
     parameters: dict[str, Any] = field(default_factory=dict)
-    run_count: int = 1
+    run_count: int = 0
+    home: str | None = None
+    persist_results: bool = False
+    log_prints: bool = False
+    pid: int = 0
+    log_level: int = 30
 
 
 @dataclass(slots=True)

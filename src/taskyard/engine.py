@@ -21,6 +21,7 @@ generator of effects, and driven synchronously or on an event loop.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,7 +31,8 @@ from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_va
 from taskyard.exceptions import TaskTimeoutError
 from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
 from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
-from taskyard.states import Completed, Failed, State, TimedOut
+from taskyard.logs import LogCapture, printing_to, reset_printing
+from taskyard.states import Cached, Completed, Failed, State, TimedOut
 
 if TYPE_CHECKING:
     from taskyard.tasks import Task
@@ -112,7 +114,7 @@ class _RetryPolicy(Protocol):
 
 def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | None = None) -> Steps[State[R]]:
     """The engine for one task call, as a generator of effects (see module doc)."""
-    task, info, params = call.task, call.task_run, call.parameters
+    task, info, params, flow_run = call.task, call.task_run, call.parameters, call.flow_run
     if call.upstreams:
         lookup = local_lookup if upstream_states is None else mapping_lookup(upstream_states)
         blocked = first_blocking_failure(call.upstreams, lookup)
@@ -122,6 +124,47 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
             params = resolve(params, lookup)
         except Exception as exc:  # an upstream's result could not be loaded
             return failed_state(exc, 0)
+    remote = flow_run is not None and flow_run.pid not in (0, os.getpid())
+    capture = LogCapture(flow_run.log_level) if remote else None  # type: ignore[union-attr]
+    log_prints = task.log_prints if task.log_prints is not None else bool(flow_run and flow_run.log_prints)
+    task_token = task_run_var.set(info)
+    flow_token = flow_run_var.set(flow_run) if flow_run is not None else None
+    print_token = printing_to(True) if log_prints else None
+    if capture is not None:
+        capture.__enter__()
+    try:
+        state = yield from _run_task(call, params)
+        if state.is_completed():
+            run_hooks(task.on_completion, task, info, state)
+        else:
+            logger.error("Task run %r finished in state %r", info.name, state)
+            run_hooks(task.on_failure, task, info, state)
+    finally:
+        if capture is not None:
+            capture.__exit__()
+        if print_token is not None:
+            reset_printing(print_token)
+        if flow_token is not None:
+            flow_run_var.reset(flow_token)
+        task_run_var.reset(task_token)
+    if capture is not None and capture.records:
+        state = state.model_copy(update={"log_records": tuple(capture.records)})
+    return state
+
+
+def _run_task(call: TaskCall[R], params: dict[str, Any]) -> Steps[State[R]]:
+    """Cache lookup, the attempts, and persisting the result."""
+    from taskyard.persistence import MISS, result_plan
+
+    task, info = call.task, call.task_run
+    try:
+        plan = result_plan(call, params)
+    except Exception as exc:
+        return Failed(exc, run_count=0)
+    if plan is not None:
+        cached = plan.lookup()
+        if cached is not MISS:
+            return Cached(cached, message=f"cache hit for key {plan.cache_key}")
     args, kwargs = task.split_parameters(params)
     invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, f"task run {info.name!r}")
 
@@ -131,22 +174,17 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
         return failed_state(outcome.value, run_count)
 
     def condition(state: State[Any]) -> bool:
-        fns = task.retry_condition_fn
-        return fns is None or bool(fns(task, info, state))
+        fn = task.retry_condition_fn
+        return fn is None or bool(fn(task, info, state))
 
-    task_token = task_run_var.set(info)
-    flow_token = flow_run_var.set(call.flow_run) if call.flow_run is not None else None
-    try:
-        state = yield from retry_loop(task, info, invoke, judge, condition)
-        if state.is_completed():
-            run_hooks(task.on_completion, task, info, state)
-        else:
-            logger.error("Task run %r finished in state %r", info.name, state)
-            run_hooks(task.on_failure, task, info, state)
-    finally:
-        if flow_token is not None:
-            flow_run_var.reset(flow_token)
-        task_run_var.reset(task_token)
+    state = yield from retry_loop(task, info, invoke, judge, condition)
+    if plan is not None and plan.persist and state.is_completed():
+        try:
+            location = plan.write(state.data)
+        except Exception as exc:
+            message = f"the result of {info.name!r} could not be persisted: {type(exc).__name__}: {exc}"
+            return Failed(exc, message=message, run_count=state.run_count)
+        state = state.model_copy(update={"result_location": location})
     return state
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
+import os
 from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ from taskyard.engine import failed_state, retry_loop, run_hooks
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import find_upstreams, resolve
-from taskyard.options import check_retries, check_template, check_timeout, format_name, hooks_list
+from taskyard.logs import printing_to, reset_printing
+from taskyard.options import check_result_options, check_retries, check_template, check_timeout, format_name, hooks_list
 from taskyard.runners.base import TaskRunner
 from taskyard.runners.registry import registry, resolve_runner
 from taskyard.settings import current_settings
@@ -122,6 +125,7 @@ class Flow(Generic[P, R]):
         self.persist_result = options.get("persist_result")
         self.result_storage = options.get("result_storage")
         self.result_serializer = options.get("result_serializer")
+        check_result_options(self.result_storage, self.result_serializer, owner)
         self.log_prints = options.get("log_prints")
         for hook in ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running"):
             setattr(self, hook, hooks_list(options.get(hook), hook))
@@ -189,7 +193,19 @@ class Flow(Generic[P, R]):
             name = str(self.flow_run_name())
         else:
             name = format_name(self.flow_run_name, self.binder.with_defaults(params))
-        info = FlowRunInfo(run_id, name, self.name, current_tags(), params)
+        settings = current_settings()
+        info = FlowRunInfo(
+            run_id,
+            name,
+            self.name,
+            current_tags(),
+            params,
+            home=str(settings.home),
+            persist_results=self.persist_result if self.persist_result is not None else settings.persist_results,
+            log_prints=bool(self.log_prints),
+            pid=os.getpid(),
+            log_level=min(logging.getLogger().getEffectiveLevel(), logging.getLogger("taskyard").getEffectiveLevel()),
+        )
         runner = self._runner_for_run()
         runner.start()
         return FlowRunState(self, info, Dispatcher(runner, info, self.tag_concurrency))
@@ -207,14 +223,30 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     invoke = Invoke(_attempt(flow, dispatcher), args, kwargs, flow.timeout_seconds, f"flow run {info.name!r}")
     flow_token = flow_run_var.set(info)
     state_token = flow_state_var.set(run)
+    print_token = printing_to(True) if flow.log_prints else None
     try:
         run_hooks(flow.on_running, flow, info, Running())
         state = yield from retry_loop(flow, info, invoke, _judge)
+        if state.is_completed() and info.persist_results:
+            state = _persist(flow, info, state)
     finally:
+        if print_token is not None:
+            reset_printing(print_token)
         flow_state_var.reset(state_token)
         flow_run_var.reset(flow_token)
     run_hooks(flow.on_completion if state.is_completed() else flow.on_failure, flow, info, state)
     return state
+
+
+def _persist(flow: Flow[..., Any], info: FlowRunInfo, state: State[Any]) -> State[Any]:
+    from taskyard.results import encode, get_serializer, get_storage
+
+    storage = get_storage(flow.result_storage, info.home or current_settings().home)
+    try:
+        location = storage.write(f"flow-runs/{info.id}", encode(state.data, get_serializer(flow.result_serializer)))
+    except Exception as exc:
+        return Failed(exc, message=f"the flow result could not be persisted: {exc}", run_count=state.run_count)
+    return state.model_copy(update={"result_location": location})
 
 
 def _attempt(flow: Flow[..., Any], dispatcher: Dispatcher) -> Callable[..., Any]:

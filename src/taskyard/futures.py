@@ -124,7 +124,16 @@ class TaskFuture(Generic[R]):
         return self.result()
 
     def _set_state(self, state: State[R]) -> None:
-        """Complete the future. For runners only; a future is completed once."""
+        """Complete the future. For runners only; a future is completed once.
+
+        Log records the run made in another process (``state.log_records``)
+        are replayed here, into this process's loggers.
+        """
+        if state.log_records:
+            from taskyard.logs import replay_records
+
+            replay_records(state.log_records)
+            state = state.model_copy(update={"log_records": None})
         with _LOCK:
             if self._state is not None:
                 return

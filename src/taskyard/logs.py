@@ -1,14 +1,32 @@
-"""Run loggers: log records that name the flow run and task run they came from."""
+"""Run loggers, ``log_prints``, and log records that cross process boundaries.
+
+* :func:`get_run_logger` gives a logger whose records name their runs.
+* ``log_prints=True`` sends ``print()`` inside a task or flow to that logger.
+  ``builtins.print`` is wrapped once, on first use; the wrapper looks up a
+  context variable, so only prints made inside such a run are redirected.
+* A task running in another process than its flow (process pool, Dask, Ray
+  workers) captures the records logged during the run — at the flow's level
+  — and the engine attaches them to the final state (``log_records``). When
+  a future receives such a state in the flow process, the records are
+  replayed into the same logger names, so they reach the flow's handlers
+  with their run names. Any runner gets this without code of its own.
+"""
 
 from __future__ import annotations
 
+import builtins
 import logging
+import sys
+import threading
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from taskyard.context import flow_run_var, task_run_var
 
-__all__ = ("get_run_logger", "RunLoggerAdapter")
+__all__ = ("get_run_logger", "RunLoggerAdapter", "LogCapture", "replay_records", "printing_to")
+
+RUN_LOGGER = "taskyard.runs"
 
 
 class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -21,7 +39,7 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         return (f"[{' / '.join(names)}] {msg}" if names else msg), kwargs
 
 
-def get_run_logger(name: str = "taskyard.runs") -> RunLoggerAdapter:
+def get_run_logger(name: str = RUN_LOGGER) -> RunLoggerAdapter:
     """A logger for the current flow or task run.
 
     Its records carry ``flow_run_name``/``flow_run_id`` and
@@ -37,3 +55,97 @@ def get_run_logger(name: str = "taskyard.runs") -> RunLoggerAdapter:
         "task_run_id": task_run.id if task_run else None,
     }
     return RunLoggerAdapter(logging.getLogger(name), extra)
+
+
+# -- print() → the run logger -------------------------------------------------------
+
+_print_target: ContextVar[bool] = ContextVar("taskyard_log_prints", default=False)
+_original_print = builtins.print
+_patch_lock = threading.Lock()
+
+
+def _print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+    if _print_target.get() and (file is None or file is sys.stdout):
+        get_run_logger().info((sep if sep is not None else " ").join(str(a) for a in args))
+    else:
+        _original_print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
+def printing_to(enabled: bool) -> Any:
+    """Turn print redirection on or off for the current context; returns a reset token."""
+    if enabled and builtins.print is not _print:
+        with _patch_lock:
+            builtins.print = _print
+    return _print_target.set(enabled)
+
+
+def reset_printing(token: Any) -> None:
+    _print_target.reset(token)
+
+
+# -- capturing records in a worker process and replaying them ------------------------
+
+_capture: ContextVar[list[dict[str, Any]] | None] = ContextVar("taskyard_log_capture", default=None)
+
+
+class _CaptureHandler(logging.Handler):
+    """On the root logger of a worker process: keeps records of the run in progress."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = _capture.get()
+        if sink is None:
+            return
+        data = dict(record.__dict__)
+        data["msg"] = record.getMessage()
+        data["args"] = None
+        if record.exc_info:
+            data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        data["exc_info"] = None
+        sink.append({k: v for k, v in data.items() if _plain(v)})
+
+
+def _plain(value: Any) -> bool:
+    return value is None or type(value) in (str, int, float, bool)
+
+
+_handler: _CaptureHandler | None = None
+
+
+class LogCapture:
+    """Collect the records logged in this context at ``level`` and above."""
+
+    def __init__(self, level: int) -> None:
+        global _handler
+        with _patch_lock:
+            if _handler is None:
+                _handler = _CaptureHandler()
+                logging.getLogger().addHandler(_handler)
+        self.level = level
+        self.records: list[dict[str, Any]] = []
+        self._token: Any = None
+        self._saved: list[tuple[logging.Logger, int]] = []
+
+    def __enter__(self) -> LogCapture:
+        self._token = _capture.set(self.records)
+        # The worker's loggers may be unconfigured (WARNING); let the run's
+        # records through at the flow's level.
+        for name in ("taskyard", ""):
+            logger = logging.getLogger(name)
+            if logger.getEffectiveLevel() > self.level:
+                self._saved.append((logger, logger.level))
+                logger.setLevel(self.level)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _capture.reset(self._token)
+        for logger, level in self._saved:
+            logger.setLevel(level)
+
+
+def replay_records(records: tuple[dict[str, Any], ...]) -> None:
+    """Hand records made in another process to this process's loggers."""
+    for data in records:
+        record = logging.makeLogRecord(data)
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)

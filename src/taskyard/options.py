@@ -96,6 +96,36 @@ def check_template(template: Any, names: Iterable[str], option: str, owner: str,
             )
 
 
+def check_result_options(storage: Any, serializer: Any, owner: str) -> None:
+    """Fail at decoration for an unknown serializer or an unusable storage."""
+    from taskyard.results import check_storage, get_serializer
+
+    try:
+        get_serializer(serializer)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{owner}: {exc}") from None
+    try:
+        check_storage(storage, owner)
+    except TypeError as exc:
+        raise TypeError(f"{owner}: {exc}") from None
+
+
+def check_cache_options(key_fn: Any, policy: Any, expiration: Any, owner: str) -> None:
+    """Check cache_key_fn, cache_policy and cache_expiration."""
+    from datetime import timedelta
+
+    from taskyard.caching import CachePolicy
+
+    if key_fn is not None and not callable(key_fn):
+        raise TypeError(f"{owner}: cache_key_fn must be callable as fn(context, parameters), not {key_fn!r}")
+    if policy is not None and not isinstance(policy, CachePolicy):
+        raise TypeError(f"{owner}: cache_policy must be a CachePolicy (INPUTS, TASK_SOURCE, ... combined with +), not {policy!r}")
+    if expiration is not None:
+        seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else expiration
+        if not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValueError(f"{owner}: cache_expiration must be a positive timedelta or number of seconds, not {expiration!r}")
+
+
 def format_name(template: str, params: dict[str, Any]) -> str:
     """Apply a run-name template to a call's parameters."""
     return template.format(**params)
@@ -151,6 +181,9 @@ class TaskOptions:
             raise ValueError(f"{owner}: max_concurrency must be a whole number ≥ 1, not {limit!r}")
         open_ended = not self.binder.simple
         check_template(self.task_run_name, self.binder.all_names, "task_run_name", owner, open_ended)
+        check_template(self.result_storage_key, self.binder.all_names, "result_storage_key", owner, open_ended)
+        check_result_options(self.result_storage, self.result_serializer, owner)
+        check_cache_options(self.cache_key_fn, self.cache_policy, self.cache_expiration, owner)
 
     @staticmethod
     def format_name(template: str, params: dict[str, Any]) -> str:

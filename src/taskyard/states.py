@@ -17,7 +17,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from taskyard.exceptions import (
     CancelledRunError,
@@ -93,6 +93,9 @@ class State(BaseModel, Generic[R]):
         run_count: How many attempts the run had made when it got here.
         traceback: The formatted traceback of an exception raised in another
             process; attached as ``__cause__`` when the exception is re-raised.
+        result_location: Where the result was persisted, if it was.
+        log_records: Log records made in another process during the run,
+            replayed in the flow process when the state arrives there.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -104,6 +107,8 @@ class State(BaseModel, Generic[R]):
     data: Any = None
     run_count: int = 0
     traceback: str | None = None
+    result_location: str | None = None
+    log_records: tuple[dict[str, Any], ...] | None = Field(default=None, repr=False)
 
     def __repr__(self) -> str:
         msg = f", message={self.message!r}" if self.message else ""

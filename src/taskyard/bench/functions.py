@@ -1,0 +1,69 @@
+"""The plain functions the workloads run, and the taskyard tasks made from them.
+
+Raw baselines call the plain functions; flows call the tasks. Both live at
+module level so worker processes import them by reference.
+"""
+
+from __future__ import annotations
+
+from taskyard import task
+
+__all__ = (
+    "CPU_LOOPS",
+    "noop",
+    "inc",
+    "square",
+    "total",
+    "spin",
+    "measure",
+    "noop_task",
+    "inc_task",
+    "square_task",
+    "total_task",
+    "spin_task",
+    "measure_task",
+)
+
+#: Iterations of :func:`spin`: about 50 ms of pure Python on a 2020s core.
+CPU_LOOPS = 1_500_000
+
+
+def noop(x: int) -> int:
+    """Return ``x``: a task with nothing to do but its own overhead."""
+    return x
+
+
+def inc(x: int) -> int:
+    """Return ``x + 1`` (one link of a chain)."""
+    return x + 1
+
+
+def square(x: int) -> int:
+    """Return ``x * x`` (the map half of fan-in)."""
+    return x * x
+
+
+def total(values: list[int]) -> int:
+    """Return the sum of ``values`` (the reduce half of fan-in)."""
+    return sum(values)
+
+
+def spin(k: int, loops: int = CPU_LOOPS) -> int:
+    """Burn CPU in a pure-Python loop (holds the GIL); return ``k + sum(range(loops))``."""
+    acc = 0
+    for i in range(loops):
+        acc += i
+    return k + acc
+
+
+def measure(i: int, blob: bytes) -> tuple[int, int, int]:
+    """Read the large shared argument: ``(i, len(blob), blob[i])``."""
+    return i, len(blob), blob[i]
+
+
+noop_task = task(noop, name="noop")
+inc_task = task(inc, name="inc")
+square_task = task(square, name="square")
+total_task = task(total, name="total")
+spin_task = task(spin, name="spin")
+measure_task = task(measure, name="measure")
