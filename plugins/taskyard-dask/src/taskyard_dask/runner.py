@@ -1,0 +1,635 @@
+"""DaskTaskRunner: task calls run on a Dask cluster, dependencies resolved by Dask.
+
+::
+
+    submit(call) ─ upstream TaskFutures → their Dask futures (.native) ─┐
+    map(calls)  ── large shared args scattered once → SharedArg ───────┤ one update-graph
+                                                                       ▼ per submit / per map
+                  client.submit / client.map(run_call_on_worker, call, ...)
+                                                                       │ worker: engine → State
+    DaskTaskFuture ◀── Dask done-callback ◀────────────────────────────┘ (State stays on the worker)
+      .native = the Dask future
+      finished → marked done; the State is gathered when first read (siblings of a
+                 map in one round trip), so a chain A→B→C never moves data through
+                 the flow process
+      error    → KilledWorker: submitted again while the task's retries allow, else
+                 Crashed; an upstream's loss: placed again once the upstream settles
+      cancelled→ Cancelled (by us) or Crashed (scheduler connection lost)
+
+With no ``address`` the runner starts a temporary cluster (``LocalCluster`` on
+127.0.0.1 unless told otherwise) and closes it, and every process it started,
+at shutdown; with an ``address`` it only connects and disconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import cloudpickle
+
+from taskyard.exceptions import CrashedRunError, RunnerNotStartedError, UnpicklableArgumentError
+from taskyard.futures import TaskFuture
+from taskyard.futures import wait as wait_futures
+from taskyard.runners.base import Cancelled, Crashed, State, TaskCall, TaskRunner
+from taskyard.states import Failed, Pending, Running
+from taskyard_dask.options import current_dask_options, options_for_tags
+
+__all__ = ("DaskTaskRunner", "DaskTaskFuture")
+
+logger = logging.getLogger("taskyard.dask")
+
+# Shared arguments at least this large (dask.sizeof) are scattered once per map.
+SHARE_MIN_BYTES = 100_000
+# Reading one result of a map gathers finished siblings too, up to this many bytes.
+FETCH_BATCH_BYTES = 16_000_000
+_SMALL = frozenset({int, float, bool, complex, type(None)})
+_SUBMIT_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
+# The state of a run that finished on the cluster and has not been read yet.
+_REMOTE: State[Any] = Running("finished on the Dask cluster; the state is fetched when read", name="Remote")
+
+
+class DaskTaskFuture(TaskFuture[Any]):
+    """A TaskFuture whose State stays on the cluster until it is read."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, task_run_id: str, task_run_name: str, batch: _Batch) -> None:
+        super().__init__(task_run_id, task_run_name)
+        self._batch = batch
+
+    @property
+    def state(self) -> State[Any]:
+        state = self._state
+        if state is _REMOTE:
+            return self._batch.runner._fetch(self)
+        return state if state is not None else Pending()
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        self.wait(timeout)
+        if self._state is None:
+            raise TimeoutError(f"task run {self.task_run_name!r} was not done after {timeout} s")
+        return self.state.result(raise_on_failure=raise_on_failure)
+
+    result.__doc__ = TaskFuture.result.__doc__
+
+
+class _Batch:
+    """The futures of one submit or map: finished ones are gathered together."""
+
+    __slots__ = ("runner", "remote", "__weakref__")
+
+    def __init__(self, runner: DaskTaskRunner) -> None:
+        self.runner = runner
+        self.remote: dict[str, DaskTaskFuture] = {}
+
+
+class _Entry:
+    """A call on its way through the cluster (kept for resubmission)."""
+
+    __slots__ = ("call", "future", "options", "shared", "native", "losses", "key")
+
+    def __init__(self, call: TaskCall[Any], future: DaskTaskFuture, options: Mapping[str, Any], shared: tuple[Any, ...]) -> None:
+        self.call = call
+        self.future = future
+        self.options = options
+        self.shared = shared
+        self.native: Any = None
+        self.losses = 0
+        self.key = f"{call.task_run.task_name}-{call.task_run.id}"
+
+
+class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
+    """Runs task calls on a Dask cluster: an existing one, or a temporary one it starts.
+
+    Args:
+        address: Address of a running scheduler (``"tcp://127.0.0.1:8786"``).
+            The runner connects to it and leaves the cluster running.
+        cluster_class: Without ``address``: the cluster to start, as a class
+            or a ``"module.Class"`` string; ``distributed.LocalCluster`` by default.
+        cluster_kwargs: Keyword arguments for ``cluster_class``. A LocalCluster
+            binds 127.0.0.1 (dashboard on a free loopback port) and treats a
+            task whose worker dies as lost at once (``allowed_failures=0``; the
+            task's own ``retries`` decide whether it runs again) unless told otherwise.
+        adapt_kwargs: Make the temporary cluster adaptive: ``cluster.adapt(**adapt_kwargs)``.
+        client_kwargs: Keyword arguments for ``distributed.Client``.
+
+    After ``start()``, ``client`` is the connected ``distributed.Client`` and
+    ``cluster`` the cluster the runner started (None with ``address``).
+    """
+
+    name = "dask"
+    requires_pickling = True
+    resolves_dependencies = True
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cluster_class: type[Any] | str | None = None,
+        cluster_kwargs: Mapping[str, Any] | None = None,
+        adapt_kwargs: Mapping[str, Any] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if address is not None and (cluster_class is not None or cluster_kwargs or adapt_kwargs):
+            raise ValueError(
+                "DaskTaskRunner takes either address= (connect to a running scheduler) or "
+                "cluster_class/cluster_kwargs/adapt_kwargs (start a temporary cluster), not both"
+            )
+        self.address = address
+        self.cluster_class = cluster_class
+        self.cluster_kwargs = dict(cluster_kwargs or {})
+        self.adapt_kwargs = dict(adapt_kwargs or {})
+        self.client_kwargs = dict(client_kwargs or {})
+        self.dashboard_link: str | None = None
+        self._client: Any = None
+        self._cluster: Any = None
+        self._future_class: Any = None
+        self._killed_worker: Any = None
+        self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
+        self._inflight: dict[str, _Entry] = {}
+        self._deferred: dict[int, _Entry] = {}
+        self._batches: weakref.WeakSet[_Batch] = weakref.WeakSet()
+        self._run_ids: set[str] = set()
+        self._shared: dict[int, tuple[Any, Any]] = {}
+        self._closing = False
+        self._log_name = f"taskyard-logs-{os.urandom(4).hex()}"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` of the started runner."""
+        if self._client is None:
+            raise RunnerNotStartedError(f"{self!r} has no client: start it first (`with runner:`)")
+        return self._client
+
+    @property
+    def cluster(self) -> Any:
+        """The cluster this runner started, or None (``address`` given, or not started)."""
+        return self._cluster
+
+    def setup(self) -> None:
+        import distributed
+
+        self._future_class = distributed.Future
+        self._killed_worker = distributed.KilledWorker
+        client_kwargs = {"set_as_default": False, **self.client_kwargs}
+        try:
+            if self.address is not None:
+                self._client = distributed.Client(self.address, **client_kwargs)
+            else:
+                cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
+                self._cluster = cls(**_cluster_kwargs(cls, self.cluster_kwargs))
+                if self.adapt_kwargs:
+                    self._cluster.adapt(**self.adapt_kwargs)
+                self._client = distributed.Client(self._cluster, **client_kwargs)
+            self._forward_logs()
+        except BaseException:
+            self._close_backend()
+            raise
+        services = self._client.scheduler_info().get("services", {})
+        if "dashboard" in services:
+            self.dashboard_link = self._client.dashboard_link
+            logger.info("Dask dashboard: %s", self.dashboard_link)
+
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
+        if not self.begin_shutdown():
+            return
+        if self._client is not None:
+            if wait and not cancel_pending:
+                self._wait_outstanding()
+            else:
+                self._cancel_outstanding()
+            self._release_states()
+        self._close_backend()
+
+    def _wait_outstanding(self) -> None:
+        while True:
+            with self._lock:
+                futures = [e.future for e in (*self._inflight.values(), *self._deferred.values())]
+            if not futures:
+                return
+            wait_futures(futures)
+
+    def _cancel_outstanding(self) -> None:
+        self._closing = True
+        with self._lock:
+            entries = [*self._inflight.values(), *self._deferred.values()]
+            self._inflight.clear()
+            self._deferred.clear()
+        for entry in entries:
+            entry.future._set_state(Cancelled("the flow run was cancelled before this run finished"))
+        natives = [e.native for e in entries if e.native is not None]
+        if natives:
+            try:
+                self._client.cancel(natives, force=True)
+            except Exception as exc:  # the scheduler may be gone already
+                logger.debug("cancelling %d Dask futures failed: %r", len(natives), exc)
+
+    def _release_states(self) -> None:
+        """Give every finished, unread run its state; large results stay behind."""
+        remote = {f.native.key: f for batch in list(self._batches) for f in batch.remote.values()}
+        if not remote:
+            return
+        from taskyard_dask.worker import state_headers
+
+        headers: dict[str, State[Any]] = {}
+        if self._client.status == "running":
+            try:
+                for found in self._client.run(state_headers, list(remote), on_error="return").values():
+                    if isinstance(found, dict):
+                        headers.update(found)
+            except Exception as exc:
+                logger.warning("could not read the states of %d finished runs: %r", len(remote), exc)
+        with self._fetch_lock:
+            for key, future in remote.items():
+                if future._state is _REMOTE:
+                    future._state = headers.get(key) or Crashed(
+                        f"task run {future.task_run_name!r} finished on the Dask cluster, but its state "
+                        "could not be read before the runner shut down"
+                    )
+                future._batch.remote.pop(future.task_run_id, None)
+
+    def _close_backend(self) -> None:
+        client, cluster = self._client, self._cluster
+        if client is not None:
+            if cluster is None:  # a cluster we did not start: take our log forwarder back
+                with contextlib.suppress(Exception):
+                    client.unregister_worker_plugin(self._log_name)
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(self._log_name)
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=30)
+        self._shared.clear()
+
+    # -- logs --------------------------------------------------------------------------
+
+    def _forward_logs(self) -> None:
+        from taskyard_dask.worker import LogForwarder
+
+        level = logging.getLogger("taskyard").getEffectiveLevel()
+        self._client.subscribe_topic(self._log_name, self._on_log_event)
+        self._client.register_plugin(LogForwarder(self._log_name, level, os.getpid()), name=self._log_name)
+
+    def _on_log_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        msg = dict(event[1])
+        if msg.get("flow_run_id") not in self._run_ids and msg.get("task_run_id") not in self._run_ids:
+            return
+        msg.update(args=None, taskyard_forwarded=True)
+        record = logging.makeLogRecord(msg)
+        target = logging.getLogger(record.name)
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+    def _note_run(self, call: TaskCall[Any]) -> None:
+        flow_run = call.flow_run
+        self._run_ids.add(flow_run.id if flow_run is not None else call.task_run.id)
+
+    # -- submission -------------------------------------------------------------------
+
+    def submit(self, call: TaskCall[Any]) -> DaskTaskFuture:
+        self.check_open()
+        batch = _Batch(self)
+        self._batches.add(batch)
+        future = DaskTaskFuture(call.task_run.id, call.task_run.name, batch)
+        self._note_run(call)
+        self._place(_Entry(call, future, _options_for(call), ()))
+        return future
+
+    def map(self, calls: Sequence[TaskCall[Any]]) -> list[DaskTaskFuture]:  # type: ignore[override]
+        self.check_open()
+        if not calls:
+            return []
+        batch = _Batch(self)
+        self._batches.add(batch)
+        futures = [DaskTaskFuture(c.task_run.id, c.task_run.name, batch) for c in calls]
+        for call in {id(c.flow_run): c for c in calls}.values():
+            self._note_run(call)
+        plain = [i for i, c in enumerate(calls) if not c.upstreams]
+        if len(plain) < len(calls):  # calls with upstreams go one by one
+            for i, (call, future) in enumerate(zip(calls, futures)):
+                if call.upstreams:
+                    self._place(_Entry(call, future, _options_for(call), ()))
+        plain_calls, shared = self._share([calls[i] for i in plain])
+        options = _options_for(plain_calls[0]) if plain_calls else {}
+        entries = [_Entry(call, futures[i], options, shared) for i, call in zip(plain, plain_calls)]
+        if entries:
+            self._send_batch(entries)
+        return futures
+
+    def _share(self, calls: list[TaskCall[Any]]) -> tuple[list[TaskCall[Any]], tuple[Any, ...]]:
+        """Scatter large parameter values that every call shares; put placeholders in their place."""
+        if len(calls) < 2:
+            return calls, ()
+        from dask.sizeof import sizeof
+
+        from taskyard_dask.worker import SharedArg
+
+        names = []
+        first = calls[0].parameters
+        for name, value in first.items():
+            if type(value) in _SMALL:
+                continue
+            if all(c.parameters.get(name, first) is value for c in calls) and sizeof(value) >= SHARE_MIN_BYTES:
+                names.append(name)
+        if not names:
+            return calls, ()
+        shared = tuple(self._scatter(first[name]) for name in names)
+        swap = {name: SharedArg(i) for i, name in enumerate(names)}
+        return [TaskCall(c.task, {**c.parameters, **swap}, c.task_run, c.flow_run, c.upstreams) for c in calls], shared
+
+    def _scatter(self, value: Any) -> Any:
+        # Kept by identity for the runner's life, so later maps reuse the copy on the cluster.
+        hit = self._shared.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        native = self._client.scatter([value], broadcast=False, hash=False)[0]
+        self._shared[id(value)] = (value, native)
+        return native
+
+    def _place(self, entry: _Entry) -> None:
+        """Submit ``entry`` with its upstreams as Dask futures, or as states when they have none."""
+        ids: list[str] = []
+        values: list[Any] = []
+        waiting: list[TaskFuture[Any]] = []
+        seen: set[str] = set()
+        for upstream, _ in entry.call.upstreams:
+            run_id = upstream.task_run_id
+            if run_id in seen or not isinstance(upstream, TaskFuture):
+                continue
+            seen.add(run_id)
+            native = self._usable(upstream.native)
+            if native is not None:
+                ids.append(run_id)
+                values.append(native)
+            elif upstream.done():
+                ids.append(run_id)
+                values.append(upstream.state)
+            else:  # a future of another runner, or one being submitted again
+                waiting.append(upstream)
+        if waiting:
+            self._defer(entry, waiting)
+            return
+        values.extend(entry.shared)
+        from taskyard_dask.worker import run_call_on_worker
+
+        try:
+            with _annotated(entry.options):
+                native = self._client.submit(
+                    run_call_on_worker, entry.call, tuple(ids), *values, key=entry.key, pure=False, **_submit_kwargs(entry.options)
+                )
+        except Exception as exc:
+            entry.future._set_state(_submit_failure(entry.call, exc))
+            return
+        self._track(entry, native)
+
+    def _send_batch(self, entries: list[_Entry]) -> None:
+        from taskyard_dask.worker import run_mapped_call_on_worker
+
+        shared = entries[0].shared
+        options = entries[0].options
+        extra = {"shared": shared} if shared else {}
+        try:
+            with _annotated(options):
+                natives = self._client.map(
+                    run_mapped_call_on_worker,
+                    [e.call for e in entries],
+                    key=[e.key for e in entries],
+                    pure=False,
+                    **_submit_kwargs(options),
+                    **extra,
+                )
+        except Exception as exc:
+            if len(entries) == 1:
+                entries[0].future._set_state(_submit_failure(entries[0].call, exc))
+                return
+            good = []
+            for entry in entries:  # find the calls that will not pickle; send the rest
+                try:
+                    cloudpickle.dumps(entry.call)
+                except Exception:
+                    entry.future._set_state(Failed(_pickling_error(entry.call)))
+                else:
+                    good.append(entry)
+            if len(good) == len(entries):
+                for entry in entries:
+                    entry.future._set_state(_submit_failure(entry.call, exc))
+            elif good:
+                self._send_batch(good)
+            return
+        for entry, native in zip(entries, natives):
+            self._track(entry, native)
+
+    def _usable(self, native: Any) -> Any:
+        if (
+            isinstance(native, self._future_class)
+            and native.client is self._client
+            and native.status not in ("error", "cancelled", "lost")
+        ):
+            return native
+        return None
+
+    def _defer(self, entry: _Entry, waiting: list[TaskFuture[Any]]) -> None:
+        with self._lock:
+            self._deferred[id(entry)] = entry
+        remaining = [len(waiting)]
+
+        def upstream_done(_: TaskFuture[Any]) -> None:
+            with self._lock:
+                remaining[0] -= 1
+                if remaining[0] or self._deferred.pop(id(entry), None) is None:
+                    return
+            if self._closing:
+                entry.future._set_state(Cancelled("the flow run was cancelled before this run started"))
+            else:
+                self._place(entry)
+
+        for upstream in waiting:
+            upstream.add_done_callback(upstream_done)
+
+    def _track(self, entry: _Entry, native: Any) -> None:
+        entry.native = native
+        entry.future.native = native
+        with self._lock:
+            self._inflight[native.key] = entry
+        native.add_done_callback(self._on_done)
+
+    # -- completion (Dask's callback thread) ---------------------------------------------
+
+    def _on_done(self, native: Any) -> None:
+        with self._lock:
+            entry = self._inflight.pop(native.key, None)
+        if entry is None or entry.native is not native:
+            return
+        future, status = entry.future, native.status
+        if status == "finished":
+            future._batch.remote[future.task_run_id] = future
+            future._set_state(_REMOTE)
+        elif status == "error":
+            self._on_error(entry, native)
+        elif status == "cancelled" and self._closing:
+            future._set_state(Cancelled("the flow run was cancelled before this run finished"))
+        else:
+            message = (
+                f"Dask dropped task run {future.task_run_name!r} ({status}): "
+                "the connection to the scheduler was lost, or the cluster went away"
+            )
+            future._set_state(Crashed(message, run_count=entry.losses + 1))
+
+    def _on_error(self, entry: _Entry, native: Any) -> None:
+        try:
+            exc = native.exception(timeout=30)
+        except Exception as error:
+            exc = error
+        killed = isinstance(exc, self._killed_worker)
+        if killed:
+            own = getattr(exc, "task", native.key) == native.key
+        else:
+            own = not any(self._errored(up) for up, _ in entry.call.upstreams)
+        if not own:  # an upstream was lost: place this run again once that one settles
+            self._place(entry)
+            return
+        entry.losses += 1
+        call = entry.call
+        if killed and entry.losses <= call.task.retries and not self._closing:
+            logger.warning(
+                "a Dask worker died running task run %r; running it again (retry %d of %d)",
+                call.task_run.name, entry.losses, call.task.retries,
+            )
+            call.task_run.run_count = entry.losses  # the engine counts on from the lost attempts
+            entry.key = f"{call.task_run.task_name}-{call.task_run.id}-{entry.losses}"
+            self._place(entry)
+            return
+        if killed:
+            message = f"a Dask worker process died while running task run {call.task_run.name!r} (lost {entry.losses}x)"
+        else:
+            message = f"Dask failed running task run {call.task_run.name!r}: {exc!r}"
+        error = CrashedRunError(message)
+        error.__cause__ = exc if isinstance(exc, BaseException) else None
+        entry.future._set_state(Crashed(message, exc=error, run_count=entry.losses))
+
+    def _errored(self, upstream: Any) -> bool:
+        native = getattr(upstream, "native", None)
+        return isinstance(native, self._future_class) and native.status in ("error", "cancelled", "lost")
+
+    # -- reading states ------------------------------------------------------------------
+
+    def _fetch(self, future: DaskTaskFuture) -> State[Any]:
+        """Gather ``future``'s State, with finished siblings from its map (bounded in bytes)."""
+        with self._fetch_lock:
+            state = future._state
+            if state is not _REMOTE:
+                return state  # type: ignore[return-value]
+            batch = future._batch
+            take = [future]
+            others = [f for f in batch.remote.values() if f is not future]
+            if others:
+                try:
+                    sizes = self._client.nbytes([f.native.key for f in others], summary=False)
+                except Exception:
+                    sizes = {}
+                budget = FETCH_BATCH_BYTES
+                for other in others:
+                    budget -= sizes.get(other.native.key, FETCH_BATCH_BYTES)
+                    if budget < 0:
+                        break
+                    take.append(other)
+            for f in take:
+                batch.remote.pop(f.task_run_id, None)
+            try:
+                states = self._client.gather([f.native for f in take])
+            except Exception:
+                states = [_gather_one(f) for f in take]
+            for f, got in zip(take, states):
+                f._state = got
+            return future._state  # type: ignore[return-value]
+
+
+def _gather_one(future: DaskTaskFuture) -> State[Any]:
+    try:
+        return future.native.result(timeout=60)  # type: ignore[no-any-return]
+    except Exception as exc:
+        message = f"the state of task run {future.task_run_name!r} could not be read from the Dask cluster: {exc!r}"
+        error = CrashedRunError(message)
+        error.__cause__ = exc
+        return Crashed(message, exc=error)
+
+
+def _options_for(call: TaskCall[Any]) -> Mapping[str, Any]:
+    base = current_dask_options()
+    tags = call.task_run.tags
+    return options_for_tags(tags, base) if tags else base
+
+
+def _submit_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: options[k] for k in _SUBMIT_OPTIONS if k in options}
+
+
+@contextlib.contextmanager
+def _annotated(options: Mapping[str, Any]) -> Iterator[None]:
+    annotations = options.get("annotations")
+    if not annotations:
+        yield
+        return
+    import dask
+
+    with dask.annotate(**annotations):
+        yield
+
+
+def _submit_failure(call: TaskCall[Any], exc: BaseException) -> State[Any]:
+    try:
+        cloudpickle.dumps(call)
+    except Exception:
+        return Failed(_pickling_error(call))
+    message = f"Dask refused task run {call.task_run.name!r}: {exc!r}"
+    error = CrashedRunError(message)
+    error.__cause__ = exc
+    return Crashed(message, exc=error)
+
+
+def _pickling_error(call: TaskCall[Any]) -> UnpicklableArgumentError:
+    for name, value in call.parameters.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            return UnpicklableArgumentError(
+                f"argument {name!r} of task run {call.task_run.name!r} cannot be pickled to send it to a Dask "
+                f"worker ({type(exc).__name__}: {exc}); pass something picklable, or use a thread-based runner"
+            )
+    return UnpicklableArgumentError(
+        f"task {call.task.name!r} cannot be pickled to send it to a Dask worker; "
+        "define it at module level or make what it refers to picklable"
+    )
+
+
+def _load_class(spec: type[Any] | str) -> type[Any]:
+    if not isinstance(spec, str):
+        return spec
+    module, _, name = spec.rpartition(".")
+    if not module:
+        raise ValueError(f"cluster_class must be a class or a 'module.Class' string, not {spec!r}")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _cluster_kwargs(cls: type[Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Loopback-only defaults for a LocalCluster; other classes get ``given`` as is."""
+    from distributed import LocalCluster
+
+    kwargs = dict(given)
+    if isinstance(cls, type) and issubclass(cls, LocalCluster):
+        if "ip" not in kwargs:
+            kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+        kwargs["scheduler_kwargs"] = {"allowed_failures": 0, **kwargs.get("scheduler_kwargs", {})}
+    return kwargs

@@ -1,0 +1,203 @@
+"""What runs on the Dask workers: the call wrapper, result headers and log forwarding.
+
+::
+
+    client.submit(run_call_on_worker, call, ids, *upstreams_then_shared)
+                                   │ Dask materialises the upstream Dask futures
+                                   ▼ (their States) and the scattered shared values
+    run_call_on_worker: swap SharedArg placeholders back, call.run({id: state})
+                                   │ the engine runs here: retries, timeout, hooks
+                                   ▼
+                     final State ── kept on the worker as the Dask result
+
+Records of the ``taskyard`` loggers emitted on a worker go to the flow process
+through Dask's event log (:class:`LogForwarder`, topic :data:`LOG_TOPIC`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from taskyard.context import flow_run_var, task_run_var
+from taskyard.engine import TaskCall
+from taskyard.exceptions import MissingResultError
+from taskyard.states import Crashed, State
+
+__all__ = (
+    "SharedArg",
+    "run_call_on_worker",
+    "run_mapped_call_on_worker",
+    "state_headers",
+    "ReleasedResult",
+    "LogForwarder",
+    "LOG_TOPIC",
+)
+
+LOG_TOPIC = "taskyard-logs"
+# Results at least this large (dask.sizeof) stay on the cluster when a flow run
+# ends without having read them; smaller ones come back with their state.
+HEADER_MAX_BYTES = 1_000_000
+
+
+class SharedArg:
+    """Placeholder for a parameter scattered once and shared by many calls."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[type[SharedArg], tuple[int]]:
+        return SharedArg, (self.index,)
+
+    def __repr__(self) -> str:
+        return f"SharedArg({self.index})"
+
+
+def run_call_on_worker(call: TaskCall[Any], ids: tuple[str, ...], *values: Any) -> State[Any]:
+    """Run one call: ``values`` are the upstream states (one per id), then shared values."""
+    n = len(ids)
+    states = dict(zip(ids, values[:n]))
+    return _run(call, states, values[n:])
+
+
+def run_mapped_call_on_worker(call: TaskCall[Any], shared: tuple[Any, ...] = ()) -> State[Any]:
+    """Run one call of a batch (no upstreams); ``shared`` are the scattered values."""
+    return _run(call, None, shared)
+
+
+def _run(call: TaskCall[Any], states: Mapping[str, State[Any]] | None, shared: tuple[Any, ...]) -> State[Any]:
+    if shared:
+        # A new call, not an edit: with in-process workers the call is the flow's own object.
+        params = {k: shared[v.index] if type(v) is SharedArg else v for k, v in call.parameters.items()}
+        call = TaskCall(call.task, params, call.task_run, call.flow_run, call.upstreams)
+    try:
+        return call.run(states or None)
+    except Exception as exc:  # the engine itself failed: infrastructure, not user code
+        return Crashed(f"the engine failed running {call.task_run.name!r} on a Dask worker: {exc!r}", exc=exc)
+
+
+class ReleasedResult:
+    """The result of a run that stayed on the cluster after its flow run ended."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __taskyard_load__(self) -> Any:
+        raise MissingResultError(self.message)
+
+    def __repr__(self) -> str:
+        return f"ReleasedResult({self.message!r})"
+
+
+def state_headers(keys: list[str], dask_worker: Any = None) -> dict[str, State[Any]]:
+    """``client.run`` helper: the states this worker holds for ``keys``, large results left out."""
+    from dask.sizeof import sizeof
+
+    out: dict[str, State[Any]] = {}
+    data = dask_worker.data
+    for key in keys:
+        try:
+            state = data[key]
+        except KeyError:
+            continue
+        if state.is_completed():
+            size = sizeof(state.data)
+            if size >= HEADER_MAX_BYTES:
+                message = (
+                    f"the result of this run ({size / 1e6:.1f} MB) stayed on the Dask cluster and was released "
+                    "when its flow run ended; read it inside the flow run, or set persist_result=True"
+                )
+                state = state.model_copy(update={"data": ReleasedResult(message)})
+        out[key] = state
+    return out
+
+
+# -- logs -------------------------------------------------------------------------------
+
+
+class _EventHandler(logging.Handler):
+    """Ships each record to the flow process as a Dask event."""
+
+    def __init__(self, worker: Any, topic: str) -> None:
+        super().__init__()
+        self.worker = worker
+        self.topic = topic
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "taskyard_forwarded", False):
+            return
+        try:
+            flow_run = flow_run_var.get()
+            task_run = task_run_var.get()
+            payload = {
+                "name": record.name,
+                "levelno": record.levelno,
+                "levelname": record.levelname,
+                "msg": record.getMessage(),
+                "pathname": record.pathname,
+                "filename": record.filename,
+                "module": record.module,
+                "lineno": record.lineno,
+                "funcName": record.funcName,
+                "created": record.created,
+                "threadName": record.threadName,
+                "processName": record.processName,
+                "process": record.process,
+                "exc_text": logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text,
+                "flow_run_id": getattr(record, "flow_run_id", None) or (flow_run.id if flow_run else None),
+                "flow_run_name": getattr(record, "flow_run_name", None) or (flow_run.name if flow_run else None),
+                "task_run_id": getattr(record, "task_run_id", None) or (task_run.id if task_run else None),
+                "task_run_name": getattr(record, "task_run_name", None) or (task_run.name if task_run else None),
+                "worker": str(self.worker.address),
+            }
+            self.worker.log_event(self.topic, payload)
+        except Exception:
+            self.handleError(record)
+
+
+def _plugin_base() -> type:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    return WorkerPlugin  # type: ignore[no-any-return]
+
+
+class LogForwarder(_plugin_base()):  # type: ignore[misc]
+    """Worker plugin: forwards records of the ``taskyard`` loggers to ``topic``.
+
+    ``level`` is the flow process's effective level for ``taskyard``, so the
+    worker drops what the flow process would drop anyway. Workers running in
+    the flow's own process (``processes=False``) are left alone: their
+    records reach the flow's handlers directly.
+    """
+
+    def __init__(self, topic: str = LOG_TOPIC, level: int = logging.INFO, client_pid: int | None = None) -> None:
+        self.topic = topic
+        self.level = level
+        self.client_pid = client_pid if client_pid is not None else os.getpid()
+        self._handler: _EventHandler | None = None
+        self._old_level: int | None = None
+
+    def setup(self, worker: Any) -> None:
+        if os.getpid() == self.client_pid:
+            return
+        logger = logging.getLogger("taskyard")
+        self._handler = _EventHandler(worker, self.topic)
+        self._handler.setLevel(self.level)
+        logger.addHandler(self._handler)
+        if logger.getEffectiveLevel() > self.level:
+            self._old_level = logger.level
+            logger.setLevel(self.level)
+
+    def teardown(self, worker: Any) -> None:
+        if self._handler is not None:
+            logger = logging.getLogger("taskyard")
+            logger.removeHandler(self._handler)
+            if self._old_level is not None:
+                logger.setLevel(self._old_level)
+            self._handler = None

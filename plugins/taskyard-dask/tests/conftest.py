@@ -1,0 +1,127 @@
+"""Fixtures: a real Dask scheduler and workers, started as subprocesses for the session.
+
+Everything binds 127.0.0.1. Every process started here is stopped at the end
+by pid (terminate, then kill after a timeout), including the worker processes
+that ``dask worker --nworkers 2`` forks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+HERE = Path(__file__).resolve().parent
+# Test modules define tasks; workers must import them by name.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+os.environ.setdefault("TASKYARD_HOME", tempfile.mkdtemp(prefix="taskyard-dask-tests-"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(procs: list[psutil.Process], timeout: float = 15) -> None:
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+class DaskProcesses:
+    """A scheduler and workers running as subprocesses of the test session."""
+
+    def __init__(self, address: str, scheduler: subprocess.Popen[bytes], workers: subprocess.Popen[bytes]) -> None:
+        self.address = address
+        self.scheduler = scheduler
+        self.workers = workers
+
+    def all_pids(self) -> list[int]:
+        pids = []
+        for popen in (self.workers, self.scheduler):
+            try:
+                proc = psutil.Process(popen.pid)
+                pids += [p.pid for p in proc.children(recursive=True)] + [proc.pid]
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
+
+@pytest.fixture(scope="session")
+def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
+    """``dask scheduler`` plus ``dask worker --nworkers 2 --nthreads 1`` on loopback."""
+    logs = tmp_path_factory.mktemp("dask-logs")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        # A worker that dies takes its task with it at once (no Dask-side retry):
+        # taskyard's own retries decide, as with the runner's LocalCluster.
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+    }
+    with open(logs / "scheduler.log", "wb") as out:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    with open(logs / "workers.log", "wb") as out:
+        workers = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1", "--nworkers", "2",
+             "--nthreads", "1", "--no-dashboard", "--memory-limit", "0"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    started = DaskProcesses(address, scheduler, workers)
+    try:
+        _wait_for_workers(address, 2, scheduler, workers)
+        yield started
+    finally:
+        procs = []
+        for pid in started.all_pids():
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        _stop(procs)
+        for popen in (workers, scheduler):
+            popen.wait(timeout=5)
+
+
+def _wait_for_workers(address: str, count: int, *procs: subprocess.Popen[bytes]) -> None:
+    from distributed import Client
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a dask process exited early with code {proc.returncode}")
+        try:
+            with Client(address, timeout=5, set_as_default=False) as client:
+                client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{count} workers did not connect to {address} within 60 s")
+
+
+@pytest.fixture(scope="session")
+def dask_address(dask_processes: DaskProcesses) -> str:
+    return dask_processes.address

@@ -1,0 +1,24 @@
+"""The runner conformance suite over DaskTaskRunner, against a real scheduler and workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskyard.testing import TaskRunnerContract
+from taskyard_dask import DaskTaskRunner
+
+
+class TestDaskTaskRunnerOnRunningCluster(TaskRunnerContract):
+    """Address mode: every flow run connects to the session's scheduler."""
+
+    @pytest.fixture
+    def runner(self, dask_address: str) -> DaskTaskRunner:
+        return DaskTaskRunner(address=dask_address)
+
+
+class TestDaskTaskRunnerOnLocalCluster(TaskRunnerContract):
+    """Default mode: every flow run starts (and closes) its own LocalCluster."""
+
+    @pytest.fixture
+    def runner(self) -> DaskTaskRunner:
+        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
