@@ -7,6 +7,7 @@ runner), chosen per flow without touching the task code.
 """
 
 from taskyard.annotations import allow_failure, quote, unmapped
+from taskyard.caching import task_input_hash
 from taskyard.context import get_run_context, tags
 from taskyard.flows import Flow, flow
 from taskyard.futures import FutureList, TaskFuture, as_completed, wait
@@ -35,4 +36,5 @@ __all__ = (
     "TaskFuture",
     "FutureList",
     "exponential_backoff",
+    "task_input_hash",
 )

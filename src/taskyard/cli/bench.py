@@ -93,7 +93,8 @@ def bench(
     console = Console(stderr=True)
     with _ProgressListener(console) as listener:
         run = run_benchmarks(runners, workloads, size=size, repeat=repeat, listener=listener)
-    Console().print(results_table(run.results))
+    out = Console() if sys.stdout.isatty() else Console(width=150)
+    out.print(results_table(run.results))
     for note in run.notes:
         console.print(f"[dim]note: {note}[/dim]")
     if json_path:
@@ -159,4 +160,4 @@ class _ProgressListener:
         self.console.print(f"{row.workload:<12} {row.runner:<11} {status}")
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]note:[/yellow] {text}")
+        self.progress.update(self.task_id, description=text)

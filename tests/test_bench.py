@@ -1,0 +1,164 @@
+"""``taskyard bench`` and ``taskyard.bench``: a small smoke run, name errors, result checking.
+
+Correctness only: no assertion here depends on how fast anything ran.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from taskyard.bench import WORKLOADS, Workload, run_benchmarks
+from taskyard.bench.memory import PeakRSS
+from taskyard.bench.workloads import WrongResultError
+from taskyard.cli.main import cli
+from taskyard.runners import available_runners
+
+FIELDS = {
+    "workload", "runner", "size", "repeat", "median_s", "min_s", "max_s", "tasks_per_s",
+    "raw_median_s", "ratio_to_raw", "peak_rss_mb",
+}  # fmt: skip
+
+
+def _installed(name: str) -> bool:
+    return any(info.name == name and info.installed for info in available_runners())
+
+
+def _bench(*args: str) -> object:
+    return CliRunner().invoke(cli, ["bench", *args])
+
+
+class TestNames:
+    def test_unknown_runner_lists_the_valid_ones(self) -> None:
+        """An unknown runner name fails with one line naming the valid runners, exit code 2."""
+        result = _bench("--runners", "threads,nosuch", "--workloads", "noop-map")
+        assert result.exit_code == 2
+        assert "unknown runner 'nosuch'" in result.output
+        assert "sequential" in result.output and "threads" in result.output
+        assert "Traceback" not in result.output
+
+    def test_unknown_workload_lists_the_valid_ones(self) -> None:
+        """An unknown workload name fails with one line naming the valid workloads, exit code 2."""
+        result = _bench("--runners", "sequential", "--workloads", "noop-map,nosuch")
+        assert result.exit_code == 2
+        assert "unknown workload 'nosuch'" in result.output
+        assert all(name in result.output for name in WORKLOADS)
+
+    def test_bad_flow_reference_is_a_user_error(self, tmp_path: Path) -> None:
+        """A FILE.py:FLOW that does not exist fails with one line, exit code 2."""
+        result = _bench("--runners", "sequential", "--workloads", f"{tmp_path}/missing.py:nope")
+        assert result.exit_code == 2
+        assert "no such file" in result.output
+
+
+class TestSmokeRun:
+    def test_builtin_workloads_run_and_write_json(self, tmp_path: Path) -> None:
+        """Small built-in workloads run on sequential and threads; the JSON holds one checked row each."""
+        out = tmp_path / "bench.json"
+        names = "noop-map,chain,fan-in,many-flows"
+        result = _bench("--runners", "sequential,threads", "--workloads", names, "--size", "12", "--repeat", "1", "--json", str(out))
+        assert result.exit_code == 0, result.output
+        doc = json.loads(out.read_text())
+        assert doc["machine"]["cpu_count"] >= 1
+        rows = doc["results"]
+        assert {(r["workload"], r["runner"]) for r in rows} == {
+            (w, r) for w in names.split(",") for r in ("sequential", "threads")
+        }
+        for row in rows:
+            assert FIELDS <= set(row)
+            assert row["error"] is None
+            assert row["median_s"] > 0 and row["raw_median_s"] > 0 and row["ratio_to_raw"] > 0
+
+    def test_cpu_and_large_arg_on_processes(self) -> None:
+        """cpu-map and large-arg give correct results on the process pool and on the raw ProcessPoolExecutor."""
+        picked = [WORKLOADS["cpu-map"], WORKLOADS["large-arg"]]
+        run = run_benchmarks(["processes"], picked, size=2, repeat=1)
+        assert [r.error for r in run.results] == [None, None]
+        assert all(r.raw_median_s and r.peak_rss_mb for r in run.results)
+
+    def test_user_flow(self, tmp_path: Path) -> None:
+        """A user's FILE.py:FLOW runs as a workload, timed around the flow call, without a raw baseline."""
+        path = tmp_path / "myflow.py"
+        path.write_text(textwrap.dedent('''
+            from taskyard import flow, task
+
+            @task
+            def double(x):
+                return 2 * x
+
+            @flow
+            def doubling():
+                return sum(double.map(range(5)).result())
+        '''))
+        out = tmp_path / "user.json"
+        result = _bench("--runners", "threads", "--workloads", f"{path}:doubling", "--repeat", "1", "--json", str(out))
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(out.read_text())["results"]
+        assert row["error"] is None and row["median_s"] > 0 and row["raw_median_s"] is None
+
+    def test_missing_plugin_is_skipped_with_a_note(self) -> None:
+        """A known runner whose plugin is not installed is skipped with a note, not an error."""
+        if _installed("ray"):
+            pytest.skip("taskyard-ray is installed here")
+        run = run_benchmarks(["ray", "sequential"], [WORKLOADS["noop-map"]], size=3, repeat=1)
+        assert [r.runner for r in run.results] == ["sequential"]
+        assert any("ray" in note and "skipped" in note for note in run.notes)
+
+
+class TestChecking:
+    def test_wrong_result_is_an_error(self) -> None:
+        """A workload whose runs return a wrong value is reported as an error, with no timing."""
+
+        def check(result: object, size: int, data: object) -> None:
+            if result != "right":
+                raise WrongResultError(f"got {result!r}")
+
+        wrong = Workload("wrong", "returns the wrong thing", 1, lambda n, d: "wrong", lambda b, n, d: "right", check)
+        run = run_benchmarks(["sequential"], [wrong], repeat=1)
+        (row,) = run.results
+        assert row.error is not None and "taskyard result of 'wrong' is wrong" in row.error
+        assert row.median_s is None and run.errors == [row]
+
+    def test_wrong_result_fails_the_command(self, tmp_path: Path) -> None:
+        """A user flow that fails makes ``taskyard bench`` exit 1 and name the failing run."""
+        path = tmp_path / "bad.py"
+        path.write_text("from taskyard import flow\n\n@flow\ndef bad():\n    raise ValueError('boom')\n")
+        result = _bench("--runners", "sequential", "--workloads", f"{path}:bad", "--repeat", "1")
+        assert result.exit_code == 1
+        assert "failed" in result.output and "bad" in result.output
+
+
+class TestOutputs:
+    def test_plot_writes_a_png(self, tmp_path: Path) -> None:
+        """--plot writes a PNG chart when matplotlib is installed."""
+        pytest.importorskip("matplotlib")
+        png = tmp_path / "bench.png"
+        result = _bench("--runners", "sequential", "--workloads", "noop-map", "--size", "5", "--repeat", "1", "--plot", str(png))
+        assert result.exit_code == 0, result.output
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_plot_without_matplotlib_is_one_line(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """--plot without matplotlib fails before running, with the install command."""
+        monkeypatch.setitem(sys.modules, "matplotlib", None)
+        result = _bench("--runners", "sequential", "--workloads", "noop-map", "--plot", str(tmp_path / "x.png"))
+        assert result.exit_code == 2
+        assert "pip install 'taskyard[plot]'" in result.output
+
+    def test_peak_rss_is_measured(self) -> None:
+        """PeakRSS reports a positive peak for the block."""
+        with PeakRSS(interval=0.01) as peak:
+            blob = bytearray(8 * 2**20)
+        del blob
+        assert peak.mb is not None and peak.mb > 8
+
+    def test_import_taskyard_does_not_import_bench(self) -> None:
+        """``import taskyard`` imports neither taskyard.bench nor rich nor click."""
+        code = "import sys, taskyard; print([m for m in ('taskyard.bench', 'rich', 'click') if m in sys.modules])"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]"
