@@ -26,7 +26,8 @@ class FlowRunInfo:
     Besides the run's identity it carries what the flow process decided at
     the start of the run, so a task running in another process sees the
     same: ``home`` (TASKYARD_HOME), ``persist_results``, ``log_prints``,
-    and ``pid``/``log_level`` (a task in another process captures its log
+    the flow's ``result_storage``/``result_serializer`` (its tasks'
+    defaults), and ``pid``/``log_level`` (a task in another process captures its log
     records at that level and ships them back with its state).
     """
 
@@ -41,6 +42,8 @@ class FlowRunInfo:
     log_prints: bool = False
     pid: int = 0
     log_level: int = 30
+    result_storage: Any = None
+    result_serializer: Any = None
 
 
 @dataclass(slots=True)

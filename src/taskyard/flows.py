@@ -205,6 +205,8 @@ class Flow(Generic[P, R]):
             log_prints=bool(self.log_prints),
             pid=os.getpid(),
             log_level=min(logging.getLogger().getEffectiveLevel(), logging.getLogger("taskyard").getEffectiveLevel()),
+            result_storage=self.result_storage,
+            result_serializer=self.result_serializer,
         )
         runner = self._runner_for_run()
         runner.start()

@@ -36,8 +36,11 @@ class ResultPlan:
         self.task = task
         self.cache_key = cache_key
         self.persist = persist
-        self.storage = get_storage(task.result_storage, home)
-        self.serializer = get_serializer(task.result_serializer)
+        flow_run = call.flow_run
+        storage = task.result_storage if task.result_storage is not None else getattr(flow_run, "result_storage", None)
+        serializer = task.result_serializer if task.result_serializer is not None else getattr(flow_run, "result_serializer", None)
+        self.storage = get_storage(storage, home)
+        self.serializer = get_serializer(serializer)
         template = task.result_storage_key
         if template is not None:
             self.key = format_name(template, task.binder.with_defaults(params))

@@ -628,7 +628,9 @@ def _cluster_kwargs(cls: type[Any], given: Mapping[str, Any]) -> dict[str, Any]:
 
     kwargs = dict(given)
     if isinstance(cls, type) and issubclass(cls, LocalCluster):
-        if "ip" not in kwargs:
+        # processes=False talks over inproc:// (no socket), which a host would turn off.
+        in_process = kwargs.get("processes") is False and "protocol" not in kwargs
+        if "ip" not in kwargs and not in_process:
             kwargs.setdefault("host", "127.0.0.1")
         kwargs.setdefault("dashboard_address", "127.0.0.1:0")
         kwargs["scheduler_kwargs"] = {"allowed_failures": 0, **kwargs.get("scheduler_kwargs", {})}

@@ -42,6 +42,19 @@ LOG_TOPIC = "taskyard-logs"
 HEADER_MAX_BYTES = 1_000_000
 
 
+def _register_sizeof() -> None:
+    # Dask sizes a State as a small object; its data is what takes the memory
+    # (and what the scheduler should weigh when it moves or spills it).
+    from dask.sizeof import sizeof
+
+    @sizeof.register(State)
+    def _sizeof_state(state: State[Any]) -> int:
+        return 1000 + int(sizeof(state.data))
+
+
+_register_sizeof()
+
+
 class SharedArg:
     """Placeholder for a parameter scattered once and shared by many calls."""
 
