@@ -209,3 +209,22 @@ class TestLogging:
         assert any(m.endswith("from the flow") for m in messages)
         assert any(m.endswith("from the task") for m in messages)
         assert "outside" in capsys.readouterr().out
+
+
+class TestRetryingState:
+    def test_each_retry_enters_retrying(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A retried run passes through a Retrying state (logged) before its final state."""
+        attempts = []
+
+        @task(retries=2, task_run_name="flaky-run")
+        def flaky() -> int:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise ValueError("again")
+            return len(attempts)
+
+        with caplog.at_level(logging.INFO, logger="taskyard.engine"):
+            state = flaky(return_state=True)
+        retrying = [r.getMessage() for r in caplog.records if "entered Retrying" in r.getMessage()]
+        assert state.run_count == 3 and len(retrying) == 2
+        assert "'flaky-run' entered Retrying: retry 1 of 2" in retrying[0]

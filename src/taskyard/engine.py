@@ -32,7 +32,7 @@ from taskyard.exceptions import TaskTimeoutError
 from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
 from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
 from taskyard.logs import LogCapture, printing_to, reset_printing
-from taskyard.states import Cached, Completed, Failed, State, TimedOut
+from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut, check_transition
 
 if TYPE_CHECKING:
     from taskyard.tasks import Task
@@ -166,7 +166,7 @@ def _run_task(call: TaskCall[R], params: dict[str, Any]) -> Steps[State[R]]:
         if cached is not MISS:
             return Cached(cached, message=f"cache hit for key {plan.cache_key}")
     args, kwargs = task.split_parameters(params)
-    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, f"task run {info.name!r}")
+    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, f"task run {info.name!r}", task.is_async)
 
     def judge(outcome: Outcome, run_count: int) -> State[Any]:
         if outcome.ok:
@@ -204,7 +204,9 @@ def retry_loop(
         if not state.is_bad() or info.run_count > policy.retries or not _ask(condition, state, info):
             return state
         delay = retry_delay(policy, info.run_count - 1)
-        logger.info("%r failed (%s); retry %d of %d in %.3g s", info.name, state.message, info.run_count, policy.retries, delay)
+        retrying = Retrying(f"retry {info.run_count} of {policy.retries} in {delay:.3g} s after: {state.message}", run_count=info.run_count)
+        check_transition(state.type, retrying.type)
+        logger.info("%r entered %s: %s", info.name, retrying.name, retrying.message)
         if delay > 0:
             yield Sleep(delay)
 

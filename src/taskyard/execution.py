@@ -47,6 +47,10 @@ class Invoke:
     kwargs: dict[str, Any]
     timeout: float | None = None
     what: str = "task"
+    is_async: bool | None = None  # None: look at fn
+
+    def runs_async(self) -> bool:
+        return self.is_async if self.is_async is not None else inspect.iscoroutinefunction(self.fn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,7 @@ async def drive_async(steps: Steps[T]) -> T:
         while True:
             effect = steps.send(reply)
             if type(effect) is Invoke:
-                if _is_async(effect.fn):
+                if effect.runs_async():
                     reply = await _invoke_async(effect)
                 else:
                     reply = _invoke_sync(effect)
@@ -101,10 +105,6 @@ async def drive_async(steps: Steps[T]) -> T:
                 reply = None
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
 
 
 def _timeout_error(effect: Invoke) -> TaskTimeoutError:
@@ -125,7 +125,7 @@ async def _invoke_async(effect: Invoke) -> Outcome:
 
 
 def _invoke_sync(effect: Invoke) -> Outcome:
-    if _is_async(effect.fn):
+    if effect.runs_async():
         return run_coroutine_sync(_invoke_async(effect))
     if effect.timeout is None:
         try:

@@ -228,6 +228,8 @@ class TestFailures:
             runner.shutdown()
         finally:
             _stop([psutil.Process(p.pid) for p in (worker, scheduler) if p.poll() is None])
+            for popen in (worker, scheduler):
+                popen.wait(timeout=10)
 
 
 # -- data placement -----------------------------------------------------------------------
@@ -329,11 +331,11 @@ class TestClusters:
         assert f() == [1, 2, 3, 4]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            left = {p.pid for p in me.children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE} - before
+            left = {p for p in me.children(recursive=True) if p.pid not in before and _alive(p)}
             if not left:
                 break
             time.sleep(0.1)
-        assert not left
+        assert not left, [(p.pid, _cmdline(p)) for p in left]
 
     def test_adaptive_local_cluster(self) -> None:
         """adapt_kwargs makes the temporary cluster adaptive; runs complete."""
@@ -420,6 +422,20 @@ class TestOptions:
             return on_gpu.submit().result(timeout=60)
 
         assert "GPU" in f()
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return "?"
 
 
 def _worker_addresses(address: str) -> list[str]:

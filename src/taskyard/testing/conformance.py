@@ -48,7 +48,13 @@ from taskyard.exceptions import (
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
 
-__all__ = ("TaskRunnerContract", "TaskRunnerCoreContract", "TaskRunnerPolicyContract", "ContractError")
+__all__ = (
+    "TaskRunnerContract",
+    "TaskRunnerCoreContract",
+    "TaskRunnerPolicyContract",
+    "TaskRunnerPersistenceContract",
+    "ContractError",
+)
 
 
 class ContractError(Exception):
@@ -765,12 +771,57 @@ class TaskRunnerPolicyContract:
         assert len(lines) == 8 and _peak_overlap(lines) <= 2
 
 
+@task(persist_result=True, result_serializer="json", result_storage_key="persisted-{name}")
+def persisted(name: str) -> dict[str, str]:
+    return {"name": name}
+
+
+@task(tags=["limited"])
+def tagged_interval(path: str, seconds: float) -> None:
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "a") as fh:
+        fh.write(f"{start} {time.time()}\n")
+
+
+class TaskRunnerPersistenceContract:
+    """Results persisted and limits kept wherever the run happens."""
+
+    def test_results_are_persisted_where_the_flow_says(self, runner: TaskRunner[Any], tmp_path: Path) -> None:
+        """persist_result writes a readable record in the flow's result storage, atomically named."""
+        import json
+
+        @flow(task_runner=runner, result_storage=str(tmp_path))
+        def f() -> str:
+            future = persisted.submit("x")
+            future.wait()
+            return str(future.state.result_location)
+
+        location = f()
+        assert location == str(tmp_path / "persisted-x")
+        header, payload = Path(location).read_bytes().split(b"\n", 2)[1:]
+        assert json.loads(header)["serializer"] == "json" and json.loads(payload) == {"name": "x"}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["persisted-x"]
+
+    def test_tag_concurrency_holds_tagged_runs_back(self, runner: TaskRunner[Any], tmp_path: Path) -> None:
+        """@flow(tag_concurrency={tag: 1}) runs tagged runs one at a time."""
+        log = tmp_path / "intervals"
+
+        @flow(task_runner=runner, tag_concurrency={"limited": 1})
+        def f() -> None:
+            tagged_interval.map([str(log)] * 4, 0.05).wait()
+
+        f()
+        lines = log.read_text().splitlines()
+        assert len(lines) == 4 and _peak_overlap(lines) == 1
+
+
 def _state_name(future: Any) -> str:
     future.wait()
     return str(future.state.name)
 
 
-class TaskRunnerContract(TaskRunnerCoreContract, TaskRunnerPolicyContract):
+class TaskRunnerContract(TaskRunnerCoreContract, TaskRunnerPolicyContract, TaskRunnerPersistenceContract):
     """The whole contract for a task runner; subclass and provide ``runner``.
 
     ``runner`` must return an unstarted runner; every flow run in the tests
