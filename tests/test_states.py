@@ -65,7 +65,9 @@ class TestState:
 
     def test_frozen(self) -> None:
         """States are immutable."""
-        with pytest.raises(Exception):
+        from pydantic import ValidationError
+
+        with pytest.raises(ValidationError):
             Completed(1).name = "x"  # type: ignore[misc]
 
 

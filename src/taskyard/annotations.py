@@ -24,7 +24,7 @@ class Annotation(Generic[T]):
         return f"{type(self).__name__}({self.value!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.value == self.value  # type: ignore[attr-defined]
+        return isinstance(other, Annotation) and type(other) is type(self) and bool(other.value == self.value)
 
     def __hash__(self) -> int:
         return hash((type(self), id(self.value)))

@@ -33,7 +33,7 @@ from taskyard.engine import TaskCall, failed_state
 from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.futures import wait as wait_futures
-from taskyard.inputs import Upstream, first_blocking_failure, resolve, scan
+from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.states import Cancelled
 
 if TYPE_CHECKING:
@@ -114,9 +114,9 @@ class Dispatcher:
         static_needs = scan(static, base_ups)
         if wait_for is not None:
             scan(wait_for, base_ups)
-        if static_needs and not self._native and all(u.future.done() for u in base_ups):
-            if first_blocking_failure(base_ups, _state_of) is None:
-                static, base_ups, static_needs = resolve(static), [], False
+        ready_static = static_needs and not self._native and all(_done(u.future) for u in base_ups)
+        if ready_static and first_blocking_failure(base_ups, _state_of) is None:
+            static, base_ups, static_needs = resolve(static), [], False
         gated = self._gates_for(task)
         futures: list[TaskFuture[Any] | None] = [None] * length
         ready: list[TaskCall[Any]] = []
@@ -127,7 +127,7 @@ class Dispatcher:
             params = dict(static)
             ups = list(base_ups) if base_ups else []
             needs = static_needs
-            for name, column in zip(names, columns):
+            for name, column in zip(names, columns, strict=True):
                 value = column[i]
                 params[name] = value
                 if type(value) not in _PLAIN:
@@ -139,14 +139,14 @@ class Dispatcher:
                 ready.append(call)
                 ready_at.append(i)
         if ready:
-            for i, future in zip(ready_at, self.runner.map(ready)):
+            for i, future in zip(ready_at, self.runner.map(ready), strict=True):
                 futures[i] = future
         result: FutureList[Any] = FutureList(futures)  # type: ignore[arg-type]
         self.futures.extend(result)
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:
-        pending = [u for u in ups if not u.future.done()]
+        pending = [u for u in ups if not _done(u.future)]
         if self._native and ups:
             call.upstreams = ups
             return self._launch(call)
@@ -181,7 +181,8 @@ class Dispatcher:
         if gates:
             return self._launch_gated(call, gates)
         try:
-            return self.runner.submit(call)
+            future: TaskFuture[Any] = self.runner.submit(call)
+            return future
         except RunnerError as exc:  # the flow run is ending: the runner is shut down
             return _finished(call, Cancelled(f"not started: {exc}"))
 
@@ -257,6 +258,11 @@ class Dispatcher:
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _done(future: TaskFuture[Any] | FutureRef) -> bool:
+    # A FutureRef only exists on the far side of a pickle; here it counts as done.
+    return not isinstance(future, TaskFuture) or future.done()
 
 
 def _state_of(future: Any) -> Any:

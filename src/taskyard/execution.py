@@ -80,7 +80,7 @@ def drive(steps: Steps[T]) -> T:
     try:
         while True:
             effect = steps.send(reply)
-            if type(effect) is Invoke:
+            if isinstance(effect, Invoke):
                 reply = _invoke_sync(effect)
             else:
                 time.sleep(effect.seconds)
@@ -95,7 +95,7 @@ async def drive_async(steps: Steps[T]) -> T:
     try:
         while True:
             effect = steps.send(reply)
-            if type(effect) is Invoke:
+            if isinstance(effect, Invoke):
                 if effect.runs_async():
                     reply = await _invoke_async(effect)
                 else:
@@ -174,8 +174,8 @@ def run_coroutine_sync(coro: Coroutine[Any, Any, T]) -> T:
 def _copy_outcome(task: asyncio.Task[T], done: Future[T]) -> None:
     if task.cancelled():
         done.set_exception(asyncio.CancelledError())
-    elif task.exception() is not None:
-        done.set_exception(task.exception())  # type: ignore[arg-type]
+    elif (error := task.exception()) is not None:
+        done.set_exception(error)
     else:
         done.set_result(task.result())
 
@@ -200,7 +200,7 @@ def _invoke_with_alarm(effect: Invoke) -> Outcome:
         raise _Alarm
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, effect.timeout)  # type: ignore[arg-type]
+    signal.setitimer(signal.ITIMER_REAL, effect.timeout or 0.0)
     try:
         return Outcome(True, effect.fn(*effect.args, **effect.kwargs))
     except _Alarm:
@@ -221,7 +221,7 @@ def _invoke_in_helper_thread(effect: Invoke) -> Outcome:
             box.append(Outcome(True, ctx.run(effect.fn, *effect.args, **effect.kwargs)))
         except _Alarm:
             pass
-        except BaseException as exc:  # noqa: BLE001 - reported to the engine as the outcome
+        except BaseException as exc:  # reported to the engine as the outcome
             box.append(Outcome(False, exc))
 
     helper = threading.Thread(target=target, name="taskyard-timeout-helper", daemon=True)

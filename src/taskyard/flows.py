@@ -23,10 +23,10 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
@@ -97,7 +97,14 @@ _FLOW_OPTIONS = (
 class Flow(Generic[P, R]):
     """A function marked with ``@flow``; calling it makes a flow run."""
 
-    retry_jitter_factor = None
+    retry_jitter_factor: float | None = None
+    on_running: tuple[Callable[..., object], ...]
+    on_completion: tuple[Callable[..., object], ...]
+    on_failure: tuple[Callable[..., object], ...]
+    on_cancellation: tuple[Callable[..., object], ...]
+    on_crashed: tuple[Callable[..., object], ...]
+    retries: int
+    retry_delay_seconds: Any
 
     def __init__(self, fn: Callable[P, R], **options: Any) -> None:
         if not callable(fn):
@@ -109,7 +116,7 @@ class Flow(Generic[P, R]):
         self.binder = Binder(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.options = dict(options)
-        self.name: str = options.get("name") or getattr(fn, "__name__", "flow")
+        self.name: str = str(options.get("name") or getattr(fn, "__name__", "flow"))
         owner = f"flow {self.name!r}"
         self.version = options.get("version")
         self.description = options.get("description") or inspect.getdoc(fn)
@@ -145,12 +152,13 @@ class Flow(Generic[P, R]):
         """A copy of the flow with the given options changed."""
         return Flow(self.fn, **{**self.options, **changes})
 
+    # See Task.__call__ for why the return_state overloads carry an ignore.
     @overload
-    def __call__(self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+    def __call__(self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs) -> State[R]: ...  # type: ignore[valid-type]
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the flow and return its result (``return_state=True``: its final State).
 
         An async flow returns a coroutine to await.
@@ -161,6 +169,7 @@ class Flow(Generic[P, R]):
             Exception: The flow's own exception, or that of a failed task
                 run it returned, unless ``return_state`` is True.
         """
+        return_state = bool(kwargs.pop("return_state", False))
         if self.is_async:
             return self._run_async(args, kwargs, return_state)
         run = self._prepare(args, kwargs)

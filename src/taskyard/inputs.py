@@ -145,7 +145,7 @@ def _resolve(obj: Any, lookup: Lookup, may_fail: bool, depth: int) -> Any:
     d = depth + 1
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = [_resolve(item, lookup, may_fail, d) for item in obj]
-        if all(a is b for a, b in zip(items, obj)):
+        if all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
         if cls in (list, tuple, set, frozenset):
             return cls(items)
@@ -154,7 +154,7 @@ def _resolve(obj: Any, lookup: Lookup, may_fail: bool, depth: int) -> Any:
         return cls(items)
     if isinstance(obj, dict):
         pairs = [(_resolve(k, lookup, may_fail, d), _resolve(v, lookup, may_fail, d)) for k, v in obj.items()]
-        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, obj.items())):
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, obj.items(), strict=True)):
             return obj
         out = obj.copy()
         out.clear()

@@ -35,7 +35,7 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
         extra = self.extra or {}
-        names = [n for n in (extra.get("flow_run_name"), extra.get("task_run_name")) if n]
+        names = [str(n) for n in (extra.get("flow_run_name"), extra.get("task_run_name")) if n]
         return (f"[{' / '.join(names)}] {msg}" if names else msg), kwargs
 
 

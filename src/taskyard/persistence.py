@@ -74,7 +74,7 @@ class ResultPlan:
         if self.cache_key is not None and expiration is not None:
             seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else float(expiration)
             expires_at = time.time() + seconds
-        return self.storage.write(self.key, encode(value, self.serializer, expires_at))
+        return str(self.storage.write(self.key, encode(value, self.serializer, expires_at)))
 
     def reference(self) -> PersistedResult:
         return PersistedResult(self.storage, self.key, self.serializer)

@@ -62,7 +62,8 @@ class PickleSerializer:
     def dumps(self, obj: Any) -> bytes:
         import cloudpickle
 
-        return cloudpickle.dumps(obj)  # type: ignore[no-any-return]
+        data: bytes = cloudpickle.dumps(obj)
+        return data
 
     def loads(self, data: bytes) -> Any:
         import pickle
@@ -76,7 +77,7 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj).encode()
+        return json.dumps(obj).encode("utf-8")
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
@@ -120,7 +121,7 @@ class ResultRecord:
 
 
 def encode(value: Any, serializer: Any, expires_at: float | None = None) -> bytes:
-    payload = serializer.dumps(value)
+    payload: bytes = serializer.dumps(value)
     header = {
         "serializer": _serializer_name(serializer),
         "length": len(payload),

@@ -45,7 +45,7 @@ class Binder:
                 raise TypeError(f"{self.qualname}(): {exc}") from None
         if len(args) > len(self.names):
             raise TypeError(f"{self.qualname}() takes {len(self.names)} positional arguments but {len(args)} were given")
-        params = dict(zip(self.names, args)) if args else {}
+        params = dict(zip(self.names, args, strict=False)) if args else {}
         if kwargs:
             for key in kwargs:
                 if key in params:

@@ -149,11 +149,13 @@ class State(BaseModel, Generic[R]):
         """The exception that ended the run, or None if it did not end badly."""
         if self.type not in _BAD:
             return None
-        exc = self.data
-        if not isinstance(exc, BaseException):
+        exc: BaseException
+        if not isinstance(self.data, BaseException):
             exc = _ERROR_FOR_TYPE[self.type](self.message or self.name)
-        elif self.traceback and exc.__traceback__ is None and exc.__cause__ is None:
-            exc.__cause__ = _RemoteTraceback(self.traceback)
+        else:
+            exc = self.data
+            if self.traceback and exc.__traceback__ is None and exc.__cause__ is None:
+                exc.__cause__ = _RemoteTraceback(self.traceback)
         return exc
 
     def result(self, raise_on_failure: bool = True) -> R:

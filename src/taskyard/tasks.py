@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
@@ -31,6 +31,7 @@ __all__ = ("Task", "task")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 RESERVED = frozenset({"wait_for", "return_state"})
 
@@ -74,7 +75,8 @@ class Task(TaskOptions, Generic[P, R]):
 
     def split_parameters(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The ``(args, kwargs)`` to call the function with."""
-        return self.binder.split(params)
+        split: tuple[tuple[Any, ...], dict[str, Any]] = self.binder.split(params)
+        return split
 
     def run_name(self, params: dict[str, Any], run_id: str) -> str:
         """The name of a run: ``task_run_name`` applied to its parameters, or ``<name>-<short id>``."""
@@ -87,22 +89,27 @@ class Task(TaskOptions, Generic[P, R]):
 
     # -- the three ways to run it --------------------------------------------------
 
+    # Keyword arguments after ``P.args`` are what callers need and type-check
+    # at the call site; mypy flags the declaration itself (valid-type).
     @overload
-    def __call__(self: Task[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+    def __call__(self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs) -> State[R]: ...  # type: ignore[valid-type]
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here (in the flow's thread) and return its result.
 
         With ``return_state=True``, return its final State instead of raising
-        on failure. Inside an async flow, an async task returns an awaitable.
+        on failure; ``wait_for=[futures]`` waits for those runs first. Inside
+        an async flow, an async task returns an awaitable.
         """
-        call, ups = self._call_here(args, kwargs, wait_for)
+        return_state = bool(kwargs.pop("return_state", False))
+        call, ups = self._call_here(args, kwargs, kwargs.pop("wait_for", None))
         if self.is_async:
             return self._run_async(call, ups, return_state)
         for upstream in ups:
-            upstream.future.wait()  # type: ignore[union-attr]
+            if isinstance(upstream.future, TaskFuture):
+                upstream.future.wait()
         return _unwrap(drive(_steps(call)), return_state)
 
     async def _run_async(self, call: TaskCall[R], ups: list[Upstream], return_state: bool) -> Any:
@@ -128,7 +135,16 @@ class Task(TaskOptions, Generic[P, R]):
             flow_run = None
         return TaskCall(self, params, info, flow_run, ups), ups
 
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
+    @overload
+    def submit(
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> TaskFuture[T]: ...
+    @overload
+    def submit(self, *args: P.args, wait_for: Any, **kwargs: P.kwargs) -> TaskFuture[R]: ...  # type: ignore[valid-type]
+    @overload
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Hand one run to the flow's task runner and return its future at once.
 
         ``wait_for=[futures]`` makes the run wait for other runs it takes no
@@ -139,9 +155,14 @@ class Task(TaskOptions, Generic[P, R]):
         """
         wait_for = kwargs.pop("wait_for", None)
         dispatcher = _dispatcher(self, "submit")
-        return dispatcher.submit(self, self.binder.bind(args, kwargs), wait_for)  # type: ignore[arg-type]
+        return dispatcher.submit(self, self.binder.bind(args, kwargs), wait_for)
 
-    def map(self, *args: Any, **kwargs: Any) -> FutureList[R]:
+    @overload
+    def map(self: Task[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> FutureList[T]: ...
+    @overload
+    def map(self, *args: Any, **kwargs: Any) -> FutureList[R]: ...
+
+    def map(self, *args: Any, **kwargs: Any) -> Any:
         """Submit one run per element of the iterable arguments.
 
         Iterables must have equal lengths; other values, ``str`` and
@@ -171,7 +192,7 @@ class Task(TaskOptions, Generic[P, R]):
                 "or wrap the one meant for every run in unmapped(...)"
             )
         length = next(iter(lengths.values()))
-        return dispatcher.map(self, static, mapped, length, wait_for)  # type: ignore[return-value]
+        return dispatcher.map(self, static, mapped, length, wait_for)
 
     def _expand(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
         static: dict[str, Any] = {}
@@ -213,13 +234,16 @@ def _unwrap(state: State[R], return_state: bool) -> Any:
 async def _done(future: TaskFuture[Any]) -> None:
     try:
         await future
-    except BaseException:  # noqa: BLE001 - only waiting; the engine reads the state
+    except BaseException:  # only waiting; the engine reads the state
         pass
 
 
 def _dispatcher_or_none() -> Dispatcher | None:
     run = flow_state_var.get()
-    return None if run is None else run.dispatcher  # type: ignore[no-any-return]
+    if run is None:
+        return None
+    dispatcher: Dispatcher = run.dispatcher
+    return dispatcher
 
 
 def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:

@@ -34,7 +34,7 @@ class ParameterValidator:
             annotation = Any if annotation is inspect.Parameter.empty else annotation
             fields[p.name] = (annotation, ... if p.default is inspect.Parameter.empty else p.default)
         config = ConfigDict(arbitrary_types_allowed=True)
-        return create_model(f"{self._flow_name}_parameters", __config__=config, **fields)  # type: ignore[call-overload]
+        return create_model(f"{self._flow_name}_parameters", __config__=config, **fields)
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters coerced to their hints.

@@ -8,7 +8,6 @@ traceback.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -105,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -82,7 +82,7 @@ class TaskRunner(abc.ABC, Generic[F]):
         return f"{type(self).__name__}({', '.join(shown)})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._init_args == self._init_args  # type: ignore[attr-defined]
+        return isinstance(other, TaskRunner) and type(other) is type(self) and other._init_args == self._init_args
 
     def __hash__(self) -> int:
         return id(self)

@@ -71,7 +71,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
-            ctx.set_forkserver_preload(["taskyard.engine", "cloudpickle"])  # type: ignore[attr-defined]
+            ctx.set_forkserver_preload(["taskyard.engine", "cloudpickle"])
         return ProcessPoolExecutor(self.max_workers, mp_context=ctx)
 
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
@@ -80,7 +80,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[TaskFuture[Any]]:
         self.check_open()
         futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
-        items = list(zip(calls, futures))
+        items = list(zip(calls, futures, strict=True))
         size = max(1, min(_MAX_BATCH, len(items) // (self.max_workers * 4)))
         for start in range(0, len(items), size):
             self._send(items[start : start + size])
@@ -120,7 +120,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             return
         exc = done.exception()
         if exc is None:
-            for (_, future), state in zip(batch, cloudpickle.loads(done.result())):
+            for (_, future), state in zip(batch, cloudpickle.loads(done.result()), strict=True):
                 future._set_state(state)
         elif isinstance(exc, BrokenProcessPool):
             self._recover(batch)

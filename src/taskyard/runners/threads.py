@@ -57,7 +57,7 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[TaskFuture[Any]]:
         self.check_open()
         futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
-        self._queue.extend(zip(calls, futures))
+        self._queue.extend(zip(calls, futures, strict=True))
         self._wake(len(futures))
         return futures
 
