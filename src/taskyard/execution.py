@@ -19,7 +19,6 @@ This module holds the two drivers and what they need:
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import ctypes
 import inspect
@@ -29,9 +28,12 @@ import time
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskyard.exceptions import TaskTimeoutError
+
+if TYPE_CHECKING:  # asyncio is imported where async code runs, not at import time
+    import asyncio
 
 __all__ = ("Invoke", "Sleep", "Outcome", "drive", "drive_async", "run_coroutine_sync")
 
@@ -91,6 +93,8 @@ def drive(steps: Steps[T]) -> T:
 
 async def drive_async(steps: Steps[T]) -> T:
     """Run an engine generator to its end on the running event loop."""
+    import asyncio
+
     reply: Outcome | None = None
     try:
         while True:
@@ -112,6 +116,8 @@ def _timeout_error(effect: Invoke) -> TaskTimeoutError:
 
 
 async def _invoke_async(effect: Invoke) -> Outcome:
+    import asyncio
+
     try:
         coro = effect.fn(*effect.args, **effect.kwargs)
         if effect.timeout is None:
@@ -144,6 +150,8 @@ _portal_loop: asyncio.AbstractEventLoop | None = None
 
 
 def _portal() -> asyncio.AbstractEventLoop:
+    import asyncio
+
     global _portal_loop
     with _portal_lock:
         if _portal_loop is None or _portal_loop.is_closed():
@@ -172,6 +180,8 @@ def run_coroutine_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _copy_outcome(task: asyncio.Task[T], done: Future[T]) -> None:
+    import asyncio
+
     if task.cancelled():
         done.set_exception(asyncio.CancelledError())
     elif (error := task.exception()) is not None:

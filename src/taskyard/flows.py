@@ -18,11 +18,11 @@ A call of a flow is a flow run::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -264,6 +264,8 @@ def _attempt(flow: Flow[..., Any], dispatcher: Dispatcher) -> Callable[..., Any]
     if flow.is_async:
 
         async def attempt_async(*args: Any, **kwargs: Any) -> Any:
+            import asyncio
+
             result = await flow.fn(*args, **kwargs)
             await asyncio.to_thread(dispatcher.wait_all)
             return result
@@ -310,7 +312,8 @@ def _abort(run: FlowRunState, exc: BaseException) -> None:
     """Ctrl-C (or another BaseException) in a flow run: cancel its work, run its hooks."""
     run.dispatcher.runner.shutdown(wait=False, cancel_pending=True)
     flow, info = run.flow, run.info
-    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+    cancelled_error = getattr(sys.modules.get("asyncio"), "CancelledError", KeyboardInterrupt)
+    if isinstance(exc, (KeyboardInterrupt, cancelled_error)):
         run_hooks(flow.on_cancellation, flow, info, Cancelled(f"interrupted: {type(exc).__name__}"))
     else:
         run_hooks(flow.on_crashed, flow, info, Crashed(f"the flow run was lost: {exc!r}", exc=exc))

@@ -13,10 +13,10 @@ accept futures from any mix of runners.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
+import queue
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
@@ -113,8 +113,10 @@ class TaskFuture(Generic[R]):
 
     def __await__(self) -> Generator[Any, None, R]:
         if self._state is None:
+            import asyncio
+
             loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter = loop.create_future()
 
             def wake(_: TaskFuture[R]) -> None:
                 loop.call_soon_threadsafe(_settle, waiter)
@@ -154,7 +156,7 @@ class TaskFuture(Generic[R]):
         return FutureRef, (self.task_run_id, self.task_run_name)
 
 
-def _settle(waiter: asyncio.Future[None]) -> None:
+def _settle(waiter: Any) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
@@ -218,8 +220,6 @@ def as_completed(futures: Iterable[TaskFuture[Any]], timeout: float | None = Non
     Raises:
         TimeoutError: ``timeout`` seconds passed before all had finished.
     """
-    import queue
-
     pending = set(futures)
     finished: queue.SimpleQueue[TaskFuture[Any]] = queue.SimpleQueue()
     for fut in pending:

@@ -32,6 +32,11 @@ def load_object(ref: str) -> Any:
         sys.modules[module_name] = module
         sys.path.insert(0, str(path.parent))
         spec.loader.exec_module(module)
+        # Worker processes cannot import a module loaded from a path under a
+        # made-up name: ship its functions by value instead.
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
     else:
         try:
             module = importlib.import_module(target)
