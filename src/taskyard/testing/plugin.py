@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+__all__ = ("pytest_generate_tests", "task_runner")
+
 
 def _names() -> list[str]:
     chosen = os.environ.get("TASKYARD_TEST_RUNNERS")
