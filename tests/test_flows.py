@@ -271,3 +271,50 @@ class TestProcesses:
         assert [name for name, _ in outcomes] == ["Completed"] * 3 + ["Crashed"] + ["Completed"] * 2
         assert [value for i, (_, value) in enumerate(outcomes) if i != 3] == [0, 1, 2, 4, 5]
         assert "worker process died" in str(outcomes[3][1])
+
+
+class TestProcessesFromScripts:
+    SCRIPT = (
+        "from taskyard import flow, task\n"
+        "@task\n"
+        "def sq(x): return x * x\n"
+        "@flow(task_runner='processes')\n"
+        "def f(): return sq.map(range(4)).result()\n"
+        "print(f())\n"
+    )
+
+    def test_script_without_main_guard(self, tmp_path: Any) -> None:
+        """A script without `if __name__ == "__main__"` runs its flow once, not once per worker."""
+        import subprocess
+        import sys
+
+        script = tmp_path / "script.py"
+        script.write_text(self.SCRIPT)
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[0, 1, 4, 9]"
+
+    def test_code_from_stdin(self) -> None:
+        """A flow piped to `python -` runs on the process runner."""
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-"], input=self.SCRIPT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[0, 1, 4, 9]"
+
+
+def test_remote_failures_carry_the_worker_traceback() -> None:
+    """An exception raised in a worker process re-raises with the worker's traceback as __cause__."""
+
+    @task
+    def explode() -> None:
+        raise ZeroDivisionError("in the worker")
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=1))
+    def f() -> Any:
+        return explode.submit().result(raise_on_failure=False)
+
+    error = f()
+    assert isinstance(error, ZeroDivisionError)
+    assert "in the worker" in str(error.__cause__) and "explode" in str(error.__cause__)

@@ -133,7 +133,7 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
     if capture is not None:
         capture.__enter__()
     try:
-        state = yield from _run_task(call, params)
+        state = yield from _run_task(call, params, remote)
         if state.is_completed():
             run_hooks(task.on_completion, task, info, state)
         else:
@@ -152,7 +152,7 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
     return state
 
 
-def _run_task(call: TaskCall[R], params: dict[str, Any]) -> Steps[State[R]]:
+def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[State[R]]:
     """Cache lookup, the attempts, and persisting the result."""
     from taskyard.persistence import MISS, result_plan
 
@@ -171,7 +171,7 @@ def _run_task(call: TaskCall[R], params: dict[str, Any]) -> Steps[State[R]]:
     def judge(outcome: Outcome, run_count: int) -> State[Any]:
         if outcome.ok:
             return Completed(outcome.value, run_count=run_count)
-        return failed_state(outcome.value, run_count)
+        return failed_state(outcome.value, run_count, remote)
 
     def condition(state: State[Any]) -> bool:
         fn = task.retry_condition_fn
@@ -236,11 +236,16 @@ def retry_delay(policy: _RetryPolicy, retry_index: int) -> float:
     return max(0.0, delay)
 
 
-def failed_state(exc: BaseException, run_count: int) -> State[Any]:
-    """The final state for an exception raised by user code."""
+def failed_state(exc: BaseException, run_count: int, remote: bool = False) -> State[Any]:
+    """The final state for an exception raised by user code.
+
+    In another process than the flow's (``remote``), the traceback is kept
+    as text, since it does not survive pickling; ``State.result()`` attaches
+    it as the ``__cause__`` of the exception it re-raises.
+    """
     if isinstance(exc, TaskTimeoutError):
         return TimedOut(exc, run_count=run_count)
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if remote else None
     return Failed(exc, run_count=run_count, traceback=text)
 
 

@@ -92,7 +92,8 @@ class State(BaseModel, Generic[R]):
             FAILED, CRASHED or CANCELLED one.
         run_count: How many attempts the run had made when it got here.
         traceback: The formatted traceback of an exception raised in another
-            process; attached as ``__cause__`` when the exception is re-raised.
+            process than the flow's; attached as ``__cause__`` when the
+            exception is re-raised.
         result_location: Where the result was persisted, if it was.
         log_records: Log records made in another process during the run,
             replayed in the flow process when the state arrives there.
@@ -154,7 +155,7 @@ class State(BaseModel, Generic[R]):
             exc = _ERROR_FOR_TYPE[self.type](self.message or self.name)
         else:
             exc = self.data
-            if self.traceback and exc.__traceback__ is None and exc.__cause__ is None:
+            if self.traceback and exc.__cause__ is None:
                 exc.__cause__ = _RemoteTraceback(self.traceback)
         return exc
 

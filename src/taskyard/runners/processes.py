@@ -13,14 +13,18 @@
            ends Crashed.
 
 cloudpickle (not pickle) ships the calls, so tasks defined in ``__main__``,
-in a notebook or as closures work. ``map`` sends calls in batches to cut the
-per-call cost of the pool; a batch is small enough that every worker gets
-several.
+in a notebook or as closures work. For the same reason the workers never
+import the parent's ``__main__``: multiprocessing would otherwise re-run a
+script without an ``if __name__ == "__main__"`` guard in every worker (and
+fail outright for code read from stdin). ``map`` sends calls in batches to
+cut the per-call cost of the pool; a batch is small enough that every worker
+gets several.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.spawn
 import os
 import threading
 from collections.abc import Sequence
@@ -37,6 +41,37 @@ from taskyard.states import Failed
 __all__ = ("ProcessPoolTaskRunner",)
 
 _MAX_BATCH = 64
+
+# -- workers start without the parent's __main__ -------------------------------------
+#
+# multiprocessing puts the parent's main module into the data every new worker
+# is prepared with, and the worker imports it. Workers of this runner never
+# need it (cloudpickle ships __main__'s functions by value), so while this
+# runner submits — which is when the pool starts workers — that entry is left
+# out. Other users of multiprocessing are not affected.
+_launching = threading.local()
+_original_preparation = multiprocessing.spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = _original_preparation(name)
+    if getattr(_launching, "active", False):
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+def _install_preparation_hook() -> None:
+    if multiprocessing.spawn.get_preparation_data is not _preparation_data:
+        multiprocessing.spawn.get_preparation_data = _preparation_data
+
+
+def _submit_without_main(pool: ProcessPoolExecutor, payload: bytes) -> Future[bytes]:
+    _launching.active = True
+    try:
+        return pool.submit(_run_batch, payload)
+    finally:
+        _launching.active = False
 
 
 class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
@@ -66,6 +101,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._losses: dict[str, int] = {}
 
     def setup(self) -> None:
+        _install_preparation_hook()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -104,10 +140,11 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     future._set_state(Cancelled("the runner was shut down"))
                 return
             try:
-                done = pool.submit(_run_batch, payload)
+                done = _submit_without_main(pool, payload)
             except (BrokenProcessPool, RuntimeError):
                 self._replace_pool(pool)
-                done = self._pool.submit(_run_batch, payload)  # type: ignore[union-attr]
+                assert self._pool is not None
+                done = _submit_without_main(self._pool, payload)
             self._pending[done] = batch
         done.add_done_callback(self._collect)
 
