@@ -62,7 +62,9 @@ class TestSmokeRun:
         """Small built-in workloads run on sequential and threads; the JSON holds one checked row each."""
         out = tmp_path / "bench.json"
         names = "noop-map,chain,fan-in,many-flows"
-        result = _bench("--runners", "sequential,threads", "--workloads", names, "--size", "12", "--repeat", "1", "--json", str(out))
+        result = _bench(
+            "--runners", "sequential,threads", "--workloads", names, "--size", "12", "--repeat", "1", "--json", str(out)
+        )
         assert result.exit_code == 0, result.output
         doc = json.loads(out.read_text())
         assert doc["machine"]["cpu_count"] >= 1
@@ -71,7 +73,7 @@ class TestSmokeRun:
             (w, r) for w in names.split(",") for r in ("sequential", "threads")
         }
         for row in rows:
-            assert FIELDS <= set(row)
+            assert set(row) >= FIELDS
             assert row["error"] is None
             assert row["median_s"] > 0 and row["raw_median_s"] > 0 and row["ratio_to_raw"] > 0
 
@@ -82,10 +84,20 @@ class TestSmokeRun:
         assert [r.error for r in run.results] == [None, None]
         assert all(r.raw_median_s and r.peak_rss_mb for r in run.results)
 
+    def test_dask_runner_and_its_raw_client(self) -> None:
+        """With taskyard-dask installed, workloads run on the Dask runner and on raw client.map, on one cluster."""
+        pytest.importorskip("taskyard_dask")
+        picked = [WORKLOADS["noop-map"], WORKLOADS["chain"], WORKLOADS["fan-in"], WORKLOADS["large-arg"]]
+        run = run_benchmarks(["dask"], picked, size=4, repeat=1)
+        assert [r.error for r in run.results] == [None] * 4
+        assert all(r.raw_median_s for r in run.results)
+        assert any("raw baseline on the runner's own client" in note for note in run.notes)
+
     def test_user_flow(self, tmp_path: Path) -> None:
         """A user's FILE.py:FLOW runs as a workload, timed around the flow call, without a raw baseline."""
         path = tmp_path / "myflow.py"
-        path.write_text(textwrap.dedent('''
+        path.write_text(
+            textwrap.dedent("""
             from taskyard import flow, task
 
             @task
@@ -95,7 +107,8 @@ class TestSmokeRun:
             @flow
             def doubling():
                 return sum(double.map(range(5)).result())
-        '''))
+        """)
+        )
         out = tmp_path / "user.json"
         result = _bench("--runners", "threads", "--workloads", f"{path}:doubling", "--repeat", "1", "--json", str(out))
         assert result.exit_code == 0, result.output
@@ -139,7 +152,9 @@ class TestOutputs:
         """--plot writes a PNG chart when matplotlib is installed."""
         pytest.importorskip("matplotlib")
         png = tmp_path / "bench.png"
-        result = _bench("--runners", "sequential", "--workloads", "noop-map", "--size", "5", "--repeat", "1", "--plot", str(png))
+        result = _bench(
+            "--runners", "sequential", "--workloads", "noop-map", "--size", "5", "--repeat", "1", "--plot", str(png)
+        )
         assert result.exit_code == 0, result.output
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

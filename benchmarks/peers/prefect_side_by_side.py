@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import venv
 import zipfile
@@ -34,7 +33,7 @@ DEFAULT_VENV = Path(tempfile.gettempdir()) / "taskyard-prefect-venv"
 WORKLOADS = ("noop-map", "chain", "cpu-map")
 
 # Runs inside the Prefect virtualenv: argv = workload, size, cpu_loops. Prints one JSON line.
-PREFECT_SCRIPT = r'''
+PREFECT_SCRIPT = r"""
 import json, sys, time
 from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -80,7 +79,7 @@ def bench(n):
 bench(2)  # warm-up: starts the temporary API server; not timed
 elapsed, ok = bench(size)
 print(json.dumps({"elapsed": elapsed, "ok": ok}))
-'''
+"""
 
 
 def venv_python(root: Path) -> Path:

@@ -25,6 +25,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get
 os.environ.setdefault("TASKYARD_HOME", tempfile.mkdtemp(prefix="taskyard-dask-tests-"))
 
 
+@pytest.fixture(autouse=True)
+def _taskyard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own TASKYARD_HOME (workers started during the test inherit it)."""
+    home = tmp_path_factory.mktemp("taskyard-home")
+    monkeypatch.setenv("TASKYARD_HOME", str(home))
+    monkeypatch.delenv("TASKYARD_TASK_RUNNER", raising=False)
+    return home
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -227,7 +227,8 @@ class TestFailures:
             assert time.monotonic() - started < 20
             runner.shutdown()
         finally:
-            _stop([psutil.Process(p.pid) for p in (worker, scheduler) if p.poll() is None])
+            # The worker has no scheduler to say goodbye to: do not wait long for it.
+            _stop([psutil.Process(p.pid) for p in (worker, scheduler) if p.poll() is None], timeout=2)
             for popen in (worker, scheduler):
                 popen.wait(timeout=10)
 
@@ -321,6 +322,9 @@ class TestClusters:
 
     def test_local_cluster_leaves_no_processes(self) -> None:
         """A temporary LocalCluster and all its processes are gone after the flow run."""
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()  # the interpreter's own helper, shared by every pool
         me = psutil.Process()
         before = {p.pid for p in me.children(recursive=True)}
 
@@ -392,10 +396,7 @@ class TestOptions:
 
         @flow(task_runner=DaskTaskRunner(address=dask_address))
         def f() -> tuple[Any, Any, str]:
-            from distributed import Client  # noqa: F401
-
-            workers = sorted(DaskTaskRunner  # the flow's own runner is not reachable; ask the scheduler
-                             and _worker_addresses(dask_address))
+            workers = sorted(_worker_addresses(dask_address))
             with tags("gpu-ish"), dask_options(priority=7, workers=[workers[0]], annotations={"team": "a"}):
                 fut = where.submit()
             ran_on = fut.result()

@@ -59,7 +59,7 @@ class RawBackend(abc.ABC):
     def fresh(self) -> contextlib.AbstractContextManager[RawBackend]:
         """A new backend of the same kind, started on entry and closed on exit."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most backends start nothing of their own
         """Release what this backend started."""
 
 
@@ -175,11 +175,11 @@ class DaskBackend(RawBackend):
     def fresh(self) -> Iterator[RawBackend]:
         from distributed import Client
 
-        client = Client(self.address, set_as_default=False)
+        client = Client(self.address, set_as_default=False)  # type: ignore[no-untyped-call]
         try:
             yield DaskBackend(client, self.address)
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
 
 
 class RayBackend(RawBackend):
@@ -188,7 +188,7 @@ class RayBackend(RawBackend):
     passes_futures = True
 
     def __init__(self) -> None:
-        import ray
+        import ray  # type: ignore[import-not-found]
 
         self._ray = ray
         self._remote: dict[Callable[..., Any], Any] = {}

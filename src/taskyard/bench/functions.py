@@ -61,9 +61,9 @@ def measure(i: int, blob: bytes) -> tuple[int, int, int]:
     return i, len(blob), blob[i]
 
 
-noop_task = task(noop, name="noop")
-inc_task = task(inc, name="inc")
-square_task = task(square, name="square")
-total_task = task(total, name="total")
-spin_task = task(spin, name="spin")
-measure_task = task(measure, name="measure")
+noop_task = task(name="noop")(noop)
+inc_task = task(name="inc")(inc)
+square_task = task(name="square")(square)
+total_task = task(name="total")(total)
+spin_task = task(name="spin")(spin)
+measure_task = task(name="measure")(measure)

@@ -177,7 +177,9 @@ def _measure_raw(row: BenchResult, target: Target, workload: Workload, n: int, d
     row.raw_peak_rss_mb = peak.mb
 
 
-def _measure_taskyard(row: BenchResult, target: Target, workload: Workload, n: int, data: Any, listener: Listener) -> None:
+def _measure_taskyard(
+    row: BenchResult, target: Target, workload: Workload, n: int, data: Any, listener: Listener
+) -> None:
     label = f"{workload.name} on {target.name}"
     walls: list[float] = []
     body_flow = _body_flow(workload, n, data, target.workers) if workload.timing == "body" else None

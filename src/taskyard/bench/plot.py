@@ -43,7 +43,7 @@ def plot_results(rows: Sequence[BenchResult], path: str | os.PathLike[str], titl
     cols = min(3, max(1, len(workloads)))
     nrows = math.ceil(len(workloads) / cols) or 1
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
-    for ax, workload in zip(axes.flat, workloads):
+    for ax, workload in zip(axes.flat, workloads, strict=False):
         _draw(ax, [r for r in rows if r.workload == workload and not r.error], workload)
     for ax in list(axes.flat)[len(workloads) :]:
         ax.set_visible(False)
@@ -59,14 +59,28 @@ def _draw(ax: object, rows: list[BenchResult], workload: str) -> None:
     xs = list(range(len(rows)))
     width = 0.38
 
-    def bars(offset: float, med: list[float | None], lo: list[float | None], hi: list[float | None], label: str, color: str) -> None:
+    def bars(
+        offset: float, med: list[float | None], lo: list[float | None], hi: list[float | None], label: str, color: str
+    ) -> None:
         vals = [m or 0.0 for m in med]
-        err = [[(m or 0) - (a or m or 0) for m, a in zip(med, lo)], [(b or m or 0) - (m or 0) for m, b in zip(med, hi)]]
+        err = [
+            [(m or 0) - (a or m or 0) for m, a in zip(med, lo, strict=True)],
+            [(b or m or 0) - (m or 0) for m, b in zip(med, hi, strict=True)],
+        ]
         ax.bar([x + offset for x in xs], vals, width, yerr=err, capsize=3, label=label, color=color)  # type: ignore[attr-defined]
 
-    bars(-width / 2, [r.median_s for r in rows], [r.min_s for r in rows], [r.max_s for r in rows], "taskyard", "#3b75af")
-    bars(width / 2, [r.raw_median_s for r in rows], [r.raw_min_s for r in rows], [r.raw_max_s for r in rows], "raw backend", "#bbbbbb")
-    for x, r in zip(xs, rows):
+    bars(
+        -width / 2, [r.median_s for r in rows], [r.min_s for r in rows], [r.max_s for r in rows], "taskyard", "#3b75af"
+    )
+    bars(
+        width / 2,
+        [r.raw_median_s for r in rows],
+        [r.raw_min_s for r in rows],
+        [r.raw_max_s for r in rows],
+        "raw backend",
+        "#bbbbbb",
+    )
+    for x, r in zip(xs, rows, strict=True):
         if r.ratio_to_raw:
             top = max(r.max_s or 0, r.raw_max_s or 0)
             ax.annotate(f"×{r.ratio_to_raw:.2f}", (x, top), ha="center", va="bottom", fontsize=8)  # type: ignore[attr-defined]

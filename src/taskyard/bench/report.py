@@ -13,7 +13,7 @@ from typing import Any
 
 from taskyard.bench.harness import BenchResult, BenchRun
 
-__all__ = ("machine_info", "to_document", "write_json", "results_table", "fmt_seconds")
+__all__ = ("machine_info", "to_document", "write_json", "read_results", "results_table", "fmt_seconds")
 
 
 def machine_info() -> dict[str, Any]:
@@ -80,6 +80,12 @@ def _rounded(row: dict[str, Any]) -> dict[str, Any]:
 def write_json(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
     """Write ``document`` to ``path`` as indented JSON."""
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def read_results(path: str | os.PathLike[str]) -> list[BenchResult]:
+    """The rows of a JSON file written by ``--json`` (to re-draw or compare them)."""
+    document = json.loads(Path(path).read_text())
+    return [BenchResult(**row) for row in document["results"]]
 
 
 def fmt_seconds(value: float | None) -> str:

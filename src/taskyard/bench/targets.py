@@ -106,8 +106,8 @@ def _open_dask(cls: Any, name: str) -> Iterator[Target]:
     except ImportError as exc:
         raise SkipTarget(f"runner 'dask' needs dask[distributed]: {exc}") from None
     workers = os.cpu_count() or 1
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
     )
     probe = cls(address=cluster.scheduler_address)
     try:
@@ -116,13 +116,19 @@ def _open_dask(cls: Any, name: str) -> Iterator[Target]:
         own_client = None
         note = f"LocalCluster {workers} processes x 1 thread; raw baseline on the runner's own client"
         if client is None:  # a runner without `.client`: a client of our own on the same cluster
-            client = own_client = Client(cluster.scheduler_address, set_as_default=False)
+            client = own_client = Client(cluster.scheduler_address, set_as_default=False)  # type: ignore[no-untyped-call]
             note = f"LocalCluster {workers} processes x 1 thread; raw baseline on a separate client"
         try:
-            yield Target(name, cls(address=cluster.scheduler_address), DaskBackend(client, cluster.scheduler_address), workers, note)
+            yield Target(
+                name,
+                cls(address=cluster.scheduler_address),
+                DaskBackend(client, cluster.scheduler_address),
+                workers,
+                note,
+            )
         finally:
             if own_client is not None:
-                own_client.close()
+                own_client.close()  # type: ignore[no-untyped-call]
     finally:
         probe.shutdown()
         cluster.close()
@@ -131,7 +137,7 @@ def _open_dask(cls: Any, name: str) -> Iterator[Target]:
 @contextlib.contextmanager
 def _open_ray(cls: Any, name: str) -> Iterator[Target]:
     try:
-        import ray
+        import ray  # type: ignore[import-not-found]
     except ImportError as exc:
         raise SkipTarget(f"runner 'ray' needs ray: {exc}") from None
     workers = os.cpu_count() or 1

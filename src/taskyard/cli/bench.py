@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from taskyard.bench.harness import BenchResult, Listener
 from taskyard.cli.main import UserError
 
 __all__ = ("bench", "UnknownNameError", "BenchFailed")
@@ -55,17 +56,25 @@ def _workloads(text: str | None) -> list[Any]:
             except (ValueError, LookupError, TypeError) as exc:
                 raise UserError(f"workload {name!r}: {exc}") from None
         else:
-            raise UnknownNameError(f"unknown workload {name!r}; valid workloads: {', '.join(WORKLOADS)}, or FILE.py:FLOW")
+            raise UnknownNameError(
+                f"unknown workload {name!r}; valid workloads: {', '.join(WORKLOADS)}, or FILE.py:FLOW"
+            )
     return chosen
 
 
 @click.command()
 @click.option("--runners", "runners_text", metavar="A,B", help="Runners to compare (default: every known runner).")
-@click.option("--workloads", "workloads_text", metavar="A,B", help="Workloads, or FILE.py:FLOW (default: all built-in).")
+@click.option(
+    "--workloads", "workloads_text", metavar="A,B", help="Workloads, or FILE.py:FLOW (default: all built-in)."
+)
 @click.option("--size", type=click.IntRange(min=1), help="N for every workload (default: each workload's own).")
-@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs after one warm-up.")
+@click.option(
+    "--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs after one warm-up."
+)
 @click.option("--json", "json_path", metavar="FILE", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-@click.option("--plot", "plot_path", metavar="FILE.png", type=click.Path(dir_okay=False), help="Draw charts (needs matplotlib).")
+@click.option(
+    "--plot", "plot_path", metavar="FILE.png", type=click.Path(dir_okay=False), help="Draw charts (needs matplotlib)."
+)
 def bench(
     runners_text: str | None,
     workloads_text: str | None,
@@ -108,7 +117,9 @@ def bench(
         console.print(f"wrote {plot_path}")
     if run.errors:
         first = run.errors[0]
-        raise BenchFailed(f"{len(run.errors)} benchmark(s) failed; first: {first.workload} on {first.runner}: {first.error}")
+        raise BenchFailed(
+            f"{len(run.errors)} benchmark(s) failed; first: {first.workload} on {first.runner}: {first.error}"
+        )
 
 
 def _check_plot() -> None:
@@ -127,7 +138,7 @@ def _title() -> str:
     return f"taskyard bench — {m['cpu_count']} CPUs, {m['cpu_model']}, Python {m['python']}"
 
 
-class _ProgressListener:
+class _ProgressListener(Listener):
     """Shows a rich progress bar while the harness runs (a :class:`taskyard.bench.harness.Listener`)."""
 
     def __init__(self, console: Any) -> None:
@@ -153,10 +164,14 @@ class _ProgressListener:
     def step(self, label: str, count: int = 1) -> None:
         self.progress.update(self.task_id, advance=count, description=label)
 
-    def result(self, row: Any) -> None:
+    def result(self, row: BenchResult) -> None:
         from taskyard.bench.report import fmt_seconds
 
-        status = f"[red]ERROR {row.error}[/red]" if row.error else f"{fmt_seconds(row.median_s)} (raw {fmt_seconds(row.raw_median_s)})"
+        status = (
+            f"[red]ERROR {row.error}[/red]"
+            if row.error
+            else f"{fmt_seconds(row.median_s)} (raw {fmt_seconds(row.raw_median_s)})"
+        )
         self.console.print(f"{row.workload:<12} {row.runner:<11} {status}")
 
     def note(self, text: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ("dask_options", "current_dask_options", "options_for_tags", "RESOURCE_TAG_PREFIX")
@@ -22,7 +23,8 @@ __all__ = ("dask_options", "current_dask_options", "options_for_tags", "RESOURCE
 RESOURCE_TAG_PREFIX = "dask-resource:"
 
 _KNOWN = frozenset({"resources", "priority", "workers", "allow_other_workers", "annotations"})
-_options_var: ContextVar[Mapping[str, Any]] = ContextVar("taskyard_dask_options", default={})
+_NONE: Mapping[str, Any] = MappingProxyType({})
+_options_var: ContextVar[Mapping[str, Any]] = ContextVar("taskyard_dask_options", default=_NONE)
 
 
 @contextlib.contextmanager
@@ -53,7 +55,7 @@ def dask_options(
         with dask_options(resources={"GPU": 1}, priority=10):
             train.submit(data)
     """
-    given = {
+    given: dict[str, Any] = {
         "resources": resources,
         "priority": priority,
         "workers": workers,

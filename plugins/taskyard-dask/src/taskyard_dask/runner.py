@@ -183,13 +183,13 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         client_kwargs = {"set_as_default": False, **self.client_kwargs}
         try:
             if self.address is not None:
-                self._client = distributed.Client(self.address, **client_kwargs)
+                self._client = distributed.Client(self.address, **client_kwargs)  # type: ignore[no-untyped-call]
             else:
                 cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
                 self._cluster = cls(**_cluster_kwargs(cls, self.cluster_kwargs))
                 if self.adapt_kwargs:
                     self._cluster.adapt(**self.adapt_kwargs)
-                self._client = distributed.Client(self._cluster, **client_kwargs)
+                self._client = distributed.Client(self._cluster, **client_kwargs)  # type: ignore[no-untyped-call]
             self._forward_logs()
         except BaseException:
             self._close_backend()
@@ -235,7 +235,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _release_states(self) -> None:
         """Give every finished, unread run its state; large results stay behind."""
-        remote = {f.native.key: f for batch in list(self._batches) for f in batch.remote.values()}
+        remote = {f.native.key: f for batch in list(self._batches) for f in list(batch.remote.values())}
         if not remote:
             return
         from taskyard_dask.worker import state_headers
@@ -317,12 +317,12 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._note_run(call)
         plain = [i for i, c in enumerate(calls) if not c.upstreams]
         if len(plain) < len(calls):  # calls with upstreams go one by one
-            for i, (call, future) in enumerate(zip(calls, futures)):
+            for call, future in zip(calls, futures, strict=True):
                 if call.upstreams:
                     self._place(_Entry(call, future, _options_for(call), ()))
         plain_calls, shared = self._share([calls[i] for i in plain])
         options = _options_for(plain_calls[0]) if plain_calls else {}
-        entries = [_Entry(call, futures[i], options, shared) for i, call in zip(plain, plain_calls)]
+        entries = [_Entry(call, futures[i], options, shared) for i, call in zip(plain, plain_calls, strict=True)]
         if entries:
             self._send_batch(entries)
         return futures
@@ -427,7 +427,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             elif good:
                 self._send_batch(good)
             return
-        for entry, native in zip(entries, natives):
+        for entry, native in zip(entries, natives, strict=True):
             self._track(entry, native)
 
     def _usable(self, native: Any) -> Any:
@@ -514,9 +514,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             message = f"a Dask worker process died while running task run {call.task_run.name!r} (lost {entry.losses}x)"
         else:
             message = f"Dask failed running task run {call.task_run.name!r}: {exc!r}"
-        error = CrashedRunError(message)
-        error.__cause__ = exc if isinstance(exc, BaseException) else None
-        entry.future._set_state(Crashed(message, exc=error, run_count=entry.losses))
+        crash = CrashedRunError(message)
+        crash.__cause__ = exc if isinstance(exc, BaseException) else None
+        entry.future._set_state(Crashed(message, exc=crash, run_count=entry.losses))
 
     def _errored(self, upstream: Any) -> bool:
         native = getattr(upstream, "native", None)
@@ -532,7 +532,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 return state  # type: ignore[return-value]
             batch = future._batch
             take = [future]
-            others = [f for f in batch.remote.values() if f is not future]
+            # list() first: Dask's callback thread adds to the dict meanwhile. Only
+            # futures already marked done: one still being marked must keep its wake-up.
+            others = [f for f in list(batch.remote.values()) if f is not future and f._state is _REMOTE]
             if others:
                 try:
                     sizes = self._client.nbytes([f.native.key for f in others], summary=False)
@@ -550,7 +552,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 states = self._client.gather([f.native for f in take])
             except Exception:
                 states = [_gather_one(f) for f in take]
-            for f, got in zip(take, states):
+            for f, got in zip(take, states, strict=True):
                 f._state = got
             return future._state  # type: ignore[return-value]
 
@@ -583,7 +585,7 @@ def _annotated(options: Mapping[str, Any]) -> Iterator[None]:
         return
     import dask
 
-    with dask.annotate(**annotations):
+    with dask.annotate(**annotations):  # type: ignore[attr-defined]
         yield
 
 

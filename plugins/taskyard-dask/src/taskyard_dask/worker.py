@@ -12,6 +12,7 @@
 
 Records of the ``taskyard`` loggers emitted on a worker go to the flow process
 through Dask's event log (:class:`LogForwarder`, topic :data:`LOG_TOPIC`).
+This module imports distributed; the runner imports it only once it starts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from taskyard.context import flow_run_var, task_run_var
 from taskyard.engine import TaskCall
@@ -47,9 +50,10 @@ def _register_sizeof() -> None:
     # (and what the scheduler should weigh when it moves or spills it).
     from dask.sizeof import sizeof
 
-    @sizeof.register(State)
     def _sizeof_state(state: State[Any]) -> int:
         return 1000 + int(sizeof(state.data))
+
+    sizeof.register(State)(_sizeof_state)  # type: ignore[no-untyped-call]
 
 
 _register_sizeof()
@@ -73,7 +77,7 @@ class SharedArg:
 def run_call_on_worker(call: TaskCall[Any], ids: tuple[str, ...], *values: Any) -> State[Any]:
     """Run one call: ``values`` are the upstream states (one per id), then shared values."""
     n = len(ids)
-    states = dict(zip(ids, values[:n]))
+    states = dict(zip(ids, values[:n], strict=True))
     return _run(call, states, values[n:])
 
 
@@ -174,13 +178,7 @@ class _EventHandler(logging.Handler):
             self.handleError(record)
 
 
-def _plugin_base() -> type:
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    return WorkerPlugin  # type: ignore[no-any-return]
-
-
-class LogForwarder(_plugin_base()):  # type: ignore[misc]
+class LogForwarder(WorkerPlugin):
     """Worker plugin: forwards records of the ``taskyard`` loggers to ``topic``.
 
     ``level`` is the flow process's effective level for ``taskyard``, so the
