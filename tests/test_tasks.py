@@ -207,3 +207,29 @@ class TestSignatures:
             return [fut.task_run_name for fut in scale.map([1, 2])]
 
         assert f() == ["scale-1-by-10", "scale-2-by-10"]
+
+
+class TestPickling:
+    def test_module_tasks_pickle_by_name(self) -> None:
+        """A task its module exports pickles as a reference: small, and the same object back."""
+        import pickle
+
+        import cloudpickle
+
+        from taskyard.testing import conformance
+
+        for dumps in (pickle.dumps, cloudpickle.dumps):
+            data = dumps(conformance.identity)
+            assert len(data) < 200 and pickle.loads(data) is conformance.identity
+
+    def test_local_and_changed_tasks_pickle_by_value(self) -> None:
+        """A task defined in a function, or a with_options copy, pickles whole and still runs."""
+        import cloudpickle
+
+        @task
+        def local(x: int) -> int:
+            return x + 1
+
+        for t in (local, double.with_options(name="copy")):
+            clone = cloudpickle.loads(cloudpickle.dumps(t))
+            assert clone is not t and clone.name == t.name and clone(1) == t(1)

@@ -95,10 +95,10 @@ class TaskFuture(Generic[R]):
                 ``raise_on_failure`` is True.
         """
         self.wait(timeout)
-        state = self._state
-        if state is None:
+        if not self.done():
             raise TimeoutError(f"task run {self.task_run_name!r} was not done after {timeout} s")
-        return state.result(raise_on_failure=raise_on_failure)
+        # Read through `state`: a runner's future may fetch it lazily (Dask).
+        return self.state.result(raise_on_failure=raise_on_failure)
 
     def add_done_callback(self, fn: Callable[[TaskFuture[R]], object]) -> None:
         """Call ``fn(future)`` once the run is done (at once if it already is)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -66,6 +67,15 @@ class Task(TaskOptions, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A task that its module exports under its function's name pickles as
+        # that name: a call shipped to a worker then carries a few bytes
+        # instead of the task's options, signature and function.
+        where = _importable_name(self)
+        if where is not None:
+            return _task_by_name, where
+        return super().__reduce_ex__(protocol)
 
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of the task with the given options changed."""
@@ -211,6 +221,41 @@ class Task(TaskOptions, Generic[P, R]):
             else:
                 static[name] = value
         return static, mapped
+
+
+def _importable_name(t: Task[..., Any]) -> tuple[str, str] | None:
+    """``(module, qualname)`` if importing that gives back this very task, else None."""
+    module_name = getattr(t.fn, "__module__", None)
+    qualname = getattr(t.fn, "__qualname__", "")
+    if not module_name or module_name == "__main__" or "<locals>" in qualname:
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    import cloudpickle
+
+    if module_name in cloudpickle.list_registry_pickle_by_value():
+        return None  # the module is not importable where the task goes
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if obj is t:
+        return module_name, qualname
+    # `fast = task(slow_impl)` style: the task lives under another name.
+    cached = t.__dict__.get("_export_name")
+    if cached is None or getattr(module, cached, None) is not t:
+        cached = next((name for name, value in vars(module).items() if value is t), None)
+        t.__dict__["_export_name"] = cached
+    return (module_name, cached) if cached is not None else None
+
+
+def _task_by_name(module_name: str, qualname: str) -> Task[..., Any]:
+    import importlib
+
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
 
 
 def _mappable(value: Any) -> bool:

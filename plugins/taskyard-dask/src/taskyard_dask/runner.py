@@ -71,13 +71,6 @@ class DaskTaskFuture(TaskFuture[Any]):
             return self._batch.runner._fetch(self)
         return state if state is not None else Pending()
 
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
-        self.wait(timeout)
-        if self._state is None:
-            raise TimeoutError(f"task run {self.task_run_name!r} was not done after {timeout} s")
-        return self.state.result(raise_on_failure=raise_on_failure)
-
-    result.__doc__ = TaskFuture.result.__doc__
 
 
 class _Batch:
