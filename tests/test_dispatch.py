@@ -47,46 +47,47 @@ class TestDependencies:
         assert f() == list(range(1, 21)) + [2] * 5
 
 
-class TestConcurrencyLimits:
-    def _peak(self, flow_fn) -> int:  # type: ignore[no-untyped-def]
-        return flow_fn()
+class _InFlight:
+    """Counts calls running at once and remembers the peak."""
 
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def run(self, x: int) -> int:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(0.002)
+        with self.lock:
+            self.now -= 1
+        return x
+
+
+class TestConcurrencyLimits:
     def test_task_max_concurrency_caps_runs_in_flight(self) -> None:
         """@task(max_concurrency=N) never has more than N runs of it running."""
-        lock = threading.Lock()
-        running = [0, 0]
+        in_flight = _InFlight()
 
         @task(max_concurrency=3)
         def tracked(x: int) -> int:
-            with lock:
-                running[0] += 1
-                running[1] = max(running[1], running[0])
-            time.sleep(0.002)
-            with lock:
-                running[0] -= 1
-            return x
+            return in_flight.run(x)
 
         @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))
         def f() -> list[int]:
             return tracked.map(range(300)).result()
 
         assert f() == list(range(300))
-        assert running[1] == 3
+        assert in_flight.peak == 3
 
     def test_tag_concurrency_caps_runs_carrying_the_tag(self) -> None:
         """@flow(tag_concurrency={"db": 2}) caps tagged runs across tasks."""
-        lock = threading.Lock()
-        running = [0, 0]
+        in_flight = _InFlight()
 
         @task(tags=["db"])
         def query(x: int) -> int:
-            with lock:
-                running[0] += 1
-                running[1] = max(running[1], running[0])
-            time.sleep(0.002)
-            with lock:
-                running[0] -= 1
-            return x
+            return in_flight.run(x)
 
         @task
         def other(x: int) -> int:
@@ -100,4 +101,4 @@ class TestConcurrencyLimits:
             return len(a.result() + b.result())
 
         assert f() == 200
-        assert running[1] == 2
+        assert in_flight.peak == 2

@@ -24,11 +24,11 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from taskyard.engine import TaskCall
-from taskyard.exceptions import RunnerNotStartedError, RunnerShutdownError
+from taskyard.exceptions import RunnerNotStartedError, RunnerShutdownError, UnpicklableArgumentError
 from taskyard.futures import TaskFuture
 from taskyard.states import Cancelled, Crashed, State
 
-__all__ = ("TaskRunner", "TaskCall", "TaskFuture", "State", "Crashed", "Cancelled", "run_call")
+__all__ = ("TaskRunner", "TaskCall", "TaskFuture", "State", "Crashed", "Cancelled", "run_call", "unpicklable_argument_error")
 
 F = TypeVar("F", bound=TaskFuture[Any])
 Self = TypeVar("Self", bound="TaskRunner[Any]")
@@ -185,3 +185,26 @@ def run_call(call: TaskCall[Any]) -> State[Any]:
         return call.run()
     except Exception as exc:
         return Crashed(f"the engine failed running {call.task_run.name!r}: {exc!r}", exc=exc)
+
+
+def unpicklable_argument_error(call: TaskCall[Any], destination: str) -> UnpicklableArgumentError:
+    """The error for a call that will not pickle, naming the argument to blame.
+
+    For runners that ship calls elsewhere (``requires_pickling``): when
+    ``cloudpickle.dumps(call)`` fails, complete the future with
+    ``Failed(unpicklable_argument_error(call, "a Dask worker"))``.
+    """
+    import cloudpickle
+
+    for name, value in call.parameters.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            return UnpicklableArgumentError(
+                f"argument {name!r} of task run {call.task_run.name!r} cannot be pickled to send it to {destination} "
+                f"({type(exc).__name__}: {exc}); pass something picklable, or use a thread-based runner"
+            )
+    return UnpicklableArgumentError(
+        f"task {call.task.name!r} cannot be pickled to send it to {destination}; "
+        "define it at module level or make what it refers to picklable"
+    )

@@ -35,7 +35,16 @@ from typing import Any
 import cloudpickle
 
 from taskyard.exceptions import UnpicklableArgumentError
-from taskyard.runners.base import Cancelled, Crashed, State, TaskCall, TaskFuture, TaskRunner, run_call
+from taskyard.runners.base import (
+    Cancelled,
+    Crashed,
+    State,
+    TaskCall,
+    TaskFuture,
+    TaskRunner,
+    run_call,
+    unpicklable_argument_error,
+)
 from taskyard.states import Failed
 
 __all__ = ("ProcessPoolTaskRunner",)
@@ -131,7 +140,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     self._send([item])
                 return
             call, future = batch[0]
-            future._set_state(Failed(_pickling_error(call)))
+            future._set_state(Failed(unpicklable_argument_error(call, "a worker process")))
             return
         with self._lock:
             pool = self._pool
@@ -213,21 +222,6 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     proc.join()
         else:
             pool.shutdown(wait=wait)
-
-
-def _pickling_error(call: TaskCall[Any]) -> UnpicklableArgumentError:
-    for name, value in call.parameters.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            return UnpicklableArgumentError(
-                f"argument {name!r} of task run {call.task_run.name!r} cannot be pickled to send it to a worker "
-                f"process ({type(exc).__name__}: {exc}); pass something picklable, or use a thread-based runner"
-            )
-    return UnpicklableArgumentError(
-        f"task {call.task.name!r} cannot be pickled to send it to a worker process; "
-        "define it at module level or make what it refers to picklable"
-    )
 
 
 def _run_batch(payload: bytes) -> bytes:

@@ -34,10 +34,10 @@ from typing import Any
 
 import cloudpickle
 
-from taskyard.exceptions import CrashedRunError, RunnerNotStartedError, UnpicklableArgumentError
+from taskyard.exceptions import CrashedRunError, RunnerNotStartedError
 from taskyard.futures import TaskFuture
 from taskyard.futures import wait as wait_futures
-from taskyard.runners.base import Cancelled, Crashed, State, TaskCall, TaskRunner
+from taskyard.runners.base import Cancelled, Crashed, State, TaskCall, TaskRunner, unpicklable_argument_error
 from taskyard.states import Failed, Pending, Running
 from taskyard_dask.options import current_dask_options, options_for_tags
 
@@ -411,7 +411,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 try:
                     cloudpickle.dumps(entry.call)
                 except Exception:
-                    entry.future._set_state(Failed(_pickling_error(entry.call)))
+                    entry.future._set_state(Failed(unpicklable_argument_error(entry.call, "a Dask worker")))
                 else:
                     good.append(entry)
             if len(good) == len(entries):
@@ -586,26 +586,11 @@ def _submit_failure(call: TaskCall[Any], exc: BaseException) -> State[Any]:
     try:
         cloudpickle.dumps(call)
     except Exception:
-        return Failed(_pickling_error(call))
+        return Failed(unpicklable_argument_error(call, "a Dask worker"))
     message = f"Dask refused task run {call.task_run.name!r}: {exc!r}"
     error = CrashedRunError(message)
     error.__cause__ = exc
     return Crashed(message, exc=error)
-
-
-def _pickling_error(call: TaskCall[Any]) -> UnpicklableArgumentError:
-    for name, value in call.parameters.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            return UnpicklableArgumentError(
-                f"argument {name!r} of task run {call.task_run.name!r} cannot be pickled to send it to a Dask "
-                f"worker ({type(exc).__name__}: {exc}); pass something picklable, or use a thread-based runner"
-            )
-    return UnpicklableArgumentError(
-        f"task {call.task.name!r} cannot be pickled to send it to a Dask worker; "
-        "define it at module level or make what it refers to picklable"
-    )
 
 
 def _load_class(spec: type[Any] | str) -> type[Any]:
