@@ -32,6 +32,7 @@ from taskyard.exceptions import TaskTimeoutError
 from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
 from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
 from taskyard.logs import LogCapture, printing_to, reset_printing
+from taskyard.persistence import MISS, result_plan
 from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut, check_transition
 
 if TYPE_CHECKING:
@@ -154,8 +155,6 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
 
 def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[State[R]]:
     """Cache lookup, the attempts, and persisting the result."""
-    from taskyard.persistence import MISS, result_plan
-
     task, info = call.task, call.task_run
     try:
         plan = result_plan(call, params)
@@ -166,18 +165,17 @@ def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[
         if cached is not MISS:
             return Cached(cached, message=f"cache hit for key {plan.cache_key}")
     args, kwargs = task.split_parameters(params)
-    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, f"task run {info.name!r}", task.is_async)
+    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, info.name, task.is_async)
+    judge = _judge_remote if remote else _judge_local
+    if task.retries:
 
-    def judge(outcome: Outcome, run_count: int) -> State[Any]:
-        if outcome.ok:
-            return Completed(outcome.value, run_count=run_count)
-        return failed_state(outcome.value, run_count, remote)
+        def condition(state: State[Any]) -> bool:
+            fn = task.retry_condition_fn
+            return fn is None or bool(fn(task, info, state))
 
-    def condition(state: State[Any]) -> bool:
-        fn = task.retry_condition_fn
-        return fn is None or bool(fn(task, info, state))
-
-    state = yield from retry_loop(task, info, invoke, judge, condition)
+        state = yield from retry_loop(task, info, invoke, judge, condition)
+    else:
+        state = yield from retry_loop(task, info, invoke, judge)
     if plan is not None and plan.persist and state.is_completed():
         try:
             location = plan.write(state.data)
@@ -188,12 +186,28 @@ def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[
     return state
 
 
+def _judge_local(outcome: Outcome, run_count: int) -> State[Any]:
+    if outcome.ok:
+        return Completed(outcome.value, run_count=run_count)
+    return failed_state(outcome.value, run_count)
+
+
+def _judge_remote(outcome: Outcome, run_count: int) -> State[Any]:
+    if outcome.ok:
+        return Completed(outcome.value, run_count=run_count)
+    return failed_state(outcome.value, run_count, remote=True)
+
+
+def _always(state: State[Any]) -> bool:
+    return True
+
+
 def retry_loop(
     policy: _RetryPolicy,
     info: TaskRunInfo | FlowRunInfo,
     invoke: Invoke,
     judge: Callable[[Outcome, int], State[Any]],
-    condition: Callable[[State[Any]], bool] = lambda state: True,
+    condition: Callable[[State[Any]], bool] = _always,
 ) -> Steps[State[Any]]:
     """Invoke until a run completes or its retries are spent; shared by tasks and flows."""
     while True:

@@ -48,7 +48,7 @@ class Invoke:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     timeout: float | None = None
-    what: str = "task"
+    run_name: str = ""  # named in the timeout error
     is_async: bool | None = None  # None: look at fn
 
     def runs_async(self) -> bool:
@@ -112,7 +112,7 @@ async def drive_async(steps: Steps[T]) -> T:
 
 
 def _timeout_error(effect: Invoke) -> TaskTimeoutError:
-    return TaskTimeoutError(f"{effect.what} exceeded timeout_seconds={effect.timeout}")
+    return TaskTimeoutError(f"{effect.run_name!r} exceeded timeout_seconds={effect.timeout}")
 
 
 async def _invoke_async(effect: Invoke) -> Outcome:

@@ -231,7 +231,7 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     """The engine for one flow run, as a generator of effects."""
     flow, info, dispatcher = run.flow, run.info, run.dispatcher
     args, kwargs = flow.binder.split(info.parameters)
-    invoke = Invoke(_attempt(flow, dispatcher), args, kwargs, flow.timeout_seconds, f"flow run {info.name!r}")
+    invoke = Invoke(_attempt(flow, dispatcher), args, kwargs, flow.timeout_seconds, info.name, flow.is_async)
     flow_token = flow_run_var.set(info)
     state_token = flow_state_var.set(run)
     print_token = printing_to(True) if flow.log_prints else None

@@ -109,6 +109,7 @@ def _plain(value: Any) -> bool:
 
 
 _handler: _CaptureHandler | None = None
+_LEVELLED = (logging.getLogger("taskyard"), logging.getLogger())
 
 
 class LogCapture:
@@ -129,8 +130,7 @@ class LogCapture:
         self._token = _capture.set(self.records)
         # The worker's loggers may be unconfigured (WARNING); let the run's
         # records through at the flow's level.
-        for name in ("taskyard", ""):
-            logger = logging.getLogger(name)
+        for logger in _LEVELLED:
             if logger.getEffectiveLevel() > self.level:
                 self._saved.append((logger, logger.level))
                 logger.setLevel(self.level)
