@@ -102,3 +102,26 @@ class TestConcurrencyLimits:
 
         assert f() == 200
         assert in_flight.peak == 2
+
+    def test_a_run_under_two_limits_is_never_stranded(self) -> None:
+        """A run waiting on two limits starts once both free, in whichever order they free."""
+
+        @task(max_concurrency=1)
+        def limited(seconds: float) -> float:
+            time.sleep(seconds)
+            return seconds
+
+        @task(tags=["db"])
+        def hold_db(seconds: float) -> float:
+            time.sleep(seconds)
+            return seconds
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=4), tag_concurrency={"db": 1})
+        def f() -> list[float]:
+            db = hold_db.submit(0.2)  # the db slot is taken
+            with tags("db"):
+                both = limited.submit(0.0)  # waits: needs the task slot and the db slot
+            task_slot = limited.submit(0.4)  # takes the task slot; the db slot frees first
+            return [db.result(timeout=10), task_slot.result(timeout=10), both.result(timeout=10)]
+
+        assert f() == [0.2, 0.4, 0.0]

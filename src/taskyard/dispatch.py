@@ -231,14 +231,17 @@ class Dispatcher:
         with self._lock:
             for gate in gates:
                 gate.in_flight -= 1
-            # Start every queued call whose gates now all have room.
+            # Start the queued calls whose limits all have room now. A call
+            # still held by another, full limit moves to that limit's queue,
+            # so it is looked at again when that limit frees.
             for gate in gates:
                 while gate.waiting and gate.in_flight < gate.limit:
-                    call, waiting_placeholder = gate.waiting[0]
+                    call, waiting_placeholder = gate.waiting.popleft()
                     others = self._gates_for(call.task, call.task_run.tags)
-                    if any(g.in_flight >= g.limit for g in others):
-                        break
-                    gate.waiting.popleft()
+                    full = next((g for g in others if g.in_flight >= g.limit), None)
+                    if full is not None:
+                        full.waiting.append((call, waiting_placeholder))
+                        continue
                     for g in others:
                         g.in_flight += 1
                     startable.append((call, others, waiting_placeholder))
