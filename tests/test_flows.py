@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from taskyard import flow, get_run_context, task
+from taskyard import flow, get_run_context, task, unmapped
 from taskyard.exceptions import MissingContextError, ParameterValidationError, RunnerNotFound
 from taskyard.flows import task_runner_override
 from taskyard.runners import ProcessPoolTaskRunner, SequentialTaskRunner, ThreadPoolTaskRunner, TaskRunner
@@ -318,3 +318,56 @@ def test_remote_failures_carry_the_worker_traceback() -> None:
     error = f()
     assert isinstance(error, ZeroDivisionError)
     assert "in the worker" in str(error.__cause__) and "explode" in str(error.__cause__)
+
+
+class TestProcessesShareLargeArguments:
+    def test_a_large_shared_argument_is_written_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A large unmapped argument crosses to the workers once, not once per batch, and is cleaned up."""
+        import glob
+        import tempfile
+
+        from taskyard.runners import shared
+
+        refs: list[str] = []
+        real = shared.SharedArguments._ref_for
+
+        def counting(self: Any, value: Any) -> Any:
+            ref = real(self, value)
+            if ref is not None:
+                refs.append(ref.path)
+            return ref
+
+        monkeypatch.setattr(shared.SharedArguments, "_ref_for", counting)
+        blob = b"x" * (4 * 1024 * 1024)
+
+        @task
+        def size(i: int, data: bytes) -> int:
+            return len(data) + i
+
+        @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
+        def f() -> list[int]:
+            first = size.map(range(40), unmapped(blob)).result()
+            again = size.map(range(2), unmapped(blob)).result()  # the same object: no new file
+            return first + again
+
+        assert f() == [len(blob) + i for i in range(40)] + [len(blob), len(blob) + 1]
+        assert len(refs) == 2 and len(set(refs)) == 1  # two maps, one file
+        assert not glob.glob(f"{tempfile.gettempdir()}/taskyard-shared-*/*.pkl")
+
+    def test_small_shared_arguments_stay_inline(self) -> None:
+        """Small shared values are not written to files."""
+        from taskyard.runners.shared import SharedArguments
+
+        from taskyard.context import TaskRunInfo
+        from taskyard.engine import TaskCall
+
+        @task
+        def pair(a: int, b: list[int]) -> int:
+            return a
+
+        small = [1, 2, 3]
+        calls = [TaskCall(pair, {"a": i, "b": small}, TaskRunInfo(str(i), str(i), "pair")) for i in range(3)]
+        sharing = SharedArguments()
+        sharing.replace(calls)
+        assert all(c.parameters["b"] is small for c in calls)
+        sharing.close()

@@ -45,6 +45,7 @@ from taskyard.runners.base import (
     run_call,
     unpicklable_argument_error,
 )
+from taskyard.runners.shared import SharedArguments, load_shared
 from taskyard.states import Failed
 
 __all__ = ("ProcessPoolTaskRunner",)
@@ -108,6 +109,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._lock = threading.Lock()
         self._pending: dict[Future[bytes], list[tuple[TaskCall[Any], TaskFuture[Any]]]] = {}
         self._losses: dict[str, int] = {}
+        self._shared = SharedArguments()
 
     def setup(self) -> None:
         _install_preparation_hook()
@@ -125,6 +127,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[TaskFuture[Any]]:
         self.check_open()
         futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
+        self._shared.replace(calls)
         items = list(zip(calls, futures, strict=True))
         size = max(1, min(_MAX_BATCH, len(items) // (self.max_workers * 4)))
         for start in range(0, len(items), size):
@@ -207,6 +210,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             pool, self._pool = self._pool, None
             running = [item for batch in self._pending.values() for item in batch] if cancel_pending else []
         if pool is None:
+            self._shared.close()
             return
         if cancel_pending:
             # Queued work is dropped; running work is stopped by ending the
@@ -220,13 +224,24 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             if wait:
                 for proc in processes:
                     proc.join()
-        else:
-            pool.shutdown(wait=wait)
+            self._shared.close()
+        elif wait:
+            pool.shutdown(wait=True)
+            self._shared.close()
+        else:  # the shared files must outlive the calls still running
+            pool.shutdown(wait=False)
+            threading.Thread(target=self._close_after, args=(pool,), daemon=True).start()
+
+    def _close_after(self, pool: ProcessPoolExecutor) -> None:
+        pool.shutdown(wait=True)
+        self._shared.close()
 
 
 def _run_batch(payload: bytes) -> bytes:
     """Worker side: run each call and send the states back."""
     calls: list[TaskCall[Any]] = cloudpickle.loads(payload)
+    for call in calls:
+        load_shared(call)
     states = [run_call(call) for call in calls]
     try:
         return cloudpickle.dumps(states)  # type: ignore[no-any-return]
