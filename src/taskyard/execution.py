@@ -124,7 +124,7 @@ async def _invoke_async(effect: Invoke) -> Outcome:
             return Outcome(True, await coro)
         try:
             return Outcome(True, await asyncio.wait_for(coro, effect.timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Outcome(False, _timeout_error(effect))
     except Exception as exc:
         return Outcome(False, exc)

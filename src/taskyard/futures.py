@@ -131,11 +131,7 @@ class TaskFuture(Generic[R]):
         Log records the run made in another process (``state.log_records``)
         are replayed here, into this process's loggers.
         """
-        if state.log_records:
-            from taskyard.logs import replay_records
-
-            replay_records(state.log_records)
-            state = state.model_copy(update={"log_records": None})
+        state = received_state(state)
         with _LOCK:
             if self._state is not None:
                 return
@@ -154,6 +150,20 @@ class TaskFuture(Generic[R]):
         from taskyard.inputs import FutureRef
 
         return FutureRef, (self.task_run_id, self.task_run_name)
+
+
+def received_state(state: State[R]) -> State[R]:
+    """A state as it arrives in the flow process: its shipped log records replayed.
+
+    ``_set_state`` does this; a runner that installs a state some other way
+    (one fetched lazily from a cluster) calls it on the state first.
+    """
+    if not state.log_records:
+        return state
+    from taskyard.logs import replay_records
+
+    replay_records(state.log_records)
+    return state.model_copy(update={"log_records": None})
 
 
 def _settle(waiter: Any) -> None:

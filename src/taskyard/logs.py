@@ -10,6 +10,9 @@
   a future receives such a state in the flow process, the records are
   replayed into the same logger names, so they reach the flow's handlers
   with their run names. Any runner gets this without code of its own.
+  A runner that streams records to the flow process as they are made (the
+  Dask runner does) sets ``record.taskyard_streamed = True`` on each one it
+  sent; the engine then does not ship that record a second time.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class _CaptureHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = _capture.get()
-        if sink is None:
+        if sink is None or getattr(record, "taskyard_streamed", False):
             return
         data = dict(record.__dict__)
         data["msg"] = record.getMessage()

@@ -14,7 +14,7 @@ moves a run may make and is the one place it is enforced.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,10 +48,10 @@ __all__ = (
 )
 
 R = TypeVar("R")
-_UTC = timezone.utc
+_UTC = UTC
 
 
-class StateType(str, enum.Enum):
+class StateType(enum.StrEnum):
     """Where a run is in its life."""
 
     SCHEDULED = "SCHEDULED"

@@ -5,7 +5,7 @@ Not collected by pytest (no test_ prefix); tests/test_typing.py runs mypy on it.
 
 from __future__ import annotations
 
-from typing_extensions import assert_type
+from typing import assert_type
 
 from taskyard import FutureList, State, TaskFuture, flow, task
 

@@ -470,3 +470,24 @@ class TestLogs:
         assert getattr(record, "task_run_name", None) == run_name
         plain = [r for r in caplog.records if "plain taskyard logger says hello" in r.getMessage()]
         assert plain and plain[0].levelno == logging.WARNING and plain[0].name == "taskyard.user"
+
+
+def test_records_of_any_logger_reach_the_flow_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker's records from taskyard and from user loggers each reach the flow process exactly once."""
+
+    @task
+    def talk(i: int) -> int:
+        get_run_logger().info("taskyard record %s", i)
+        logging.getLogger("userlib").warning("user record %s", i)
+        return i
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 1}))
+    def f() -> list[int]:
+        return talk.map(range(3)).result()
+
+    with caplog.at_level(logging.INFO):
+        assert f() == [0, 1, 2]
+    messages = [r.getMessage() for r in caplog.records]
+    for i in range(3):
+        assert sum(m.endswith(f"taskyard record {i}") for m in messages) == 1
+        assert sum(m == f"user record {i}" for m in messages) == 1

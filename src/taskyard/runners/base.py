@@ -13,7 +13,10 @@ under the entry-point group ``taskyard.runners``, and subclass
 ``taskyard.testing.TaskRunnerContract`` in your tests.
 
 A runner's future is completed with ``future._set_state(state)`` — reserved
-for runner implementations, like ``set_result`` on a CPython future.
+for runner implementations, like ``set_result`` on a CPython future. A
+runner that installs states another way (fetched lazily from a cluster)
+passes each through ``received_state`` first, so log records the run made
+elsewhere reach the flow process.
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from taskyard.engine import TaskCall
 from taskyard.exceptions import RunnerNotStartedError, RunnerShutdownError, UnpicklableArgumentError
-from taskyard.futures import TaskFuture
+from taskyard.futures import TaskFuture, received_state
 from taskyard.states import Cancelled, Crashed, State
 
-__all__ = ("TaskRunner", "TaskCall", "TaskFuture", "State", "Crashed", "Cancelled", "run_call", "unpicklable_argument_error")
+__all__ = (
+    "TaskRunner",
+    "TaskCall",
+    "TaskFuture",
+    "State",
+    "Crashed",
+    "Cancelled",
+    "run_call",
+    "received_state",
+    "unpicklable_argument_error",
+)
 
 F = TypeVar("F", bound=TaskFuture[Any])
 Self = TypeVar("Self", bound="TaskRunner[Any]")

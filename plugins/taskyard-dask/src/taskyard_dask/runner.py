@@ -37,7 +37,15 @@ import cloudpickle
 from taskyard.exceptions import CrashedRunError, RunnerNotStartedError
 from taskyard.futures import TaskFuture
 from taskyard.futures import wait as wait_futures
-from taskyard.runners.base import Cancelled, Crashed, State, TaskCall, TaskRunner, unpicklable_argument_error
+from taskyard.runners.base import (
+    Cancelled,
+    Crashed,
+    State,
+    TaskCall,
+    TaskRunner,
+    received_state,
+    unpicklable_argument_error,
+)
 from taskyard.states import Failed, Pending, Running
 from taskyard_dask.options import current_dask_options, options_for_tags
 
@@ -244,7 +252,8 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         with self._fetch_lock:
             for key, future in remote.items():
                 if future._state is _REMOTE:
-                    future._state = headers.get(key) or Crashed(
+                    found = headers.get(key)
+                    future._state = received_state(found) if found is not None else Crashed(
                         f"task run {future.task_run_name!r} finished on the Dask cluster, but its state "
                         "could not be read before the runner shut down"
                     )
@@ -546,7 +555,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             except Exception:
                 states = [_gather_one(f) for f in take]
             for f, got in zip(take, states, strict=True):
-                f._state = got
+                f._state = received_state(got)
             return future._state  # type: ignore[return-value]
 
 

@@ -174,6 +174,7 @@ class _EventHandler(logging.Handler):
                 "worker": str(self.worker.address),
             }
             self.worker.log_event(self.topic, payload)
+            record.taskyard_streamed = True  # the engine need not ship it with the state
         except Exception:
             self.handleError(record)
 
