@@ -86,7 +86,7 @@ class TestSmokeRun:
 
     def test_dask_runner_and_its_raw_client(self) -> None:
         """With taskyard-dask installed, workloads run on the Dask runner and on raw client.map, on one cluster."""
-        pytest.importorskip("taskyard_dask")
+        pytest.importorskip("taskyard_dask", reason="the Dask plugin is optional: pip install -e plugins/taskyard-dask")
         picked = [WORKLOADS["noop-map"], WORKLOADS["chain"], WORKLOADS["fan-in"], WORKLOADS["large-arg"]]
         run = run_benchmarks(["dask"], picked, size=4, repeat=1)
         assert [r.error for r in run.results] == [None] * 4
@@ -150,7 +150,7 @@ class TestChecking:
 class TestOutputs:
     def test_plot_writes_a_png(self, tmp_path: Path) -> None:
         """--plot writes a PNG chart when matplotlib is installed."""
-        pytest.importorskip("matplotlib")
+        pytest.importorskip("matplotlib", reason="plotting is the optional [plot] extra")
         png = tmp_path / "bench.png"
         result = _bench(
             "--runners", "sequential", "--workloads", "noop-map", "--size", "5", "--repeat", "1", "--plot", str(png)
