@@ -233,3 +233,32 @@ class TestPickling:
         for t in (local, double.with_options(name="copy")):
             clone = cloudpickle.loads(cloudpickle.dumps(t))
             assert clone is not t and clone.name == t.name and clone(1) == t(1)
+
+
+class TestInsideATask:
+    def test_direct_call_inside_a_task_runs_inline(self) -> None:
+        """A task may call another task directly; it runs inline in the same worker."""
+
+        @task
+        def outer(x: int) -> int:
+            return double(x) + 1
+
+        @flow
+        def f() -> int:
+            return outer.submit(3).result()
+
+        assert f() == 7
+
+    def test_submit_inside_a_task_explains_what_to_do(self) -> None:
+        """submit() inside a task run fails with advice specific to that place."""
+
+        @task
+        def outer() -> None:
+            double.submit(1)
+
+        @flow
+        def f() -> Exception:
+            return outer.submit().result(raise_on_failure=False)
+
+        error = f()
+        assert isinstance(error, NoActiveFlowError) and "inside a task run" in str(error)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from taskyard.annotations import allow_failure, quote, unmapped
-from taskyard.context import TaskRunInfo, current_tags, flow_state_var
+from taskyard.context import TaskRunInfo, current_tags, flow_state_var, task_run_var
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
     MappingLengthMismatch,
@@ -294,6 +294,12 @@ def _dispatcher_or_none() -> Dispatcher | None:
 def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:
     dispatcher = _dispatcher_or_none()
     if dispatcher is None:
+        if task_run_var.get() is not None:
+            raise NoActiveFlowError(
+                f"{task.name}.{method}() was called inside a task run; only a flow body hands runs to the "
+                f"runner. Call the task directly here ({task.name}(...) runs it inline), or return the "
+                f"data and {method} it from the flow"
+            )
         raise NoActiveFlowError(
             f"{task.name}.{method}() needs a running flow: call it inside a @flow function, "
             f"or call the task directly ({task.name}(...)) to run it here and now"
