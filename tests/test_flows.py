@@ -371,3 +371,25 @@ class TestProcessesShareLargeArguments:
         sharing.replace(calls)
         assert all(c.parameters["b"] is small for c in calls)
         sharing.close()
+
+
+def test_a_flow_called_inside_a_task_can_submit() -> None:
+    """A flow run started from inside a task is a flow body of its own: submit works there."""
+
+    @task
+    def inc(x: int) -> int:
+        return x + 1
+
+    @flow
+    def inner(x: int) -> int:
+        return inc.submit(x).result()
+
+    @task
+    def runs_a_flow(x: int) -> int:
+        return inner(x)
+
+    @flow
+    def outer() -> int:
+        return runs_a_flow.submit(1).result()
+
+    assert outer() == 2

@@ -30,7 +30,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var
+from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, task_run_var
 from taskyard.dispatch import Dispatcher, new_run_id
 from taskyard.engine import failed_state, retry_loop, run_hooks
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
@@ -234,6 +234,7 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     invoke = Invoke(_attempt(flow, dispatcher), args, kwargs, flow.timeout_seconds, info.name, flow.is_async)
     flow_token = flow_run_var.set(info)
     state_token = flow_state_var.set(run)
+    task_token = task_run_var.set(None)  # a flow called inside a task is not inside that task
     print_token = printing_to(True) if flow.log_prints else None
     try:
         run_hooks(flow.on_running, flow, info, Running())
@@ -243,6 +244,7 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     finally:
         if print_token is not None:
             reset_printing(print_token)
+        task_run_var.reset(task_token)
         flow_state_var.reset(state_token)
         flow_run_var.reset(flow_token)
     run_hooks(flow.on_completion if state.is_completed() else flow.on_failure, flow, info, state)

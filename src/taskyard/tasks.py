@@ -293,7 +293,11 @@ def _dispatcher_or_none() -> Dispatcher | None:
 
 def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:
     dispatcher = _dispatcher_or_none()
-    if dispatcher is None:
+    # Inside a task run, refuse even where the flow's dispatcher is visible
+    # (the sequential runner runs tasks in the flow's thread): runs placed on
+    # another thread, process or machine could not do it, and every runner
+    # must behave the same.
+    if dispatcher is None or task_run_var.get() is not None:
         if task_run_var.get() is not None:
             raise NoActiveFlowError(
                 f"{task.name}.{method}() was called inside a task run; only a flow body hands runs to the "

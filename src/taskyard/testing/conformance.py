@@ -137,6 +137,16 @@ def sleepy(seconds: float, path: str) -> None:
     Path(path).write_text("ran")
 
 
+@task
+def submits_inside() -> None:
+    identity.submit(1)
+
+
+@task
+def calls_inside(x: int) -> int:
+    return int(add(x, 1))
+
+
 @dataclasses.dataclass
 class Pair:
     left: Any
@@ -514,6 +524,35 @@ class TaskRunnerCoreContract:
         state = call.run()
         assert state.is_completed() and state.result() == 5
         assert pickle.loads(pickle.dumps(state)).result() == 5
+
+    def test_unpicklable_argument_fails_naming_it(self, runner: TaskRunner[Any]) -> None:
+        """On a runner that ships calls elsewhere, an unpicklable argument fails that run, naming it."""
+        if not runner.requires_pickling:
+            pytest.skip("the runner does not pickle calls: any argument works")
+        import threading
+
+        from taskyard.exceptions import UnpicklableArgumentError
+
+        @flow(task_runner=runner)
+        def f() -> list[Any]:
+            bad = describe.submit(threading.Lock())
+            good = identity.submit(1)
+            return [bad.result(raise_on_failure=False), good.result()]
+
+        error, good = f()
+        assert isinstance(error, UnpicklableArgumentError) and "'value'" in str(error)
+        assert good == 1
+
+    def test_submit_inside_a_task_is_refused_clearly(self, runner: TaskRunner[Any]) -> None:
+        """A task that calls submit() fails with NoActiveFlowError; calling a task directly works."""
+        from taskyard.exceptions import NoActiveFlowError
+
+        @flow(task_runner=runner)
+        def f() -> list[Any]:
+            return [submits_inside.submit().result(raise_on_failure=False), calls_inside.submit(2).result()]
+
+        error, value = f()
+        assert isinstance(error, NoActiveFlowError) and value == 3
 
     def test_outstanding_work_is_cancelled_when_the_flow_fails(self, runner: TaskRunner[Any], tmp_path: Path) -> None:
         """When the flow body raises, runs not yet started end Cancelled and never run."""
