@@ -185,3 +185,38 @@ class TestLookup:
             return fut.state.name
 
         assert f() == "Cached"
+
+
+class TestLargeFlowParameters:
+    def test_large_parameters_do_not_travel_with_every_call(self) -> None:
+        """A shipped task call carries a hash of large flow parameters, not a copy."""
+        import pickle
+
+        import cloudpickle
+
+        from taskyard.context import FlowRunInfo
+        from taskyard.engine import TaskCall
+
+        big = list(range(200_000))
+        info = FlowRunInfo("f" * 32, "flow", "flow", parameters={"data": big})
+        call = TaskCall(plus_one, {"x": 1}, TaskRunInfo("t", "t", "plus_one"), info)
+        data = cloudpickle.dumps(call)
+        assert len(data) < 2_000
+        shipped = pickle.loads(data).flow_run
+        assert shipped.parameters == {} and shipped.parameters_key() == info.parameters_key()
+        assert info.parameters["data"] is big  # the flow process keeps them
+
+    def test_flow_parameters_policy_on_a_process_worker(self, tmp_path: Path) -> None:
+        """FLOW_PARAMETERS keys on large parameters on workers too: same data hits, other data misses."""
+        from taskyard.runners import ProcessPoolTaskRunner
+
+        @task(cache_policy=FLOW_PARAMETERS)
+        def stamp() -> float:
+            return time.time()
+
+        @flow(task_runner=ProcessPoolTaskRunner(max_workers=1))
+        def f(data: list[int]) -> float:
+            return stamp.submit().result()
+
+        big = list(range(100_000))
+        assert f(big) == f(list(big)) != f(big + [1])

@@ -135,6 +135,6 @@ class CachePolicy:
 INPUTS = CachePolicy("INPUTS", (lambda ctx, params: params,))
 TASK_SOURCE = CachePolicy("TASK_SOURCE", (lambda ctx, params: task_fingerprint(ctx.task),))
 RUN_ID = CachePolicy("RUN_ID", (lambda ctx, params: ctx.flow_run.id if ctx.flow_run else None,))
-FLOW_PARAMETERS = CachePolicy("FLOW_PARAMETERS", (lambda ctx, params: ctx.flow_run.parameters if ctx.flow_run else None,))
+FLOW_PARAMETERS = CachePolicy("FLOW_PARAMETERS", (lambda ctx, params: ctx.flow_run.parameters_key() if ctx.flow_run else None,))
 NONE = CachePolicy("NONE", ())
 DEFAULT = INPUTS + TASK_SOURCE + RUN_ID

@@ -19,6 +19,10 @@ from taskyard.exceptions import MissingContextError
 __all__ = ("FlowRunInfo", "TaskRunInfo", "RunContext", "get_run_context", "tags", "current_tags")
 
 
+# Flow parameters larger than this (pickled) do not travel with task calls.
+MAX_SHIPPED_PARAMETERS = 64 * 1024
+
+
 @dataclass(slots=True)
 class FlowRunInfo:
     """What a task needs to know about the flow run it belongs to.
@@ -44,6 +48,41 @@ class FlowRunInfo:
     log_level: int = 30
     result_storage: Any = None
     result_serializer: Any = None
+    # Filled on first use, then travel with the info: a hash of the parameters
+    # and the parameters as shipped (None: too large to ship with each call).
+    _parameters_key: str | None = field(default=None, repr=False, compare=False)
+    _wire_parameters: Any = field(default=False, repr=False, compare=False)
+
+    def parameters_key(self) -> str:
+        """A stable hash of the flow run's parameters (the FLOW_PARAMETERS cache policy uses it)."""
+        if self._parameters_key is None:
+            from taskyard.caching import stable_hash
+
+            self._parameters_key = stable_hash(self.parameters)
+        return self._parameters_key
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Every task call carries this info to its worker. Large parameters
+        # (a dataset given to the flow) stay in the flow process: the calls
+        # carry only their hash, not a copy each.
+        if self._wire_parameters is False:
+            import cloudpickle
+
+            try:
+                small = len(cloudpickle.dumps(self.parameters)) <= MAX_SHIPPED_PARAMETERS
+            except Exception:
+                small = False
+            if not small:
+                self.parameters_key()
+            self._wire_parameters = self.parameters if small else None
+        state = {name: getattr(self, name) for name in self.__slots__}
+        state["parameters"] = self._wire_parameters if self._wire_parameters is not None else {}
+        state["_wire_parameters"] = False
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(slots=True)
