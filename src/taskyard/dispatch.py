@@ -75,6 +75,11 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._tag_gates = {tag: _Gate(limit) for tag, limit in (tag_limits or {}).items()}
         self._task_gates: dict[int, _Gate] = {}
+        # Calls whose gates have room, started by one drain loop at a time: a
+        # call that finishes at once (a cancelled or failed submission) must
+        # not start the next one from inside its own done-callback (recursion).
+        self._to_start: deque[tuple[TaskCall[Any], list[_Gate], TaskFuture[Any]]] = deque()
+        self._draining = False
 
     # -- naming ---------------------------------------------------------------
 
@@ -215,8 +220,27 @@ class Dispatcher:
                 return placeholder
             for gate in gates:
                 gate.in_flight += 1
-        self._start_gated(call, gates, placeholder)
+            self._to_start.append((call, gates, placeholder))
+        self._drain()
         return placeholder
+
+    def _drain(self) -> None:
+        with self._lock:
+            if self._draining:
+                return  # the thread draining now will start what was queued
+            self._draining = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._to_start:
+                        self._draining = False
+                        return
+                    call, gates, placeholder = self._to_start.popleft()
+                self._start_gated(call, gates, placeholder)
+        except BaseException:
+            with self._lock:
+                self._draining = False
+            raise
 
     def _start_gated(self, call: TaskCall[Any], gates: list[_Gate], placeholder: TaskFuture[Any]) -> None:
         try:
@@ -227,7 +251,6 @@ class Dispatcher:
         future.add_done_callback(lambda done: self._release(gates, placeholder, done))
 
     def _release(self, gates: list[_Gate], placeholder: TaskFuture[Any], done: TaskFuture[Any]) -> None:
-        startable = []
         with self._lock:
             for gate in gates:
                 gate.in_flight -= 1
@@ -244,10 +267,9 @@ class Dispatcher:
                         continue
                     for g in others:
                         g.in_flight += 1
-                    startable.append((call, others, waiting_placeholder))
+                    self._to_start.append((call, others, waiting_placeholder))
         placeholder._set_state(done.state)
-        for call, others, waiting_placeholder in startable:
-            self._start_gated(call, others, waiting_placeholder)
+        self._drain()
 
     # -- the end of the flow run -------------------------------------------------
 

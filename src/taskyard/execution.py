@@ -122,10 +122,16 @@ async def _invoke_async(effect: Invoke) -> Outcome:
         coro = effect.fn(*effect.args, **effect.kwargs)
         if effect.timeout is None:
             return Outcome(True, await coro)
+        started = time.monotonic()
         try:
-            return Outcome(True, await asyncio.wait_for(coro, effect.timeout))
+            value = await asyncio.wait_for(coro, effect.timeout)
         except TimeoutError:
             return Outcome(False, _timeout_error(effect))
+        # Code that blocked the event loop cannot be cancelled in time; it
+        # still ends TimedOut (late) rather than Completed.
+        if time.monotonic() - started > effect.timeout:
+            return Outcome(False, _timeout_error(effect))
+        return Outcome(True, value)
     except Exception as exc:
         return Outcome(False, exc)
 
@@ -136,7 +142,7 @@ def _invoke_sync(effect: Invoke) -> Outcome:
     if effect.timeout is None:
         try:
             return Outcome(True, effect.fn(*effect.args, **effect.kwargs))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a task fails that task
             return Outcome(False, exc)
     if _alarm_usable():
         return _invoke_with_alarm(effect)
@@ -206,20 +212,42 @@ class _Alarm(BaseException):
 
 
 def _invoke_with_alarm(effect: Invoke) -> Outcome:
-    def on_alarm(signum: int, frame: object) -> None:
-        raise _Alarm
+    # The alarm may fire at any bytecode: before the call starts, after it
+    # returned, while the timer is being disarmed. `armed` makes a late alarm
+    # harmless, the outer `except _Alarm` catches one that lands in our own
+    # code, and `fired` catches user code that swallowed the _Alarm (a bare
+    # `except BaseException`) or replaced the SIGALRM handler: the elapsed
+    # time decides then.
+    armed, fired = [True], [False]
 
+    def on_alarm(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False
+            fired[0] = True
+            raise _Alarm
+
+    outcome: Outcome | None = None
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, effect.timeout or 0.0)
     try:
-        return Outcome(True, effect.fn(*effect.args, **effect.kwargs))
-    except _Alarm:
-        return Outcome(False, _timeout_error(effect))
-    except Exception as exc:
-        return Outcome(False, exc)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, effect.timeout or 0.0)
+            outcome = Outcome(True, effect.fn(*effect.args, **effect.kwargs))
+        except _Alarm:
+            outcome = Outcome(False, _timeout_error(effect))
+        except (Exception, SystemExit) as exc:
+            outcome = Outcome(False, exc)
+        finally:
+            armed[0] = False
+    except _Alarm:  # fired between the call's end and `armed[0] = False`
+        pass
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    overran = fired[0] or time.monotonic() - started > (effect.timeout or 0.0)
+    if outcome is None or (overran and outcome.ok):
+        return Outcome(False, _timeout_error(effect))
+    return outcome
 
 
 def _invoke_in_helper_thread(effect: Invoke) -> Outcome:

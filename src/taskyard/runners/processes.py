@@ -9,8 +9,10 @@
     futures ◀── states ◀── cloudpickle.loads ◀──────────┘ SIGALRM), dumps states
        ▲
        └── pool broke (a worker died): the pool is replaced and the lost calls
-           resubmitted one by one; a call lost twice (or past its retries)
-           ends Crashed.
+           go to a quarantine queue that runs them again one at a time. A
+           call that breaks a pool while running alone is the culprit: it is
+           retried while its retries allow, then ends Crashed; the others
+           complete.
 
 cloudpickle (not pickle) ships the calls, so tasks defined in ``__main__``,
 in a notebook or as closures work. For the same reason the workers never
@@ -27,6 +29,7 @@ import multiprocessing
 import multiprocessing.spawn
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,7 +37,7 @@ from typing import Any
 
 import cloudpickle
 
-from taskyard.exceptions import UnpicklableArgumentError
+from taskyard.exceptions import RunError, UnpicklableArgumentError
 from taskyard.runners.base import (
     Cancelled,
     Crashed,
@@ -51,6 +54,7 @@ from taskyard.states import Failed
 __all__ = ("ProcessPoolTaskRunner",)
 
 _MAX_BATCH = 64
+_Item = tuple[TaskCall[Any], TaskFuture[Any]]
 
 # -- workers start without the parent's __main__ -------------------------------------
 #
@@ -76,10 +80,10 @@ def _install_preparation_hook() -> None:
         multiprocessing.spawn.get_preparation_data = _preparation_data
 
 
-def _submit_without_main(pool: ProcessPoolExecutor, payload: bytes) -> Future[bytes]:
+def _submit_without_main(pool: ProcessPoolExecutor, payloads: list[bytes]) -> Future[list[bytes]]:
     _launching.active = True
     try:
-        return pool.submit(_run_batch, payload)
+        return pool.submit(_run_batch, payloads)
     finally:
         _launching.active = False
 
@@ -107,8 +111,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._pending: dict[Future[bytes], list[tuple[TaskCall[Any], TaskFuture[Any]]]] = {}
+        self._pending: dict[Future[list[bytes]], tuple[ProcessPoolExecutor, list[_Item], bool]] = {}
         self._losses: dict[str, int] = {}
+        self._quarantine: deque[_Item] = deque()
+        self._quarantine_busy = False
         self._shared = SharedArguments()
 
     def setup(self) -> None:
@@ -134,66 +140,103 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._send(items[start : start + size])
         return futures
 
-    def _send(self, batch: list[tuple[TaskCall[Any], TaskFuture[Any]]]) -> None:
-        try:
-            payload = cloudpickle.dumps([call for call, _ in batch])
-        except Exception:
-            if len(batch) > 1:  # find the call that will not pickle; send the rest
-                for item in batch:
-                    self._send([item])
-                return
-            call, future = batch[0]
-            future._set_state(Failed(unpicklable_argument_error(call, "a worker process")))
+    def _send(self, batch: list[_Item], quarantined: bool = False) -> None:
+        # Each call is pickled on its own, so one that cannot be pickled here,
+        # or unpickled in the worker, fails alone instead of taking its batch down.
+        payloads, sent = [], []
+        for call, future in batch:
+            try:
+                payloads.append(cloudpickle.dumps(call))
+            except Exception:
+                future._set_state(Failed(unpicklable_argument_error(call, "a worker process")))
+                continue
+            sent.append((call, future))
+        if not sent:
+            if quarantined:
+                self._quarantine_done()
             return
         with self._lock:
             pool = self._pool
             if pool is None:
-                for _, future in batch:
+                for _, future in sent:
                     future._set_state(Cancelled("the runner was shut down"))
                 return
             try:
-                done = _submit_without_main(pool, payload)
+                done = _submit_without_main(pool, payloads)
             except (BrokenProcessPool, RuntimeError):
                 self._replace_pool(pool)
                 assert self._pool is not None
-                done = _submit_without_main(self._pool, payload)
-            self._pending[done] = batch
+                pool = self._pool
+                done = _submit_without_main(pool, payloads)
+            self._pending[done] = (pool, sent, quarantined)
         done.add_done_callback(self._collect)
 
-    def _collect(self, done: Future[bytes]) -> None:
+    def _collect(self, done: Future[list[bytes]]) -> None:
+        # A done-callback: whatever happens, every future of the batch is completed.
         with self._lock:
-            batch = self._pending.pop(done, [])
-        if done.cancelled():
-            for _, future in batch:
-                future._set_state(Cancelled("the flow run was cancelled before this run started"))
-            return
-        exc = done.exception()
-        if exc is None:
-            for (_, future), state in zip(batch, cloudpickle.loads(done.result()), strict=True):
-                future._set_state(state)
-        elif isinstance(exc, BrokenProcessPool):
-            self._recover(batch)
-        else:
+            pool, batch, quarantined = self._pending.pop(done, (None, [], False))
+        try:
+            if done.cancelled():
+                for _, future in batch:
+                    future._set_state(Cancelled("the flow run was cancelled before this run started"))
+                return
+            exc = done.exception()
+            if exc is None:
+                for (call, future), data in zip(batch, done.result(), strict=True):
+                    future._set_state(_load_state(call, data))
+            elif isinstance(exc, BrokenProcessPool):
+                self._recover(pool, batch, quarantined)
+                return
+            else:
+                for call, future in batch:
+                    future._set_state(Crashed(f"the process pool failed running {call.task_run.name!r}: {exc!r}", exc=exc))
+        except BaseException as exc:
             for call, future in batch:
-                future._set_state(Crashed(f"the process pool failed running {call.task_run.name!r}: {exc!r}", exc=exc))
+                future._set_state(Crashed(f"the result of {call.task_run.name!r} could not be collected: {exc!r}", exc=exc))
+            if not isinstance(exc, Exception):
+                raise
+        if quarantined:
+            self._quarantine_done()
 
-    def _recover(self, batch: list[tuple[TaskCall[Any], TaskFuture[Any]]]) -> None:
-        # Which call killed the worker is unknown: each lost call goes again on
-        # its own, and a call lost more often than its retries allow (at least
-        # twice) ends Crashed.
+    def _recover(self, pool: ProcessPoolExecutor | None, batch: list[_Item], quarantined: bool) -> None:
         with self._lock:
-            broken = self._pool
-            if broken is not None and self._status_open():
-                self._replace_pool(broken)
+            if pool is not None and self._pool is pool and self.started:
+                self._replace_pool(pool)
+        suspects = []
         for call, future in batch:
+            if not self.started:
+                future._set_state(Cancelled("the runner shut down while this run's worker process was lost"))
+                continue
+            if not quarantined:  # lost beside others: not to blame (yet)
+                suspects.append((call, future))
+                continue
             key = call.task_run.id
             losses = self._losses.get(key, 0) + 1
             self._losses[key] = losses
-            if losses > max(1, call.task.retries) or not self._status_open():
-                message = f"a worker process died while running {call.task_run.name!r} (lost {losses}x)"
+            if losses > call.task.retries:
+                message = f"a worker process died while running {call.task_run.name!r} (attempt {losses})"
                 future._set_state(Crashed(message, run_count=losses))
             else:
-                self._send([(call, future)])
+                call.task_run.run_count = losses  # the lost attempts count against its retries
+                suspects.append((call, future))
+        with self._lock:
+            self._quarantine.extend(suspects)
+            if quarantined:
+                self._quarantine_busy = False
+        self._pump_quarantine()
+
+    def _quarantine_done(self) -> None:
+        with self._lock:
+            self._quarantine_busy = False
+        self._pump_quarantine()
+
+    def _pump_quarantine(self) -> None:
+        with self._lock:
+            if self._quarantine_busy or not self._quarantine:
+                return
+            self._quarantine_busy = True
+            item = self._quarantine.popleft()
+        self._send([item], quarantined=True)
 
     def _status_open(self) -> bool:
         return self.started
@@ -208,7 +251,11 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             return
         with self._lock:
             pool, self._pool = self._pool, None
-            running = [item for batch in self._pending.values() for item in batch] if cancel_pending else []
+            running = [item for _, batch, _ in self._pending.values() for item in batch] if cancel_pending else []
+            leftover = list(self._quarantine)
+            self._quarantine.clear()
+        for _, future in leftover:
+            future._set_state(Cancelled("the runner shut down before this lost run could run again"))
         if pool is None:
             self._shared.close()
             return
@@ -237,23 +284,47 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._shared.close()
 
 
-def _run_batch(payload: bytes) -> bytes:
-    """Worker side: run each call and send the states back."""
-    calls: list[TaskCall[Any]] = cloudpickle.loads(payload)
-    for call in calls:
+def _run_batch(payloads: list[bytes]) -> list[bytes]:
+    """Worker side: run each call and send each state back, pickled on its own."""
+    return [_dump_state(_run_one(data)) for data in payloads]
+
+
+def _run_one(data: bytes) -> State[Any]:
+    try:
+        call: TaskCall[Any] = cloudpickle.loads(data)
         load_shared(call)
-    states = [run_call(call) for call in calls]
+    except Exception as exc:
+        error = UnpicklableArgumentError(f"the task call could not be unpickled in the worker process: {exc!r}")
+        return Failed(error, message=str(error), run_count=0)
     try:
-        return cloudpickle.dumps(states)  # type: ignore[no-any-return]
-    except Exception:
-        return cloudpickle.dumps([_picklable(state) for state in states])  # type: ignore[no-any-return]
+        return run_call(call)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # never let one call take its batch down with it
+        return Crashed(f"{call.task_run.name!r} was interrupted in its worker process: {exc!r}", exc=None)
 
 
-def _picklable(state: State[Any]) -> State[Any]:
+def _dump_state(state: State[Any]) -> bytes:
     try:
-        cloudpickle.dumps(state)
-        return state
+        data: bytes = cloudpickle.dumps(state)
+        return data
     except Exception as exc:
         what = "result" if state.is_completed() else "exception"
         error = UnpicklableArgumentError(f"the {what} of this run cannot be pickled to send it back: {exc}")
-        return Failed(error, message=f"{type(state.data).__name__} {what} cannot be pickled: {exc}", run_count=state.run_count)
+        failed = Failed(error, message=f"{type(state.data).__name__} {what} cannot be pickled: {exc}", run_count=state.run_count)
+        fallback: bytes = cloudpickle.dumps(failed)
+        return fallback
+
+
+def _load_state(call: TaskCall[Any], data: bytes) -> State[Any]:
+    """A state from the worker; one that does not unpickle here fails its run, saying why."""
+    try:
+        state: State[Any] = cloudpickle.loads(data)
+        return state
+    except Exception as exc:
+        error = RunError(
+            f"the outcome of {call.task_run.name!r} could not be unpickled in the flow process ({exc!r}); "
+            "return values and exceptions must be rebuildable from their pickle (e.g. an exception's "
+            "__init__ must accept its args)"
+        )
+        return Failed(error, message=str(error))

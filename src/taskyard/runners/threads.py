@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from taskyard.runners.base import Cancelled, TaskCall, TaskFuture, TaskRunner, run_call
+from taskyard.runners.base import Cancelled, Crashed, TaskCall, TaskFuture, TaskRunner, run_call
 
 __all__ = ("ThreadPoolTaskRunner",)
 
@@ -109,6 +109,9 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             if future._state is not None:  # cancelled while queued
                 continue
             current[me] = future
-            state = run_call(call)
+            try:
+                state = run_call(call)
+            except BaseException as exc:  # a worker thread must outlive any one call
+                state = Crashed(f"{call.task_run.name!r} was interrupted in its worker thread: {exc!r}")
             del current[me]
             future._set_state(state)
