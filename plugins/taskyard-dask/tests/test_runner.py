@@ -135,6 +135,19 @@ class TestFailures:
         assert kind is StateType.CRASHED and "died" in (message or "")
         assert value == 3
 
+    def test_downstream_of_a_lost_run_is_not_ready(self, dask_address: str) -> None:
+        """A run whose upstream's worker died ends NotReady naming it, and the flow finishes."""
+
+        @flow(task_runner=DaskTaskRunner(address=dask_address))
+        def f() -> tuple[str, str, str]:
+            dead = die.submit()
+            after = add.submit(dead, 1)
+            after.wait(60)
+            return dead.task_run_name, after.state.name, after.state.message or ""
+
+        upstream, name, message = f()
+        assert name == "NotReady" and upstream in message
+
     def test_worker_death_is_retried_per_task_retries(self, dask_address: str, tmp_path: Path) -> None:
         """With retries, a run whose worker died runs again and completes on its second attempt."""
         marker = str(tmp_path / "died-once")

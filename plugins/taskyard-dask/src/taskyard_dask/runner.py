@@ -53,6 +53,8 @@ __all__ = ("DaskTaskRunner", "DaskTaskFuture")
 
 logger = logging.getLogger("taskyard.dask")
 
+# A run whose upstreams keep being lost is placed again at most this often.
+_MAX_PLACEMENTS = 20
 # Shared arguments at least this large (dask.sizeof) are scattered once per map.
 SHARE_MIN_BYTES = 100_000
 # Reading one result of a map gathers finished siblings too, up to this many bytes.
@@ -94,7 +96,7 @@ class _Batch:
 class _Entry:
     """A call on its way through the cluster (kept for resubmission)."""
 
-    __slots__ = ("call", "future", "options", "shared", "native", "losses", "key")
+    __slots__ = ("call", "future", "options", "shared", "native", "losses", "key", "placements")
 
     def __init__(self, call: TaskCall[Any], future: DaskTaskFuture, options: Mapping[str, Any], shared: tuple[Any, ...]) -> None:
         self.call = call
@@ -103,6 +105,7 @@ class _Entry:
         self.shared = shared
         self.native: Any = None
         self.losses = 0
+        self.placements = 0
         self.key = f"{call.task_run.task_name}-{call.task_run.id}"
 
 
@@ -262,13 +265,17 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _close_backend(self) -> None:
         client, cluster = self._client, self._cluster
         if client is not None:
-            if cluster is None:  # a cluster we did not start: take our log forwarder back
+            # With the scheduler gone, talking to it only waits for connect
+            # timeouts (~30 s): skip straight to closing the client.
+            connected = client.status == "running"
+            if connected and cluster is None:  # a cluster we did not start: take our log forwarder back
                 with contextlib.suppress(Exception):
                     client.unregister_worker_plugin(self._log_name)
+            if connected:
+                with contextlib.suppress(Exception):
+                    client.unsubscribe_topic(self._log_name)
             with contextlib.suppress(Exception):
-                client.unsubscribe_topic(self._log_name)
-            with contextlib.suppress(Exception):
-                client.close(timeout=10)
+                client.close(timeout=10 if connected else 2)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=30)
@@ -499,6 +506,13 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         else:
             own = not any(self._errored(up) for up, _ in entry.call.upstreams)
         if not own:  # an upstream was lost: place this run again once that one settles
+            entry.placements += 1
+            if entry.placements > _MAX_PLACEMENTS:
+                message = f"task run {entry.call.task_run.name!r} could not be placed: its upstreams kept failing on Dask"
+                entry.future._set_state(Crashed(message, exc=CrashedRunError(message)))
+                return
+            # A new key: Dask answers a resubmitted key with the errored future it already has.
+            entry.key = f"{entry.call.task_run.task_name}-{entry.call.task_run.id}-p{entry.placements}"
             self._place(entry)
             return
         entry.losses += 1
