@@ -89,3 +89,14 @@ def test_parse_param() -> None:
     assert parse_param("n=3") == ("n", 3)
     assert parse_param('xs=["a", 1]') == ("xs", ["a", 1])
     assert parse_param("s=hello") == ("s", "hello")
+
+
+def test_str_parameters_keep_their_text(tmp_path: Path) -> None:
+    """A str-annotated parameter takes `123` or `null` as text, not as JSON."""
+    path = tmp_path / "labels.py"
+    path.write_text(
+        "from taskyard import flow\n@flow\ndef show(label: str, n: int = 0) -> str:\n    return f'{label!r}/{n!r}'\n"
+    )
+    result = CliRunner().invoke(cli, ["run", f"{path}:show", "--param", "label=123", "--param", "n=4"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "'123'/4"

@@ -16,7 +16,7 @@ from typing import Any
 
 from taskyard.exceptions import MissingContextError
 
-__all__ = ("FlowRunInfo", "TaskRunInfo", "RunContext", "get_run_context", "tags", "current_tags")
+__all__ = ("FlowRunInfo", "TaskRunInfo", "RunContext", "get_run_context", "tags", "current_tags", "in_sync_run")
 
 
 # Flow parameters larger than this (pickled) do not travel with task calls.
@@ -143,6 +143,23 @@ def tags(*names: str) -> Iterator[frozenset[str]]:
         yield current
     finally:
         _tags_var.reset(token)
+
+
+def in_sync_run() -> bool:
+    """True inside a flow or task run whose thread runs no event loop.
+
+    There an async task or flow called directly cannot be awaited, so it is
+    run to its end instead (outside any run it returns a coroutine to await).
+    """
+    if flow_run_var.get() is None and task_run_var.get() is None:
+        return False
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 def current_tags() -> frozenset[str]:

@@ -34,7 +34,7 @@ from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
-from taskyard.states import Cancelled
+from taskyard.states import Cancelled, State
 
 if TYPE_CHECKING:
     from taskyard.runners.base import TaskRunner
@@ -285,13 +285,13 @@ class Dispatcher:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def _done(future: TaskFuture[Any] | FutureRef) -> bool:
-    # A FutureRef only exists on the far side of a pickle; here it counts as done.
+def _done(future: TaskFuture[Any] | FutureRef | State[Any]) -> bool:
+    # A State is final; a FutureRef only exists on the far side of a pickle.
     return not isinstance(future, TaskFuture) or future.done()
 
 
 def _state_of(future: Any) -> Any:
-    return future.state
+    return future if isinstance(future, State) else future.state
 
 
 def _finished(call: TaskCall[Any], state: Any) -> TaskFuture[Any]:

@@ -90,7 +90,7 @@ class TaskCall(Generic[R]):
     @property
     def upstream_ids(self) -> list[str]:
         """The task run ids of the upstreams, in order (repeats removed)."""
-        return list(dict.fromkeys(u.future.task_run_id for u in self.upstreams))
+        return list(dict.fromkeys(u.future.task_run_id for u in self.upstreams if not isinstance(u.future, State)))
 
     def run(self, upstream_states: Mapping[str, State[Any]] | None = None) -> State[R]:
         """Run the call to a final state in this thread.

@@ -77,16 +77,25 @@ Steps = Generator[Effect, Outcome | None, T]
 
 
 def drive(steps: Steps[T]) -> T:
-    """Run an engine generator to its end in the calling thread."""
+    """Run an engine generator to its end in the calling thread.
+
+    If carrying out an effect raises (Ctrl-C, a cancellation), the generator
+    is closed at once, so its cleanup (resetting the run context) happens
+    here, in this context, before the exception goes on.
+    """
     reply: Outcome | None = None
     try:
         while True:
             effect = steps.send(reply)
-            if isinstance(effect, Invoke):
-                reply = _invoke_sync(effect)
-            else:
-                time.sleep(effect.seconds)
-                reply = None
+            try:
+                if isinstance(effect, Invoke):
+                    reply = _invoke_sync(effect)
+                else:
+                    time.sleep(effect.seconds)
+                    reply = None
+            except BaseException:
+                steps.close()
+                raise
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
@@ -99,14 +108,18 @@ async def drive_async(steps: Steps[T]) -> T:
     try:
         while True:
             effect = steps.send(reply)
-            if isinstance(effect, Invoke):
-                if effect.runs_async():
-                    reply = await _invoke_async(effect)
+            try:
+                if isinstance(effect, Invoke):
+                    if effect.runs_async():
+                        reply = await _invoke_async(effect)
+                    else:
+                        reply = _invoke_sync(effect)
                 else:
-                    reply = _invoke_sync(effect)
-            else:
-                await asyncio.sleep(effect.seconds)
-                reply = None
+                    await asyncio.sleep(effect.seconds)
+                    reply = None
+            except BaseException:
+                steps.close()
+                raise
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 

@@ -30,12 +30,12 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, task_run_var
+from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, in_sync_run, task_run_var
 from taskyard.dispatch import Dispatcher, new_run_id
 from taskyard.engine import failed_state, retry_loop, run_hooks
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
 from taskyard.futures import wait as wait_futures
-from taskyard.inputs import find_upstreams, resolve
+from taskyard.inputs import find_upstreams, pending_futures, resolve
 from taskyard.logs import printing_to, reset_printing
 from taskyard.options import check_result_options, check_retries, check_template, check_timeout, format_name, hooks_list
 from taskyard.runners.base import TaskRunner
@@ -171,6 +171,10 @@ class Flow(Generic[P, R]):
         """
         return_state = bool(kwargs.pop("return_state", False))
         if self.is_async:
+            if in_sync_run():  # an async subflow of a sync flow or task: run it to its end
+                import asyncio
+
+                return asyncio.run(self._run_async(args, kwargs, return_state))
             return self._run_async(args, kwargs, return_state)
         run = self._prepare(args, kwargs)
         state = _finish(run, lambda: drive(flow_steps(run)))
@@ -191,7 +195,7 @@ class Flow(Generic[P, R]):
         params = self.binder.bind(args, kwargs)
         ups = find_upstreams(params)
         if ups:  # a subflow given futures gets their results
-            wait_futures(u.future for u in ups)  # type: ignore[misc]
+            wait_futures(pending_futures(ups))
             params = resolve(params)
         if self.validate_parameters:
             params = self._validator(params)
@@ -286,7 +290,7 @@ def _judge(outcome: Outcome, run_count: int) -> State[Any]:
     if not outcome.ok:
         return failed_state(outcome.value, run_count)
     try:
-        wait_futures(u.future for u in find_upstreams(outcome.value))  # type: ignore[misc]
+        wait_futures(pending_futures(find_upstreams(outcome.value)))
         return Completed(resolve(outcome.value), run_count=run_count)
     except Exception as exc:
         return Failed(exc, message=f"the flow returned a run that did not complete: {exc}", run_count=run_count)

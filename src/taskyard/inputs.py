@@ -23,10 +23,20 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from taskyard.annotations import allow_failure, quote
-from taskyard.futures import TaskFuture
+from taskyard.futures import FutureList, TaskFuture
 from taskyard.states import NotReady, State
 
-__all__ = ("FutureRef", "Upstream", "find_upstreams", "scan", "resolve", "first_blocking_failure", "local_lookup", "mapping_lookup")
+__all__ = (
+    "FutureRef",
+    "Upstream",
+    "find_upstreams",
+    "scan",
+    "resolve",
+    "first_blocking_failure",
+    "local_lookup",
+    "mapping_lookup",
+    "pending_futures",
+)
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, range, bytearray})
 _MAX_DEPTH = 64
@@ -49,9 +59,9 @@ class FutureRef:
 
 
 class Upstream(NamedTuple):
-    """A future a run depends on; ``may_fail`` if wrapped in allow_failure."""
+    """A future (or a State) a run depends on; ``may_fail`` if wrapped in allow_failure."""
 
-    future: TaskFuture[Any] | FutureRef
+    future: TaskFuture[Any] | FutureRef | State[Any]
     may_fail: bool
 
 
@@ -75,10 +85,10 @@ def _find(obj: Any, out: list[Upstream], may_fail: bool, depth: int) -> bool:
     cls = type(obj)
     if cls in _ATOMIC or depth > _MAX_DEPTH:
         return False
-    if isinstance(obj, (TaskFuture, FutureRef)):
+    if isinstance(obj, (TaskFuture, FutureRef, State)):
         out.append(Upstream(obj, may_fail))
         return True
-    if cls is quote or isinstance(obj, State):
+    if cls is quote:
         return True
     if cls is allow_failure:
         _find(obj.value, out, True, depth + 1)
@@ -101,17 +111,18 @@ def _find(obj: Any, out: list[Upstream], may_fail: bool, depth: int) -> bool:
     return found
 
 
-Lookup = Callable[[TaskFuture[Any] | FutureRef], State[Any]]
+Lookup = Callable[[Any], State[Any]]
 
 
-def local_lookup(future: TaskFuture[Any] | FutureRef) -> State[Any]:
-    """Look up a local future's state (the future must be done)."""
-    return future.state  # type: ignore[union-attr]
+def local_lookup(future: Any) -> State[Any]:
+    """The state of a local future (which must be done), or a State itself."""
+    state: State[Any] = future if isinstance(future, State) else future.state
+    return state
 
 
 def mapping_lookup(states: Mapping[str, State[Any]]) -> Lookup:
-    """Look up upstream states by task run id (the engine on a worker)."""
-    return lambda future: states[future.task_run_id]
+    """Look up upstream states by task run id (the engine on a worker); a State is its own."""
+    return lambda future: future if isinstance(future, State) else states[future.task_run_id]
 
 
 def first_blocking_failure(upstreams: Iterable[Upstream], lookup: Lookup) -> State[Any] | None:
@@ -121,8 +132,14 @@ def first_blocking_failure(upstreams: Iterable[Upstream], lookup: Lookup) -> Sta
             continue
         state = lookup(future)
         if state.is_bad():
-            return NotReady(future.task_run_name, state)
+            name = getattr(future, "task_run_name", None) or f"(a {state.name} state given as an argument)"
+            return NotReady(name, state)
     return None
+
+
+def pending_futures(upstreams: Iterable[Upstream]) -> list[TaskFuture[Any]]:
+    """The local futures among ``upstreams`` (States and refs need no waiting)."""
+    return [u.future for u in upstreams if isinstance(u.future, TaskFuture)]
 
 
 def resolve(obj: Any, lookup: Lookup = local_lookup) -> Any:
@@ -149,6 +166,8 @@ def _resolve(obj: Any, lookup: Lookup, may_fail: bool, depth: int) -> Any:
             return obj
         if cls in (list, tuple, set, frozenset):
             return cls(items)
+        if isinstance(obj, FutureList):  # its results are a plain list, not futures
+            return items
         if hasattr(obj, "_fields"):  # namedtuple
             return cls(*items)
         return cls(items)

@@ -127,8 +127,18 @@ def check_cache_options(key_fn: Any, policy: Any, expiration: Any, owner: str) -
 
 
 def format_name(template: str, params: dict[str, Any]) -> str:
-    """Apply a run-name template to a call's parameters."""
-    return template.format(**params)
+    """Apply a run-name template to a call's parameters.
+
+    Raises:
+        ValueError: The template names something the call does not have.
+    """
+    try:
+        return template.format(**params)
+    except (KeyError, AttributeError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"the run-name template {template!r} does not fit this call's arguments "
+            f"({type(exc).__name__}: {exc}); arguments: {', '.join(params) or 'none'}"
+        ) from None
 
 
 class TaskOptions:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from taskyard.annotations import allow_failure, quote, unmapped
-from taskyard.context import TaskRunInfo, current_tags, flow_state_var, task_run_var
+from taskyard.context import TaskRunInfo, current_tags, flow_state_var, in_sync_run, task_run_var
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
     MappingLengthMismatch,
@@ -20,7 +20,7 @@ from taskyard.exceptions import (
 )
 from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
-from taskyard.inputs import Upstream, find_upstreams
+from taskyard.inputs import Upstream, find_upstreams, pending_futures
 from taskyard.options import TaskOptions
 from taskyard.signature import Binder
 from taskyard.states import State
@@ -110,16 +110,16 @@ class Task(TaskOptions, Generic[P, R]):
         """Run the task here (in the flow's thread) and return its result.
 
         With ``return_state=True``, return its final State instead of raising
-        on failure; ``wait_for=[futures]`` waits for those runs first. Inside
-        an async flow, an async task returns an awaitable.
+        on failure; ``wait_for=[futures]`` waits for those runs first. An async
+        task returns an awaitable where an event loop runs (an async flow, or
+        outside any run); inside a sync flow or task it runs to its end.
         """
         return_state = bool(kwargs.pop("return_state", False))
         call, ups = self._call_here(args, kwargs, kwargs.pop("wait_for", None))
-        if self.is_async:
+        if self.is_async and not in_sync_run():
             return self._run_async(call, ups, return_state)
-        for upstream in ups:
-            if isinstance(upstream.future, TaskFuture):
-                upstream.future.wait()
+        for future in pending_futures(ups):
+            future.wait()
         return _unwrap(drive(_steps(call)), return_state)
 
     async def _run_async(self, call: TaskCall[R], ups: list[Upstream], return_state: bool) -> Any:

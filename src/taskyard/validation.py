@@ -18,9 +18,10 @@ class ParameterValidator:
         self._fn = fn
         self._flow_name = flow_name
         self._model: Any = None
+        self._fields: dict[str, str] = {}  # parameter name -> model field name
 
     def _build(self) -> Any:
-        from pydantic import ConfigDict, create_model
+        from pydantic import ConfigDict, Field, create_model
 
         try:
             hints = get_type_hints(self._fn)
@@ -32,7 +33,12 @@ class ParameterValidator:
                 continue
             annotation = hints.get(p.name, p.annotation)
             annotation = Any if annotation is inspect.Parameter.empty else annotation
-            fields[p.name] = (annotation, ... if p.default is inspect.Parameter.empty else p.default)
+            default = ... if p.default is inspect.Parameter.empty else p.default
+            # Neutral field names with the parameter as alias: pydantic would
+            # treat a parameter named `_x` as a private attribute otherwise.
+            field_name = f"p{len(fields)}"
+            self._fields[p.name] = field_name
+            fields[field_name] = (annotation, Field(default, alias=p.name))
         config = ConfigDict(arbitrary_types_allowed=True)
         return create_model(f"{self._flow_name}_parameters", __config__=config, **fields)
 
@@ -47,7 +53,7 @@ class ParameterValidator:
 
         if self._model is None:
             self._model = self._build()
-        checked = {k: v for k, v in params.items() if k in self._model.model_fields}
+        checked = {k: v for k, v in params.items() if k in self._fields}
         try:
             model = self._model.model_validate(checked)
         except ValidationError as exc:
@@ -56,4 +62,4 @@ class ParameterValidator:
                 where = ".".join(str(part) for part in error["loc"])
                 problems.append(f"parameter {where!r}: {error['msg']} (got {error.get('input')!r})")
             raise ParameterValidationError(f"flow {self._flow_name!r}: " + "; ".join(problems)) from None
-        return {**params, **{k: getattr(model, k) for k in checked}}
+        return {**params, **{k: getattr(model, self._fields[k]) for k in checked}}

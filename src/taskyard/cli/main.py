@@ -61,6 +61,12 @@ def run(flow_ref: str, runner_name: str | None, params: tuple[str, ...]) -> None
     except (ValueError, LookupError, TypeError) as exc:
         raise UserError(str(exc)) from None
     kwargs = dict(parse_param(p) for p in params)
+    # A parameter annotated `str` takes the text as given (`--param label=123`).
+    hints = _hints(flow_obj.fn)
+    for text in params:
+        key, _, raw = text.partition("=")
+        if hints.get(key) is str:
+            kwargs[key] = raw
     unknown = set(kwargs) - set(flow_obj.binder.all_names)
     if unknown and flow_obj.binder.simple:
         raise UserError(f"flow {flow_obj.name!r} has no parameter {sorted(unknown)[0]!r} (parameters: {', '.join(flow_obj.binder.names) or 'none'})")
@@ -75,6 +81,15 @@ def run(flow_ref: str, runner_name: str | None, params: tuple[str, ...]) -> None
     result = state.result()
     if result is not None:
         click.echo(result if isinstance(result, str) else repr(result))
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        return {}
 
 
 @cli.command()
