@@ -87,7 +87,7 @@ class TestProcessRunnerIsolation:
             return Counter(x.state.name for x in futures), str(futures[5].result(raise_on_failure=False))
 
         counts, message = f()
-        assert counts == Counter({"Completed": 199, "Failed": 1}) and "could not be unpickled" in message
+        assert counts == Counter({"Completed": 199, "Failed": 1}) and "cannot be sent back" in message
 
     def test_an_argument_that_cannot_be_unpickled_fails_alone(self) -> None:
         """An argument that breaks in the worker fails that run (not Crashed); the others complete."""

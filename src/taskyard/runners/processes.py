@@ -28,6 +28,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.spawn
 import os
+import pickle
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -80,10 +81,10 @@ def _install_preparation_hook() -> None:
         multiprocessing.spawn.get_preparation_data = _preparation_data
 
 
-def _submit_without_main(pool: ProcessPoolExecutor, payloads: list[bytes]) -> Future[list[bytes]]:
+def _submit_without_main(pool: ProcessPoolExecutor, payload: bytes) -> Future[bytes]:
     _launching.active = True
     try:
-        return pool.submit(_run_batch, payloads)
+        return pool.submit(_run_batch, payload)
     finally:
         _launching.active = False
 
@@ -111,7 +112,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._pending: dict[Future[list[bytes]], tuple[ProcessPoolExecutor, list[_Item], bool]] = {}
+        self._pending: dict[Future[bytes], tuple[ProcessPoolExecutor, list[_Item], bool]] = {}
         self._losses: dict[str, int] = {}
         self._quarantine: deque[_Item] = deque()
         self._quarantine_busy = False
@@ -141,37 +142,35 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         return futures
 
     def _send(self, batch: list[_Item], quarantined: bool = False) -> None:
-        # Each call is pickled on its own, so one that cannot be pickled here,
-        # or unpickled in the worker, fails alone instead of taking its batch down.
-        payloads, sent = [], []
-        for call, future in batch:
-            try:
-                payloads.append(cloudpickle.dumps(call))
-            except Exception:
-                future._set_state(Failed(unpicklable_argument_error(call, "a worker process")))
-                continue
-            sent.append((call, future))
-        if not sent:
+        try:
+            payload = cloudpickle.dumps([call for call, _ in batch])
+        except Exception:
+            if len(batch) > 1:  # find the call that will not pickle; send the rest
+                for item in batch:
+                    self._send([item], quarantined)
+                return
+            call, future = batch[0]
+            future._set_state(Failed(unpicklable_argument_error(call, "a worker process")))
             if quarantined:
                 self._quarantine_done()
             return
         with self._lock:
             pool = self._pool
             if pool is None:
-                for _, future in sent:
+                for _, future in batch:
                     future._set_state(Cancelled("the runner was shut down"))
                 return
             try:
-                done = _submit_without_main(pool, payloads)
+                done = _submit_without_main(pool, payload)
             except (BrokenProcessPool, RuntimeError):
                 self._replace_pool(pool)
                 assert self._pool is not None
                 pool = self._pool
-                done = _submit_without_main(pool, payloads)
-            self._pending[done] = (pool, sent, quarantined)
+                done = _submit_without_main(pool, payload)
+            self._pending[done] = (pool, batch, quarantined)
         done.add_done_callback(self._collect)
 
-    def _collect(self, done: Future[list[bytes]]) -> None:
+    def _collect(self, done: Future[bytes]) -> None:
         # A done-callback: whatever happens, every future of the batch is completed.
         with self._lock:
             pool, batch, quarantined = self._pending.pop(done, (None, [], False))
@@ -182,8 +181,8 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 return
             exc = done.exception()
             if exc is None:
-                for (call, future), data in zip(batch, done.result(), strict=True):
-                    future._set_state(_load_state(call, data))
+                self._deliver(batch, done.result(), quarantined)
+                return
             elif isinstance(exc, BrokenProcessPool):
                 self._recover(pool, batch, quarantined)
                 return
@@ -195,6 +194,28 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 future._set_state(Crashed(f"the result of {call.task_run.name!r} could not be collected: {exc!r}", exc=exc))
             if not isinstance(exc, Exception):
                 raise
+        if quarantined:
+            self._quarantine_done()
+
+    def _deliver(self, batch: list[_Item], payload: bytes, quarantined: bool) -> None:
+        if payload == _UNLOADABLE:
+            if len(batch) > 1:  # nothing ran: send each call alone to find the one at fault
+                for item in batch:
+                    self._send([item], quarantined)
+                return
+            call, future = batch[0]
+            error = UnpicklableArgumentError(
+                f"the call {call.task_run.name!r} could not be unpickled in the worker process; "
+                "its arguments must be rebuildable from their pickle there"
+            )
+            future._set_state(Failed(error, message=str(error), run_count=0))
+        else:
+            try:
+                states: list[State[Any]] = cloudpickle.loads(payload)
+            except Exception as exc:  # the worker checked this loads; a second line of defence
+                states = [Failed(RunError(f"the outcome of this run could not be unpickled here: {exc!r}"))] * len(batch)
+            for (_, future), state in zip(batch, states, strict=True):
+                future._set_state(state)
         if quarantined:
             self._quarantine_done()
 
@@ -284,17 +305,36 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._shared.close()
 
 
-def _run_batch(payloads: list[bytes]) -> list[bytes]:
-    """Worker side: run each call and send each state back, pickled on its own."""
-    return [_dump_state(_run_one(data)) for data in payloads]
+_UNLOADABLE = b""  # the worker's answer to a batch it could not unpickle
 
 
-def _run_one(data: bytes) -> State[Any]:
+def _run_batch(payload: bytes) -> bytes:
+    """Worker side: run a batch of calls and send their states back.
+
+    A batch that does not unpickle here is answered with ``_UNLOADABLE`` (none
+    of it ran; the flow process sends its calls again one by one). The states
+    go back as one pickle that this process has checked it can load again;
+    a state that cannot make the trip is replaced by a Failed one saying why.
+    """
     try:
-        call: TaskCall[Any] = cloudpickle.loads(data)
+        calls: list[TaskCall[Any]] = cloudpickle.loads(payload)
+    except Exception:
+        return _UNLOADABLE
+    states = [_run_one(call) for call in calls]
+    try:
+        data: bytes = cloudpickle.dumps(states)
+        pickle.loads(data)
+        return data
+    except Exception:
+        portable: bytes = cloudpickle.dumps([_portable(state) for state in states])
+        return portable
+
+
+def _run_one(call: TaskCall[Any]) -> State[Any]:
+    try:
         load_shared(call)
     except Exception as exc:
-        error = UnpicklableArgumentError(f"the task call could not be unpickled in the worker process: {exc!r}")
+        error = UnpicklableArgumentError(f"a shared argument could not be loaded in the worker process: {exc!r}")
         return Failed(error, message=str(error), run_count=0)
     try:
         return run_call(call)
@@ -304,27 +344,16 @@ def _run_one(data: bytes) -> State[Any]:
         return Crashed(f"{call.task_run.name!r} was interrupted in its worker process: {exc!r}", exc=None)
 
 
-def _dump_state(state: State[Any]) -> bytes:
+def _portable(state: State[Any]) -> State[Any]:
+    """The state if it survives a pickle round trip, else a Failed state saying why."""
     try:
-        data: bytes = cloudpickle.dumps(state)
-        return data
-    except Exception as exc:
-        what = "result" if state.is_completed() else "exception"
-        error = UnpicklableArgumentError(f"the {what} of this run cannot be pickled to send it back: {exc}")
-        failed = Failed(error, message=f"{type(state.data).__name__} {what} cannot be pickled: {exc}", run_count=state.run_count)
-        fallback: bytes = cloudpickle.dumps(failed)
-        return fallback
-
-
-def _load_state(call: TaskCall[Any], data: bytes) -> State[Any]:
-    """A state from the worker; one that does not unpickle here fails its run, saying why."""
-    try:
-        state: State[Any] = cloudpickle.loads(data)
+        pickle.loads(cloudpickle.dumps(state))
         return state
     except Exception as exc:
+        what = "result" if state.is_completed() else "exception"
         error = RunError(
-            f"the outcome of {call.task_run.name!r} could not be unpickled in the flow process ({exc!r}); "
+            f"the {what} of this run cannot be sent back from the worker process ({type(exc).__name__}: {exc}); "
             "return values and exceptions must be rebuildable from their pickle (e.g. an exception's "
             "__init__ must accept its args)"
         )
-        return Failed(error, message=str(error))
+        return Failed(error, message=str(error), run_count=state.run_count)
