@@ -301,3 +301,82 @@ class TestSmallerFixes:
 
         with pytest.raises(ValueError, match=r"run-name template '\{missing\}' does not fit"):
             f()
+
+
+class TestRecordsAndSerializers:
+    def test_a_shared_storage_key_never_serves_another_inputs_value(self, tmp_path: Any) -> None:
+        """With result_storage_key, a record written for one cache key is a miss for another."""
+
+        @task(cache_key_fn=lambda c, p: f"k{p['x']}", result_storage_key="fixed", result_storage=str(tmp_path))
+        def keyed(x: int) -> int:
+            return x * 10
+
+        assert keyed(1) == 10
+        assert keyed(2, return_state=True).name == "Completed" and keyed(2) == 20
+
+    def test_json_refuses_values_it_would_change(self, tmp_path: Any) -> None:
+        """The json serializer fails a run whose result would come back different."""
+
+        @task(persist_result=True, result_serializer="json", result_storage=str(tmp_path))
+        def tuple_keys() -> dict[int, tuple[int, int]]:
+            return {1: (2, 3)}
+
+        state = tuple_keys(return_state=True)
+        assert state.is_failed() and "JSON round trip" in (state.message or "")
+
+    def test_a_damaged_header_is_a_miss(self, tmp_path: Any) -> None:
+        """A record whose header has a bad field is a cache miss, not a crash."""
+        import json as _json
+
+        @task(cache_key_fn=lambda c, p: "hdr", result_storage=str(tmp_path))
+        def value() -> str:
+            return "fresh"
+
+        value()
+        record = tmp_path / "cache" / "hdr"
+        magic, header, payload = record.read_bytes().split(b"\n", 2)
+        broken = _json.loads(header) | {"expires_at": "soon"}
+        record.write_bytes(magic + b"\n" + _json.dumps(broken).encode() + b"\n" + payload)
+        assert value(return_state=True).name == "Completed"
+
+
+def test_states_as_arguments_on_a_dependency_resolving_runner() -> None:
+    """States given to a runner that resolves dependencies itself are judged in the flow process."""
+    from taskyard.runners.base import TaskRunner
+
+    from taskyard.runners.threads import ThreadPoolTaskRunner as _Threads
+
+    class Resolving(_Threads):
+        resolves_dependencies = True  # gets calls with pending upstreams, like Dask
+
+        def submit(self, call: Any) -> Any:
+            from taskyard.inputs import resolve
+
+            futures = [u.future for u in call.upstreams]
+            assert all(not isinstance(f, __import__("taskyard").State) for f in futures)
+            wait(futures)
+            call.parameters = resolve(call.parameters)
+            call.upstreams = ()
+            return super().submit(call)
+
+    @task
+    def good() -> int:
+        return 1
+
+    @task
+    def bad() -> None:
+        raise ValueError("boom")
+
+    @task
+    def show(value: Any) -> str:
+        return repr(value)
+
+    @flow(task_runner=Resolving(max_workers=2))
+    def f() -> tuple[str, str]:
+        ok = show.submit(good(return_state=True))
+        blocked = show.submit([1, {"k": [bad(return_state=True)]}])
+        blocked.wait()
+        return ok.result(), blocked.state.name
+
+    assert f() == ("1", "NotReady")
+    assert issubclass(Resolving, TaskRunner)

@@ -151,6 +151,13 @@ class Dispatcher:
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:
+        if any(isinstance(u.future, State) for u in ups):
+            # States given as arguments are final already: judged here, and
+            # never handed to a runner as upstreams to wait for.
+            blocked = first_blocking_failure([u for u in ups if isinstance(u.future, State)], _state_of)
+            if blocked is not None:
+                return _finished(call, blocked)
+            ups = [u for u in ups if not isinstance(u.future, State)]
         pending = [u for u in ups if not _done(u.future)]
         if self._native and ups:
             call.upstreams = ups

@@ -65,6 +65,11 @@ class ResultPlan:
         except Exception as exc:  # storage down, unpickling failed: a miss, said out loud
             logger.warning("cache record at %s could not be read (%r); running the task instead", where, exc)
             return MISS
+        if record.cache_key != self.cache_key:
+            # The record's key is a template (result_storage_key) that other
+            # inputs share: it holds another call's value.
+            logger.info("record at %s belongs to another cache key; running the task", where)
+            return MISS
         return MISS if record.expired() else record.value
 
     def write(self, value: Any) -> str:
@@ -74,7 +79,7 @@ class ResultPlan:
         if self.cache_key is not None and expiration is not None:
             seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else float(expiration)
             expires_at = time.time() + seconds
-        return str(self.storage.write(self.key, encode(value, self.serializer, expires_at)))
+        return str(self.storage.write(self.key, encode(value, self.serializer, expires_at, self.cache_key)))
 
     def reference(self) -> PersistedResult:
         return PersistedResult(self.storage, self.key, self.serializer)

@@ -76,7 +76,15 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj).encode("utf-8")
+        data = json.dumps(obj).encode("utf-8")
+        # JSON would hand back another value (tuples as lists, int keys as
+        # strings): refuse rather than return something else later.
+        if json.loads(data) != obj:
+            raise ValueError(
+                f"{type(obj).__name__} value does not survive a JSON round trip unchanged "
+                "(tuples, non-string keys, ...); use result_serializer='pickle'"
+            )
+        return data
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
@@ -110,22 +118,24 @@ def _serializer_name(serializer: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ResultRecord:
-    """A decoded record: the value and when it expires (None: never)."""
+    """A decoded record: the value, when it expires (None: never), and its cache key."""
 
     value: Any
     expires_at: float | None
+    cache_key: str | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
 
-def encode(value: Any, serializer: Any, expires_at: float | None = None) -> bytes:
+def encode(value: Any, serializer: Any, expires_at: float | None = None, cache_key: str | None = None) -> bytes:
     payload: bytes = serializer.dumps(value)
     header = {
         "serializer": _serializer_name(serializer),
         "length": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "expires_at": expires_at,
+        "cache_key": cache_key,
     }
     return _MAGIC + json.dumps(header).encode() + b"\n" + payload
 
@@ -143,11 +153,16 @@ def decode(data: bytes, serializer: Any, where: str) -> ResultRecord:
         header = json.loads(head)
     except ValueError:
         raise CorruptResultError(f"{where} has a damaged header") from None
+    if not isinstance(header, dict):
+        raise CorruptResultError(f"{where} has a damaged header")
+    expires_at, cache_key = header.get("expires_at"), header.get("cache_key")
+    if not (expires_at is None or type(expires_at) in (int, float)) or not (cache_key is None or type(cache_key) is str):
+        raise CorruptResultError(f"{where} has a damaged header")
     if not sep or len(payload) != header.get("length") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CorruptResultError(f"{where} is incomplete or damaged (checksum mismatch)")
     if header.get("serializer") != _serializer_name(serializer):
         raise CorruptResultError(f"{where} was written with serializer {header.get('serializer')!r}, not {_serializer_name(serializer)!r}")
-    return ResultRecord(serializer.loads(payload), header.get("expires_at"))
+    return ResultRecord(serializer.loads(payload), expires_at, cache_key)
 
 
 class ResultStorage(Protocol):

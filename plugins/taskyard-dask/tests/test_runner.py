@@ -78,6 +78,11 @@ def die() -> None:
 
 
 @task
+def make_lock() -> Any:
+    return threading.Lock()
+
+
+@task
 def use_lock(lock: Any, n: int = 0) -> int:
     return n
 
@@ -147,6 +152,29 @@ class TestFailures:
 
         upstream, name, message = f()
         assert name == "NotReady" and upstream in message
+
+    def test_states_as_arguments(self, dask_address: str) -> None:
+        """A State given as an argument passes its result, or makes the run NotReady when it failed."""
+
+        @flow(task_runner=DaskTaskRunner(address=dask_address))
+        def f() -> tuple[int, str]:
+            ok = add.submit(add(1, 2, return_state=True), 1)
+            failed = add.submit([add(1, "x", return_state=True)], 1)
+            failed.wait(60)
+            return ok.result(timeout=60), failed.state.name
+
+        assert f() == (4, "NotReady")
+
+    def test_an_unpicklable_result_fails_the_run(self, dask_address: str) -> None:
+        """A result that cannot leave its worker ends Failed (as on the process runner), not Crashed."""
+
+        @flow(task_runner=DaskTaskRunner(address=dask_address))
+        def f() -> str:
+            future = make_lock.submit()
+            future.wait(60)
+            return future.state.name
+
+        assert f() == "Failed"
 
     def test_worker_death_is_retried_per_task_retries(self, dask_address: str, tmp_path: Path) -> None:
         """With retries, a run whose worker died runs again and completes on its second attempt."""

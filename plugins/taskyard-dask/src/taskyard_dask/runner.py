@@ -24,6 +24,7 @@ at shutdown; with an ``address`` it only connects and disconnects.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import CancelledError
 import importlib
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import Any
 
 import cloudpickle
 
-from taskyard.exceptions import CrashedRunError, RunnerNotStartedError
+from taskyard.exceptions import CrashedRunError, RunError, RunnerNotStartedError
 from taskyard.futures import TaskFuture
 from taskyard.futures import wait as wait_futures
 from taskyard.runners.base import (
@@ -373,8 +374,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         waiting: list[TaskFuture[Any]] = []
         seen: set[str] = set()
         for upstream, _ in entry.call.upstreams:
+            if not isinstance(upstream, TaskFuture):
+                continue
             run_id = upstream.task_run_id
-            if run_id in seen or not isinstance(upstream, TaskFuture):
+            if run_id in seen:
                 continue
             seen.add(run_id)
             native = self._usable(upstream.native)
@@ -576,11 +579,18 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 def _gather_one(future: DaskTaskFuture) -> State[Any]:
     try:
         return future.native.result(timeout=60)  # type: ignore[no-any-return]
-    except Exception as exc:
+    except (OSError, TimeoutError, CancelledError) as exc:  # the cluster, not the run, failed
         message = f"the state of task run {future.task_run_name!r} could not be read from the Dask cluster: {exc!r}"
         error = CrashedRunError(message)
         error.__cause__ = exc
         return Crashed(message, exc=error)
+    except Exception as exc:  # the outcome itself cannot make the trip (as on the process runner)
+        failure = RunError(
+            f"the result or exception of task run {future.task_run_name!r} cannot be sent back from its Dask "
+            f"worker ({type(exc).__name__}: {exc}); return values and exceptions must be picklable"
+        )
+        failure.__cause__ = exc
+        return Failed(failure, message=str(failure))
 
 
 def _options_for(call: TaskCall[Any]) -> Mapping[str, Any]:
