@@ -221,12 +221,12 @@ class Flow(Generic[P, R]):
             result_storage=self.result_storage,
             result_serializer=self.result_serializer,
         )
-        runner = self._runner_for_run()
+        runner = self._runner_for_run(settings.task_runner)
         runner.start()
         return FlowRunState(self, info, Dispatcher(runner, info, self.tag_concurrency))
 
-    def _runner_for_run(self) -> TaskRunner[Any]:
-        spec = _override.get() or self.task_runner or current_settings().task_runner or "threads"
+    def _runner_for_run(self, default: str | None) -> TaskRunner[Any]:
+        spec = _override.get() or self.task_runner or default or "threads"
         runner = resolve_runner(spec)
         return runner.duplicate() if runner is spec else runner
 

@@ -194,7 +194,3 @@ class TaskOptions:
         check_template(self.result_storage_key, self.binder.all_names, "result_storage_key", owner, open_ended)
         check_result_options(self.result_storage, self.result_serializer, owner)
         check_cache_options(self.cache_key_fn, self.cache_policy, self.cache_expiration, owner)
-
-    @staticmethod
-    def format_name(template: str, params: dict[str, Any]) -> str:
-        return format_name(template, params)

@@ -13,6 +13,7 @@ corrupt, never read as a result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -203,7 +204,7 @@ class LocalResultStorage:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
-            with _suppress():
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         return str(path)
@@ -300,11 +301,3 @@ class PersistedResult:
 
             raise MissingResultError(f"no result stored at {self.storage.location(self.key)}")
         return decode(data, self.serializer, self.storage.location(self.key)).value
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True

@@ -21,7 +21,7 @@ from taskyard.exceptions import (
 from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.inputs import Upstream, find_upstreams, pending_futures
-from taskyard.options import TaskOptions
+from taskyard.options import TaskOptions, format_name
 from taskyard.signature import Binder
 from taskyard.states import State
 
@@ -95,7 +95,7 @@ class Task(TaskOptions, Generic[P, R]):
             return f"{self.name}-{run_id[:8]}"
         if callable(template):
             return str(template())
-        return self.format_name(template, self.binder.with_defaults(params))
+        return format_name(template, self.binder.with_defaults(params))
 
     # -- the three ways to run it --------------------------------------------------
 
@@ -297,13 +297,13 @@ def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:
     # (the sequential runner runs tasks in the flow's thread): runs placed on
     # another thread, process or machine could not do it, and every runner
     # must behave the same.
-    if dispatcher is None or task_run_var.get() is not None:
-        if task_run_var.get() is not None:
-            raise NoActiveFlowError(
-                f"{task.name}.{method}() was called inside a task run; only a flow body hands runs to the "
-                f"runner. Call the task directly here ({task.name}(...) runs it inline), or return the "
-                f"data and {method} it from the flow"
-            )
+    if task_run_var.get() is not None:
+        raise NoActiveFlowError(
+            f"{task.name}.{method}() was called inside a task run; only a flow body hands runs to the "
+            f"runner. Call the task directly here ({task.name}(...) runs it inline), or return the "
+            f"data and {method} it from the flow"
+        )
+    if dispatcher is None:
         raise NoActiveFlowError(
             f"{task.name}.{method}() needs a running flow: call it inside a @flow function, "
             f"or call the task directly ({task.name}(...)) to run it here and now"

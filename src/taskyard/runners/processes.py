@@ -259,9 +259,6 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             item = self._quarantine.popleft()
         self._send([item], quarantined=True)
 
-    def _status_open(self) -> bool:
-        return self.started
-
     def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:
             broken.shutdown(wait=False, cancel_futures=True)
