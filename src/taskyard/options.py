@@ -11,6 +11,8 @@ import string
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from taskyard.resources import parse_resources
+
 __all__ = ("TaskOptions", "hooks_list", "check_retries", "check_timeout", "format_name")
 
 _TASK_DEFAULTS: dict[str, Any] = {
@@ -36,6 +38,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "on_completion": None,
     "on_failure": None,
     "max_concurrency": None,
+    "resources": None,
 }
 
 
@@ -166,6 +169,7 @@ class TaskOptions:
     on_completion: tuple[Callable[..., object], ...]
     on_failure: tuple[Callable[..., object], ...]
     max_concurrency: int | None
+    resources: dict[str, float]
     options: dict[str, Any]
 
     binder: Any
@@ -189,6 +193,7 @@ class TaskOptions:
         limit = self.max_concurrency
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"{owner}: max_concurrency must be a whole number ≥ 1, not {limit!r}")
+        self.resources = parse_resources(values["resources"], f"{owner}: resources")
         open_ended = not self.binder.simple
         check_template(self.task_run_name, self.binder.all_names, "task_run_name", owner, open_ended)
         check_template(self.result_storage_key, self.binder.all_names, "result_storage_key", owner, open_ended)

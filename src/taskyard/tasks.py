@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
@@ -338,6 +338,7 @@ def task(
     on_completion: Any = ...,
     on_failure: Any = ...,
     max_concurrency: int | None = ...,
+    resources: Mapping[str, float | str] | None = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -349,7 +350,8 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer,
     result_storage_key, log_prints, on_completion, on_failure,
-    max_concurrency`` — see docs/tasks.md.
+    max_concurrency, resources`` — see docs/tasks.md (and docs/resources.md
+    for ``resources={"gpu": 1, "memory": "4 GiB"}``).
 
     Raises:
         ReservedArgumentError: The function has a parameter named ``wait_for``.
