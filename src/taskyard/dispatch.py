@@ -16,8 +16,13 @@
 
 No thread ever blocks waiting for an upstream: a run is handed to the runner
 when its inputs exist, so a chain of 10,000 dependent tasks completes on a
-single worker. Concurrency limits (per task, per tag) are kept here as well,
-by holding calls back until a slot frees — never by blocking a worker.
+single worker. Concurrency limits (per task, per tag) and, for runners that
+declare a capacity, resource requests are kept here as well, by holding calls
+back until they fit — never by blocking a worker. A call held by several
+limits waits in the queue of one that is full; when that one frees, the call
+is looked at again and moves to the next full one or starts, so it is never
+stranded. Queues are first in, first out: a large request at the head is not
+overtaken by smaller ones behind it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
+from taskyard.runners.base import unsatisfiable_resources
 from taskyard.states import Cancelled, State
 
 if TYPE_CHECKING:
@@ -49,14 +55,38 @@ def new_run_id() -> str:
 
 
 class _Gate:
-    """A concurrency limit: at most ``limit`` calls in flight, the rest queued."""
+    """A limit: the amounts of the calls in flight stay within ``limit``, the rest queued.
+
+    A concurrency limit counts each call as 1; a resource counts its request.
+    """
 
     __slots__ = ("limit", "in_flight", "waiting")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: float) -> None:
         self.limit = limit
-        self.in_flight = 0
+        self.in_flight = 0.0
         self.waiting: deque[tuple[TaskCall[Any], TaskFuture[Any]]] = deque()
+
+    def fits(self, amount: float) -> bool:
+        # The tolerance keeps sums of fractions (0.1 + 0.2) from refusing a fit.
+        return self.in_flight + amount <= self.limit * (1 + 1e-9) + 1e-9
+
+
+_Held = list[tuple[_Gate, float]]
+
+
+def _blocking(gates: _Held, queued_in: _Gate | None = None) -> _Gate | None:
+    """The first gate that holds a call back: it has no room, or others queue there first.
+
+    ``queued_in`` is the gate whose queue the call is at the head of. Queuing
+    behind earlier calls keeps a large request from being overtaken forever
+    by smaller ones; and since a queue only ever forms behind a gate with
+    calls in flight, whose ends re-examine the queue, none is stranded.
+    """
+    for gate, amount in gates:
+        if not gate.fits(amount) or (gate.waiting and gate is not queued_in):
+            return gate
+    return None
 
 
 class Dispatcher:
@@ -75,10 +105,12 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._tag_gates = {tag: _Gate(limit) for tag, limit in (tag_limits or {}).items()}
         self._task_gates: dict[int, _Gate] = {}
+        self._capacity = runner.resource_capacity()
+        self._resource_gates: dict[str, _Gate] = {}
         # Calls whose gates have room, started by one drain loop at a time: a
         # call that finishes at once (a cancelled or failed submission) must
         # not start the next one from inside its own done-callback (recursion).
-        self._to_start: deque[tuple[TaskCall[Any], list[_Gate], TaskFuture[Any]]] = deque()
+        self._to_start: deque[tuple[TaskCall[Any], _Held, TaskFuture[Any]]] = deque()
         self._draining = False
 
     # -- naming ---------------------------------------------------------------
@@ -98,7 +130,8 @@ class Dispatcher:
         if wait_for is not None:
             scan(wait_for, ups)
         call = TaskCall(task, parameters, self.task_run(task, parameters), self.flow_run)
-        future = self._route(call, ups, needs)
+        refused = self._refusal(call)
+        future = self._route(call, ups, needs) if refused is None else _finished(call, refused)
         self.futures.append(future)
         return future
 
@@ -138,7 +171,10 @@ class Dispatcher:
                 if type(value) not in _PLAIN:
                     needs = scan(value, ups) or needs
             call = TaskCall(task, params, self.task_run(task, params, i), self.flow_run)
-            if needs or ups or gated:
+            refused = self._refusal(call) if task.resources else None
+            if refused is not None:
+                futures[i] = _finished(call, refused)
+            elif needs or ups or gated:
                 futures[i] = self._route(call, ups, needs)
             else:
                 ready.append(call)
@@ -203,30 +239,43 @@ class Dispatcher:
         target.native = source.native
         source.add_done_callback(lambda done: target._set_state(done.state))
 
-    # -- concurrency limits ------------------------------------------------------
+    # -- concurrency limits and resource capacities ------------------------------
 
-    def _gates_for(self, task: Task[..., Any], tags: frozenset[str] | None = None) -> list[_Gate]:
-        gates = []
+    def _refusal(self, call: TaskCall[Any]) -> State[Any] | None:
+        """The Failed state of a call whose request the runner's capacity can never meet."""
+        if self._capacity is None:
+            return None  # the runner places requests itself
+        return unsatisfiable_resources(call, self._capacity, f"the runner ({type(self.runner).__name__})")
+
+    def _gates_for(self, task: Task[..., Any], tags: frozenset[str] | None = None) -> _Held:
+        gates: _Held = []
         if task.max_concurrency is not None:
             gate = self._task_gates.get(id(task))
             if gate is None:
                 gate = self._task_gates.setdefault(id(task), _Gate(task.max_concurrency))
-            gates.append(gate)
+            gates.append((gate, 1.0))
         if self._tag_gates:
             for tag in tags if tags is not None else task.tags | current_tags():
                 if tag in self._tag_gates:
-                    gates.append(self._tag_gates[tag])
+                    gates.append((self._tag_gates[tag], 1.0))
+        if task.resources and self._capacity is not None:
+            for name, amount in task.resources.items():
+                if amount:
+                    gate = self._resource_gates.get(name)
+                    if gate is None:
+                        gate = self._resource_gates.setdefault(name, _Gate(self._capacity.get(name, 0.0)))
+                    gates.append((gate, amount))
         return gates
 
-    def _launch_gated(self, call: TaskCall[Any], gates: list[_Gate]) -> TaskFuture[Any]:
+    def _launch_gated(self, call: TaskCall[Any], gates: _Held) -> TaskFuture[Any]:
         placeholder: TaskFuture[Any] = TaskFuture(call.task_run.id, call.task_run.name)
         with self._lock:
-            blocked = next((g for g in gates if g.in_flight >= g.limit), None)
+            blocked = _blocking(gates)
             if blocked is not None:
                 blocked.waiting.append((call, placeholder))
                 return placeholder
-            for gate in gates:
-                gate.in_flight += 1
+            for gate, amount in gates:
+                gate.in_flight += amount
             self._to_start.append((call, gates, placeholder))
         self._drain()
         return placeholder
@@ -249,7 +298,7 @@ class Dispatcher:
                 self._draining = False
             raise
 
-    def _start_gated(self, call: TaskCall[Any], gates: list[_Gate], placeholder: TaskFuture[Any]) -> None:
+    def _start_gated(self, call: TaskCall[Any], gates: _Held, placeholder: TaskFuture[Any]) -> None:
         try:
             future = self.runner.submit(call)
         except RunnerError as exc:
@@ -257,23 +306,29 @@ class Dispatcher:
         placeholder.native = future.native
         future.add_done_callback(lambda done: self._release(gates, placeholder, done))
 
-    def _release(self, gates: list[_Gate], placeholder: TaskFuture[Any], done: TaskFuture[Any]) -> None:
+    def _release(self, gates: _Held, placeholder: TaskFuture[Any], done: TaskFuture[Any]) -> None:
         with self._lock:
-            for gate in gates:
-                gate.in_flight -= 1
+            for gate, amount in gates:
+                gate.in_flight -= amount
+                if gate.in_flight < 1e-9:  # no drift left from adding and removing fractions
+                    gate.in_flight = 0.0
             # Start the queued calls whose limits all have room now. A call
             # still held by another, full limit moves to that limit's queue,
-            # so it is looked at again when that limit frees.
-            for gate in gates:
-                while gate.waiting and gate.in_flight < gate.limit:
-                    call, waiting_placeholder = gate.waiting.popleft()
+            # so it is looked at again when that limit frees. The head of a
+            # queue that still does not fit here stays first in line.
+            for gate, _ in gates:
+                while gate.waiting:
+                    call, waiting_placeholder = gate.waiting[0]
                     others = self._gates_for(call.task, call.task_run.tags)
-                    full = next((g for g in others if g.in_flight >= g.limit), None)
+                    full = _blocking(others, gate)
+                    if full is gate:
+                        break
+                    gate.waiting.popleft()
                     if full is not None:
                         full.waiting.append((call, waiting_placeholder))
                         continue
-                    for g in others:
-                        g.in_flight += 1
+                    for g, amount in others:
+                        g.in_flight += amount
                     self._to_start.append((call, others, waiting_placeholder))
         placeholder._set_state(done.state)
         self._drain()

@@ -21,6 +21,7 @@ either::
     │   ├── UpstreamTaskError                 that never ran: an upstream failed
     │   ├── CrashedRunError                   lost by the infrastructure
     │   ├── CancelledRunError                 cancelled before it finished
+    │   ├── UnsatisfiableResourcesError       that asked for more than the runner has
     │   └── MissingResultError                whose result was not kept
     ├── TaskTimeoutError (TimeoutError)       a task or flow over timeout_seconds
     └── MissingContextError (RuntimeError)    get_run_context() outside a run
@@ -46,6 +47,7 @@ __all__ = (
     "UpstreamTaskError",
     "CrashedRunError",
     "CancelledRunError",
+    "UnsatisfiableResourcesError",
     "MissingResultError",
     "TaskTimeoutError",
     "MissingContextError",
@@ -118,6 +120,10 @@ class CrashedRunError(RunError):
 
 class CancelledRunError(RunError):
     """The run was cancelled before it finished."""
+
+
+class UnsatisfiableResourcesError(RunError):
+    """A run asked for resources its runner can never offer, so it never started."""
 
 
 class MissingResultError(RunError):

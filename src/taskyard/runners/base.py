@@ -17,19 +17,33 @@ for runner implementations, like ``set_result`` on a CPython future. A
 runner that installs states another way (fetched lazily from a cluster)
 passes each through ``received_state`` first, so log records the run made
 elsewhere reach the flow process.
+
+Resource requests (``@task(resources=...)``, read as ``call.task.resources``)
+are kept one of two ways, chosen by ``resource_capacity()``: a runner that
+returns its totals (the default, and the built-in runners) has the
+dispatcher hold runs back until their requests fit; a runner whose backend
+places requests itself (Dask, Ray) returns None, translates the request in
+``submit`` and ends a request nothing can ever meet with the state
+``unsatisfiable_resources`` gives (see docs/resources.md).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from taskyard.engine import TaskCall
-from taskyard.exceptions import RunnerNotStartedError, RunnerShutdownError, UnpicklableArgumentError
+from taskyard.exceptions import (
+    RunnerNotStartedError,
+    RunnerShutdownError,
+    UnpicklableArgumentError,
+    UnsatisfiableResourcesError,
+)
 from taskyard.futures import TaskFuture, received_state
-from taskyard.states import Cancelled, Crashed, State
+from taskyard.resources import local_capacity, shortfall
+from taskyard.states import Cancelled, Crashed, Failed, State
 
 __all__ = (
     "TaskRunner",
@@ -41,6 +55,8 @@ __all__ = (
     "run_call",
     "received_state",
     "unpicklable_argument_error",
+    "unsatisfiable_resources",
+    "local_capacity",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])
@@ -150,6 +166,41 @@ class TaskRunner(abc.ABC, Generic[F]):
         args, kwargs = self._init_args
         return type(self)(*args, **kwargs)
 
+    def resource_capacity(self) -> Mapping[str, float] | None:
+        """The resources this runner has, within which the dispatcher keeps requests.
+
+        A mapping (resource name → total; memory in bytes): the dispatcher
+        holds runs back until the requests (``task.resources``) of the runs
+        in flight fit within these totals, and fails at once a run asking
+        for more than a total (a resource not listed: there is none).
+        None: the backend places requests itself (see the module docstring).
+
+        Default: this machine (``cpu``: its CPU count, ``memory``: its
+        physical memory). Local runners return their ``resources=`` argument
+        over these, with ``cpu`` their worker count.
+        """
+        import os
+
+        return local_capacity(None, os.cpu_count() or 1)
+
+    def with_resources(self: Self, resources: Mapping[str, Any]) -> Self:
+        """A new, unstarted runner with the same settings, declaring these resources.
+
+        The default passes ``resources=`` to the constructor with the other
+        arguments unchanged, as the built-in runners take it. The
+        conformance suite gets its runner with resources through this.
+
+        Raises:
+            TypeError: The constructor takes no ``resources`` argument (a
+                runner that declares resources another way overrides this).
+        """
+        import inspect
+
+        if "resources" not in inspect.signature(type(self)).parameters:
+            raise TypeError(f"{type(self).__name__} takes no resources= argument; it cannot declare {dict(resources)}")
+        args, kwargs = self._init_args
+        return type(self)(*args, **{**kwargs, "resources": resources})
+
     # -- the work ---------------------------------------------------------------
 
     @abc.abstractmethod
@@ -221,3 +272,22 @@ def unpicklable_argument_error(call: TaskCall[Any], destination: str) -> Unpickl
         f"task {call.task.name!r} cannot be pickled to send it to {destination}; "
         "define it at module level or make what it refers to picklable"
     )
+
+
+def unsatisfiable_resources(
+    call: TaskCall[Any], capacity: Mapping[str, float], where: str, fix: str | None = None
+) -> State[Any] | None:
+    """The Failed state for a call whose request ``capacity`` can never meet, or None.
+
+    For runners that place requests themselves: complete the future with
+    this state instead of leaving the run to wait forever. ``where`` says
+    whose capacity it is (``"the largest Dask worker"``), ``fix`` how to get
+    more (a ``str.format`` template; ``{name}`` is the resource).
+    """
+    if not call.task.resources:
+        return None
+    reason = shortfall(call.task.resources, capacity, where, *((fix,) if fix is not None else ()))
+    if reason is None:
+        return None
+    message = f"task run {call.task_run.name!r} cannot run: {reason}"
+    return Failed(UnsatisfiableResourcesError(message), message=message, run_count=0)

@@ -31,7 +31,7 @@ import os
 import pickle
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -46,6 +46,7 @@ from taskyard.runners.base import (
     TaskCall,
     TaskFuture,
     TaskRunner,
+    local_capacity,
     run_call,
     unpicklable_argument_error,
 )
@@ -96,16 +97,25 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         max_workers: Process count; by default the number of CPUs.
         start_method: ``"forkserver"`` (default where available), ``"spawn"``
             or ``"fork"``.
+        resources: Capacities the runs' resource requests are kept within
+            (``{"gpu": 1, "memory": "8 GiB"}``); ``cpu`` defaults to
+            ``max_workers``, ``memory`` to this machine's. See docs/resources.md.
     """
 
     name = "processes"
     requires_pickling = True
     supports_cancel_running = True
 
-    def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        start_method: str | None = None,
+        resources: Mapping[str, float | str] | None = None,
+    ) -> None:
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self.max_workers = max_workers or os.cpu_count() or 1
+        self.resources = local_capacity(resources, self.max_workers)
         methods = multiprocessing.get_all_start_methods()
         self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         if self.start_method not in methods:
@@ -117,6 +127,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._quarantine: deque[_Item] = deque()
         self._quarantine_busy = False
         self._shared = SharedArguments()
+
+    def resource_capacity(self) -> Mapping[str, float]:
+        return self.resources
 
     def setup(self) -> None:
         _install_preparation_hook()

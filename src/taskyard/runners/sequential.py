@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from taskyard.runners.base import Cancelled, TaskCall, TaskFuture, TaskRunner, run_call
+from taskyard.runners.base import Cancelled, TaskCall, TaskFuture, TaskRunner, local_capacity, run_call
 
 __all__ = ("SequentialTaskRunner",)
 
@@ -14,10 +15,21 @@ class SequentialTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     Deterministic and free of concurrency: the runner for debugging and for
     users' unit tests. ``submit`` returns a future that is already done.
+
+    Args:
+        resources: Capacities the runs' resource requests are checked
+            against (``{"gpu": 1}``); ``cpu`` defaults to 1, ``memory`` to
+            this machine's. See docs/resources.md.
     """
 
     name = "sequential"
     concurrent = False
+
+    def __init__(self, resources: Mapping[str, float | str] | None = None) -> None:
+        self.resources = local_capacity(resources, 1)
+
+    def resource_capacity(self) -> Mapping[str, float]:
+        return self.resources
 
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
         self.check_open()

@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from taskyard.runners.base import Cancelled, Crashed, TaskCall, TaskFuture, TaskRunner, run_call
+from taskyard.runners.base import Cancelled, Crashed, TaskCall, TaskFuture, TaskRunner, local_capacity, run_call
 
 __all__ = ("ThreadPoolTaskRunner",)
 
@@ -32,20 +32,27 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     Args:
         max_workers: Thread count; by default ``min(32, cpu_count + 4)``, as
             ``concurrent.futures.ThreadPoolExecutor`` chooses.
+        resources: Capacities the runs' resource requests are kept within
+            (``{"gpu": 1, "memory": "8 GiB"}``); ``cpu`` defaults to
+            ``max_workers``, ``memory`` to this machine's. See docs/resources.md.
     """
 
     name = "threads"
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, resources: Mapping[str, float | str] | None = None) -> None:
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self.resources = local_capacity(resources, self.max_workers)
         self._queue: deque[tuple[TaskCall[Any], TaskFuture[Any]]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._current: dict[int, TaskFuture[Any]] = {}
         self._idle = 0
         self._closing = False
+
+    def resource_capacity(self) -> Mapping[str, float]:
+        return self.resources
 
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
         self.check_open()

@@ -47,12 +47,14 @@ from taskyard.exceptions import (
 )
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
+from taskyard.testing.resource_contract import TaskRunnerResourceContract
 
 __all__ = (
     "TaskRunnerContract",
     "TaskRunnerCoreContract",
     "TaskRunnerPolicyContract",
     "TaskRunnerPersistenceContract",
+    "TaskRunnerResourceContract",
     "ContractError",
 )
 
@@ -862,7 +864,9 @@ def _state_name(future: Any) -> str:
     return str(future.state.name)
 
 
-class TaskRunnerContract(TaskRunnerCoreContract, TaskRunnerPolicyContract, TaskRunnerPersistenceContract):
+class TaskRunnerContract(
+    TaskRunnerCoreContract, TaskRunnerPolicyContract, TaskRunnerPersistenceContract, TaskRunnerResourceContract
+):
     """The whole contract for a task runner; subclass and provide ``runner``.
 
     ``runner`` must return an unstarted runner; every flow run in the tests
