@@ -274,8 +274,8 @@ class TestSmallerFixes:
         with pytest.raises(ParameterValidationError, match="'_private'"):
             f("abc")
 
-    def test_a_returned_future_list_resolves_to_a_plain_list(self) -> None:
-        """A flow returning task.map(...) returns a list of results."""
+    def test_a_returned_future_list_resolves_to_a_plain_list_of_states(self) -> None:
+        """A flow returning task.map(...) returns a plain list of the runs' final States."""
 
         @task
         def ident(x: int) -> int:
@@ -286,7 +286,7 @@ class TestSmallerFixes:
             return ident.map([1, 2])
 
         result = f()
-        assert type(result) is list and result == [1, 2]
+        assert type(result) is list and [s.result() for s in result] == [1, 2]
 
     def test_a_run_name_template_that_does_not_fit_says_so(self) -> None:
         """A template that cannot be applied (open-ended signature) fails clearly at submit."""

@@ -20,6 +20,7 @@ generator of effects, and driven synchronously or on an event loop.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
@@ -38,7 +39,7 @@ from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut
 if TYPE_CHECKING:
     from taskyard.tasks import Task
 
-__all__ = ("TaskCall", "task_steps", "retry_loop", "run_hooks", "retry_delay", "failed_state")
+__all__ = ("TaskCall", "task_steps", "retry_loop", "hook_steps", "run_hooks", "retry_delay", "failed_state")
 
 R = TypeVar("R")
 logger = logging.getLogger("taskyard.engine")
@@ -130,16 +131,17 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
     log_prints = task.log_prints if task.log_prints is not None else bool(flow_run and flow_run.log_prints)
     task_token = task_run_var.set(info)
     flow_token = flow_run_var.set(flow_run) if flow_run is not None else None
-    print_token = printing_to(True) if log_prints else None
+    # An explicit log_prints=False opts out even inside a log_prints=True run.
+    print_token = printing_to(log_prints) if log_prints or task.log_prints is not None else None
     if capture is not None:
         capture.__enter__()
     try:
         state = yield from _run_task(call, params, remote)
         if state.is_completed():
-            run_hooks(task.on_completion, task, info, state)
+            yield from hook_steps(task.on_completion, task, info, state)
         else:
             logger.error("Task run %r finished in state %r", info.name, state)
-            run_hooks(task.on_failure, task, info, state)
+            yield from hook_steps(task.on_failure, task, info, state)
     finally:
         if capture is not None:
             capture.__exit__()
@@ -263,10 +265,33 @@ def failed_state(exc: BaseException, run_count: int, remote: bool = False) -> St
     return Failed(exc, run_count=run_count, traceback=text)
 
 
-def run_hooks(hooks: Iterable[Callable[..., object]], owner: object, info: object, state: State[Any]) -> None:
-    """Call each hook as ``hook(owner, info, state)``; a hook that raises is logged, not fatal."""
+def hook_steps(hooks: Iterable[Callable[..., object]], owner: object, info: object, state: State[Any]) -> Steps[None]:
+    """Call each hook as ``hook(owner, info, state)``, as effects of the engine.
+
+    An ``async def`` hook is awaited: on the run's event loop when the engine
+    runs on one, else on the portal loop. A hook that raises is logged, not
+    fatal: the run's state stays what it was.
+    """
     for hook in hooks:
-        try:
-            hook(owner, info, state)
-        except Exception:
-            logger.exception("hook %r of %r raised; the run's state is unchanged", hook, getattr(info, "name", info))
+        outcome = yield Invoke(hook, (owner, info, state), {}, run_name=f"hook {hook!r}")
+        assert outcome is not None
+        if outcome.ok and inspect.isawaitable(outcome.value):  # a sync callable that returned a coroutine
+            outcome = yield Invoke(_awaiting, (outcome.value,), {}, is_async=True)
+            assert outcome is not None
+        if not outcome.ok:
+            error = outcome.value
+            logger.error(
+                "hook %r of %r raised; the run's state is unchanged",
+                hook,
+                getattr(info, "name", info),
+                exc_info=(type(error), error, error.__traceback__),
+            )
+
+
+async def _awaiting(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_hooks(hooks: Iterable[Callable[..., object]], owner: object, info: object, state: State[Any]) -> None:
+    """Call hooks outside an engine generator (a flow run being torn down); see :func:`hook_steps`."""
+    drive(hook_steps(hooks, owner, info, state))

@@ -32,7 +32,8 @@ from typing_extensions import ParamSpec
 
 from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, in_sync_run, task_run_var
 from taskyard.dispatch import Dispatcher, new_run_id
-from taskyard.engine import failed_state, retry_loop, run_hooks
+from taskyard.engine import failed_state, hook_steps, retry_loop, run_hooks
+from taskyard.exceptions import ReservedArgumentError
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import find_upstreams, pending_futures, resolve
@@ -42,7 +43,8 @@ from taskyard.runners.base import TaskRunner
 from taskyard.runners.registry import registry, resolve_runner
 from taskyard.settings import current_settings
 from taskyard.signature import Binder
-from taskyard.states import Cancelled, Completed, Crashed, Failed, Running, State
+from taskyard.returns import state_from_return
+from taskyard.states import Cancelled, Crashed, Failed, Running, State
 from taskyard.validation import ParameterValidator
 
 __all__ = ("Flow", "flow", "task_runner_override")
@@ -114,6 +116,12 @@ class Flow(Generic[P, R]):
             raise TypeError(f"unknown flow option(s): {', '.join(sorted(unknown))}; known: {', '.join(_FLOW_OPTIONS)}")
         self.fn = fn
         self.binder = Binder(fn)
+        clash = sorted({"return_state", "wait_for"} & self.binder.all_names)
+        if clash:
+            raise ReservedArgumentError(
+                f"flow {getattr(fn, '__qualname__', fn)!r} has a parameter named {clash[0]!r}, which taskyard "
+                f"reserves (a flow call takes {clash[0]}=...); rename the parameter"
+            )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.options = dict(options)
         self.name: str = str(options.get("name") or getattr(fn, "__name__", "flow"))
@@ -215,7 +223,7 @@ class Flow(Generic[P, R]):
             params,
             home=str(settings.home),
             persist_results=self.persist_result if self.persist_result is not None else settings.persist_results,
-            log_prints=bool(self.log_prints),
+            log_prints=_log_prints(self.log_prints),
             pid=os.getpid(),
             log_level=min(logging.getLogger().getEffectiveLevel(), logging.getLogger("taskyard").getEffectiveLevel()),
             result_storage=self.result_storage,
@@ -231,6 +239,14 @@ class Flow(Generic[P, R]):
         return runner.duplicate() if runner is spec else runner
 
 
+def _log_prints(option: bool | None) -> bool:
+    """A flow's log_prints: its own, else that of the flow run it is a subflow of."""
+    if option is not None:
+        return bool(option)
+    parent = flow_run_var.get()
+    return bool(parent and parent.log_prints)
+
+
 def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     """The engine for one flow run, as a generator of effects."""
     flow, info, dispatcher = run.flow, run.info, run.dispatcher
@@ -239,9 +255,10 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     flow_token = flow_run_var.set(info)
     state_token = flow_state_var.set(run)
     task_token = task_run_var.set(None)  # a flow called inside a task is not inside that task
-    print_token = printing_to(True) if flow.log_prints else None
+    # An explicit log_prints=False opts out even inside a log_prints=True run.
+    print_token = printing_to(flow.log_prints) if flow.log_prints is not None else None
     try:
-        run_hooks(flow.on_running, flow, info, Running())
+        yield from hook_steps(flow.on_running, flow, info, Running())
         state = yield from retry_loop(flow, info, invoke, _judge)
         if state.is_completed() and info.persist_results:
             state = _persist(flow, info, state)
@@ -251,7 +268,7 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
         task_run_var.reset(task_token)
         flow_state_var.reset(state_token)
         flow_run_var.reset(flow_token)
-    run_hooks(flow.on_completion if state.is_completed() else flow.on_failure, flow, info, state)
+    yield from hook_steps(flow.on_completion if state.is_completed() else flow.on_failure, flow, info, state)
     return state
 
 
@@ -290,9 +307,8 @@ def _judge(outcome: Outcome, run_count: int) -> State[Any]:
     if not outcome.ok:
         return failed_state(outcome.value, run_count)
     try:
-        wait_futures(pending_futures(find_upstreams(outcome.value)))
-        return Completed(resolve(outcome.value), run_count=run_count)
-    except Exception as exc:
+        return state_from_return(outcome.value, run_count)
+    except Exception as exc:  # an upstream's result could not be loaded
         return Failed(exc, message=f"the flow returned a run that did not complete: {exc}", run_count=run_count)
 
 

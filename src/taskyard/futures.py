@@ -236,13 +236,16 @@ def as_completed(futures: Iterable[TaskFuture[Any]], timeout: float | None = Non
         fut.add_done_callback(finished.put)
     deadline = None if timeout is None else time.monotonic() + timeout
     while pending:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError(f"{len(pending)} futures were not done after {timeout} s")
-        try:
-            fut = finished.get(timeout=remaining)
+        try:  # what is done already is yielded even when the time is up (timeout=0)
+            fut = finished.get_nowait()
         except queue.Empty:
-            continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"{len(pending)} futures were not done after {timeout} s") from None
+            try:
+                fut = finished.get(timeout=remaining)
+            except queue.Empty:
+                continue
         if fut in pending:
             pending.discard(fut)
             yield fut

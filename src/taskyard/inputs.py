@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from taskyard.annotations import allow_failure, quote
-from taskyard.futures import FutureList, TaskFuture
+from taskyard.futures import FutureList, TaskFuture, wait
 from taskyard.states import NotReady, State
 
 __all__ = (
@@ -36,6 +36,8 @@ __all__ = (
     "local_lookup",
     "mapping_lookup",
     "pending_futures",
+    "resolve_futures_to_states",
+    "resolve_futures_to_results",
 )
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, range, bytearray})
@@ -147,14 +149,43 @@ def resolve(obj: Any, lookup: Lookup = local_lookup) -> Any:
     return _resolve(obj, lookup, False, 0)
 
 
+def resolve_futures_to_states(obj: Any) -> Any:
+    """Wait for the futures anywhere in ``obj``; return it with each replaced by its final State.
+
+    Lists, tuples, sets, dicts, dataclasses and pydantic models are looked
+    into (and copied only where something changed), as for task arguments.
+    """
+    wait(pending_futures(find_upstreams(obj)))
+    return _resolve(obj, _to_state, False, 0)
+
+
+def resolve_futures_to_results(obj: Any) -> Any:
+    """Wait for the futures anywhere in ``obj``; return it with each replaced by its result.
+
+    States in ``obj`` are replaced by their results too.
+
+    Raises:
+        Exception: The exception of the first future or State found that
+            did not complete.
+    """
+    wait(pending_futures(find_upstreams(obj)))
+    return _resolve(obj, local_lookup, False, 0)
+
+
+def _to_state(future: Any) -> State[Any]:  # a marker: this resolution stops at States
+    return local_lookup(future)
+
+
 def _resolve(obj: Any, lookup: Lookup, may_fail: bool, depth: int) -> Any:
     cls = type(obj)
     if cls in _ATOMIC or depth > _MAX_DEPTH:
         return obj
     if isinstance(obj, (TaskFuture, FutureRef)):
+        if lookup is _to_state:
+            return lookup(obj)
         return lookup(obj).result(raise_on_failure=not may_fail)
     if isinstance(obj, State):
-        return obj.result(raise_on_failure=not may_fail)
+        return obj if lookup is _to_state else obj.result(raise_on_failure=not may_fail)
     if cls is quote:
         return obj.value
     if cls is allow_failure:

@@ -20,7 +20,7 @@ _P = inspect.Parameter
 class Binder:
     """Binds ``(args, kwargs)`` to ``{name: value}`` for one function, and splits it back."""
 
-    __slots__ = ("signature", "names", "all_names", "required", "defaults", "simple", "qualname")
+    __slots__ = ("signature", "names", "all_names", "required", "defaults", "simple", "qualname", "var_keyword")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.signature = inspect.signature(fn)
@@ -31,6 +31,7 @@ class Binder:
         self.all_names = frozenset(p.name for p in params)
         self.required = tuple(p.name for p in params if p.default is _P.empty and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD))
         self.defaults = {p.name: p.default for p in params if p.default is not _P.empty}
+        self.var_keyword = next((p.name for p in params if p.kind is _P.VAR_KEYWORD), None)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """``{name: value}`` for the given arguments (defaults not filled in).

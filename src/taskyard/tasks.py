@@ -20,7 +20,7 @@ from taskyard.exceptions import (
 )
 from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
-from taskyard.inputs import Upstream, find_upstreams, pending_futures
+from taskyard.inputs import Upstream, find_upstreams, pending_futures, resolve, scan
 from taskyard.options import TaskOptions, format_name
 from taskyard.signature import Binder
 from taskyard.states import State
@@ -130,7 +130,9 @@ class Task(TaskOptions, Generic[P, R]):
 
     def _call_here(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> tuple[TaskCall[R], list[Upstream]]:
         params = self.binder.bind(args, kwargs)
-        ups = find_upstreams(params)
+        ups: list[Upstream] = []
+        if scan(params, ups) and not ups:  # only quote/allow_failure wrappers: unwrap them now
+            params = resolve(params)
         if wait_for is not None:
             find_upstreams(wait_for, ups)
         dispatcher = _dispatcher_or_none()
@@ -207,19 +209,32 @@ class Task(TaskOptions, Generic[P, R]):
     def _expand(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
         static: dict[str, Any] = {}
         mapped: dict[str, Sequence[Any]] = {}
+        var_keyword = self.binder.var_keyword
         for name, value in params.items():
-            if isinstance(value, TaskFuture):
-                value = value.result()
-            if isinstance(value, State):
-                value = value.result()
-            if type(value) is unmapped:
-                static[name] = value.value
-            elif type(value) is allow_failure and _mappable(value.value):
-                mapped[name] = [allow_failure(v) for v in value.value]
-            elif _mappable(value):
-                mapped[name] = value if isinstance(value, (list, tuple, range)) else list(value)
-            else:
-                static[name] = value
+            if name != var_keyword:
+                _split_mapped(name, value, static, mapped)
+        if var_keyword is None or var_keyword not in params:
+            return static, mapped
+        # **kwargs: each keyword maps like a named parameter (its length is
+        # checked with theirs); the runs get them back as one dict each.
+        kw_static: dict[str, Any] = {}
+        kw_mapped: dict[str, Sequence[Any]] = {}
+        for key, value in params[var_keyword].items():
+            _split_mapped(key, value, kw_static, kw_mapped)
+        if not kw_mapped:
+            static[var_keyword] = kw_static
+            return static, mapped
+        lengths = {len(column) for column in [*mapped.values(), *kw_mapped.values()]}
+        if len(lengths) > 1:
+            shown = ", ".join(f"{name}={len(column)}" for name, column in {**mapped, **kw_mapped}.items())
+            raise MappingLengthMismatch(
+                f"{self.name}.map() got iterables of different lengths ({shown}); they must match, "
+                "or wrap the one meant for every run in unmapped(...)"
+            )
+        keys = list(kw_mapped)
+        mapped[var_keyword] = [
+            {**kw_static, **{key: kw_mapped[key][i] for key in keys}} for i in range(lengths.pop())
+        ]
         return static, mapped
 
 
@@ -256,6 +271,22 @@ def _task_by_name(module_name: str, qualname: str) -> Task[..., Any]:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]
+
+
+def _split_mapped(name: str, value: Any, static: dict[str, Any], mapped: dict[str, Sequence[Any]]) -> None:
+    """Put one map argument in ``static`` (goes whole to every run) or ``mapped`` (one item per run)."""
+    if isinstance(value, TaskFuture):
+        value = value.result()
+    if isinstance(value, State):
+        value = value.result()
+    if type(value) is unmapped:
+        static[name] = value.value
+    elif type(value) is allow_failure and _mappable(value.value):
+        mapped[name] = [allow_failure(v) for v in value.value]
+    elif _mappable(value):
+        mapped[name] = value if isinstance(value, (list, tuple, range)) else list(value)
+    else:
+        static[name] = value
 
 
 def _mappable(value: Any) -> bool:
