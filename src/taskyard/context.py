@@ -108,6 +108,16 @@ class TaskRunInfo:
     state_name: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # The runs submitted inside this run (taskyard.nested), while it runs.
+    nested: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # A run's nested pool never travels with it.
+        return tuple(None if name == "nested" else getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,6 +225,10 @@ def retry_loop(
         info.run_count += 1
         outcome = yield invoke
         assert outcome is not None
+        nested = getattr(info, "nested", None)
+        if nested is not None:  # the attempt submitted runs: wait for them (taskyard.nested)
+            info.nested = None  # type: ignore[union-attr]
+            nested.close(outcome.ok)
         state = judge(outcome, info.run_count)
         if not state.is_bad() or info.run_count > policy.retries or not _ask(condition, state, info):
             return state

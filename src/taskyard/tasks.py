@@ -353,17 +353,16 @@ def _dispatcher_or_none() -> Dispatcher | None:
 
 
 def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:
+    # Inside a task run, submissions go to a thread pool local to that run,
+    # wherever it runs — even where the flow's dispatcher is visible (the
+    # sequential runner runs tasks in the flow's thread): every runner must
+    # behave the same. See taskyard.nested.
+    run = task_run_var.get()
+    if run is not None:
+        from taskyard.nested import nested_dispatcher
+
+        return nested_dispatcher(run)
     dispatcher = _dispatcher_or_none()
-    # Inside a task run, refuse even where the flow's dispatcher is visible
-    # (the sequential runner runs tasks in the flow's thread): runs placed on
-    # another thread, process or machine could not do it, and every runner
-    # must behave the same.
-    if task_run_var.get() is not None:
-        raise NoActiveFlowError(
-            f"{task.name}.{method}() was called inside a task run; only a flow body hands runs to the "
-            f"runner. Call the task directly here ({task.name}(...) runs it inline), or return the "
-            f"data and {method} it from the flow"
-        )
     if dispatcher is None:
         raise NoActiveFlowError(
             f"{task.name}.{method}() needs a running flow: call it inside a @flow function, "
