@@ -24,11 +24,33 @@ class _Policy:
 
 
 class TestRetryDelays:
-    def test_number_list_and_callable(self) -> None:
-        """A number repeats, a list is per retry (last repeats), a callable gets the retry index."""
+    def test_number_and_list(self) -> None:
+        """A number repeats, a list is per retry (the last repeats)."""
         assert [retry_delay(_Policy(2), i) for i in range(3)] == [2, 2, 2]
         assert [retry_delay(_Policy([1, 5]), i) for i in range(3)] == [1, 5, 5]
-        assert [retry_delay(_Policy(exponential_backoff(0.1)), i) for i in range(3)] == pytest.approx([0.1, 0.2, 0.4])
+
+    def test_exponential_backoff_gives_the_list_of_delays(self) -> None:
+        """exponential_backoff(f) takes the number of retries and returns the delays, as in Prefect."""
+        assert exponential_backoff(10)(3) == [10, 20, 40]
+        assert exponential_backoff(0.1)(0) == []
+
+    def test_a_callable_delay_is_called_with_the_retries_at_definition(self) -> None:
+        """A callable retry_delay_seconds gets the number of retries once, when the task is defined."""
+        calls: list[int] = []
+
+        def delays(retries: int) -> list[float]:
+            calls.append(retries)
+            return [0.5] * retries
+
+        t = task(retries=2, retry_delay_seconds=delays)(lambda: None)
+        assert calls == [2] and t.retry_delay_seconds == [0.5, 0.5]
+        assert t.with_options(retries=4).retry_delay_seconds == [0.5] * 4
+        assert task(retries=3, retry_delay_seconds=exponential_backoff(10))(lambda: None).retry_delay_seconds == [10, 20, 40]
+
+    def test_a_callable_delay_returning_no_list_is_refused(self) -> None:
+        """A callable retry_delay_seconds returning something other than delays fails at definition."""
+        with pytest.raises(TypeError, match="list of delays"):
+            task(retries=2, retry_delay_seconds=lambda n: "soon")(lambda: None)
 
     def test_jitter_stays_within_the_factor(self) -> None:
         """Jittered delays stay within ±factor of the base delay and are not all equal."""

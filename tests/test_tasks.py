@@ -249,16 +249,16 @@ class TestInsideATask:
 
         assert f() == 7
 
-    def test_submit_inside_a_task_explains_what_to_do(self) -> None:
-        """submit() inside a task run fails with advice specific to that place."""
+    def test_submit_inside_a_task_runs_on_a_pool_of_its_own(self) -> None:
+        """submit()/map() inside a task run go to a pool local to that run; outside any flow too."""
 
         @task
-        def outer() -> None:
-            double.submit(1)
+        def outer(x: int) -> list[int]:
+            return [double.submit(x).result(), *double.map([x, x + 1]).result()]
 
         @flow
-        def f() -> Exception:
-            return outer.submit().result(raise_on_failure=False)
+        def f() -> list[int]:
+            return outer.submit(1).result()
 
-        error = f()
-        assert isinstance(error, NoActiveFlowError) and "inside a task run" in str(error)
+        assert f() == [2, 2, 4]
+        assert outer(2) == [4, 4, 6]

@@ -28,6 +28,7 @@ __all__ = (
     "RUN_ID",
     "FLOW_PARAMETERS",
     "NONE",
+    "NO_CACHE",
     "DEFAULT",
     "task_input_hash",
     "stable_hash",
@@ -108,8 +109,26 @@ def task_input_hash(context: CacheContext, parameters: dict[str, Any]) -> str:
     return stable_hash(task_fingerprint(context.task), parameters)
 
 
+class _Inputs:
+    """The INPUTS part of a policy: the call's parameters, less the ``exclude``d names."""
+
+    __slots__ = ("exclude",)
+
+    def __init__(self, exclude: frozenset[str] = frozenset()) -> None:
+        self.exclude = exclude
+
+    def __call__(self, context: CacheContext, parameters: dict[str, Any]) -> Any:
+        if not self.exclude:
+            return parameters
+        return {name: value for name, value in parameters.items() if name not in self.exclude}
+
+
 class CachePolicy:
-    """How to compute a cache key; combine policies with ``+``."""
+    """How to compute a cache key; combine policies with ``+``, leave a parameter out with ``-``.
+
+    ``DEFAULT - "client"`` keys on every input but ``client`` (as in Prefect;
+    subtracting from a policy without INPUTS changes nothing).
+    """
 
     def __init__(self, name: str, parts: tuple[Callable[[CacheContext, dict[str, Any]], Any], ...]) -> None:
         self.name = name
@@ -125,6 +144,14 @@ class CachePolicy:
             return NONE
         return CachePolicy(f"{self.name} + {other.name}", self.parts + other.parts)
 
+    def __sub__(self, name: str) -> CachePolicy:
+        if not isinstance(name, str):
+            return NotImplemented
+        if not any(isinstance(part, _Inputs) for part in self.parts):
+            return self
+        parts = tuple(_Inputs(part.exclude | {name}) if isinstance(part, _Inputs) else part for part in self.parts)
+        return CachePolicy(f"{self.name} - {name!r}", parts)
+
     def compute_key(self, context: CacheContext, parameters: dict[str, Any]) -> str | None:
         """The key for a call, or None (do not cache)."""
         if not self.parts:
@@ -132,9 +159,10 @@ class CachePolicy:
         return stable_hash(*(part(context, parameters) for part in self.parts))
 
 
-INPUTS = CachePolicy("INPUTS", (lambda ctx, params: params,))
+INPUTS = CachePolicy("INPUTS", (_Inputs(),))
 TASK_SOURCE = CachePolicy("TASK_SOURCE", (lambda ctx, params: task_fingerprint(ctx.task),))
 RUN_ID = CachePolicy("RUN_ID", (lambda ctx, params: ctx.flow_run.id if ctx.flow_run else None,))
 FLOW_PARAMETERS = CachePolicy("FLOW_PARAMETERS", (lambda ctx, params: ctx.flow_run.parameters_key() if ctx.flow_run else None,))
 NONE = CachePolicy("NONE", ())
+NO_CACHE = NONE  # Prefect's other name for it
 DEFAULT = INPUTS + TASK_SOURCE + RUN_ID

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from taskyard.exceptions import MissingContextError
@@ -87,7 +88,13 @@ class FlowRunInfo:
 
 @dataclass(slots=True)
 class TaskRunInfo:
-    """Identity of one task run; ``run_count`` counts its attempts (1 on the first)."""
+    """Identity of one task run; ``run_count`` counts its attempts (1 on the first).
+
+    The engine fills in, where the run happens: ``parameters`` (its bound
+    arguments), ``state_type``/``state_name`` (``RUNNING``/``Running`` while
+    it runs, its final state's in hooks), ``start_time`` (first attempt) and
+    ``end_time`` (UTC datetimes), as Prefect's ``TaskRun`` has them.
+    """
 
     id: str
     name: str
@@ -95,6 +102,22 @@ class TaskRunInfo:
     tags: frozenset[str] = frozenset()
     map_index: int = -1
     run_count: int = 0
+    flow_run_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    state_type: str | None = None
+    state_name: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    # The runs submitted inside this run (taskyard.nested), while it runs.
+    nested: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # A run's nested pool never travels with it.
+        return tuple(None if name == "nested" else getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +126,13 @@ class RunContext:
 
     flow_run: FlowRunInfo | None
     task_run: TaskRunInfo | None
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The parameters of the task run (in a task) or of the flow run (in a flow body)."""
+        if self.task_run is not None:
+            return self.task_run.parameters
+        return self.flow_run.parameters if self.flow_run is not None else {}
 
 
 # Set by the engine around a task attempt and a flow body, wherever they run.

@@ -118,8 +118,9 @@ class Dispatcher:
     def task_run(self, task: Task[..., Any], parameters: dict[str, Any], map_index: int = -1) -> TaskRunInfo:
         """A new task run identity for a call of ``task``."""
         run_id = new_run_id()
-        tags = task.tags | current_tags() if task.tags else current_tags()
-        return TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index)
+        tags = current_tags() | task.tags if task.tags else current_tags()
+        flow_run_id = self.flow_run.id if self.flow_run is not None else None
+        return TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index, flow_run_id=flow_run_id)
 
     # -- submission --------------------------------------------------------------
 
@@ -255,7 +256,7 @@ class Dispatcher:
                 gate = self._task_gates.setdefault(id(task), _Gate(task.max_concurrency))
             gates.append((gate, 1.0))
         if self._tag_gates:
-            for tag in tags if tags is not None else task.tags | current_tags():
+            for tag in tags if tags is not None else current_tags() | task.tags:
                 if tag in self._tag_gates:
                     gates.append((self._tag_gates[tag], 1.0))
         if task.resources and self._capacity is not None:

@@ -26,6 +26,7 @@ import os
 import random
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_var
@@ -110,7 +111,7 @@ class TaskCall(Generic[R]):
 
 class _RetryPolicy(Protocol):
     retries: int
-    retry_delay_seconds: float | Sequence[float] | Callable[[int], float]
+    retry_delay_seconds: float | Sequence[float]
     retry_jitter_factor: float | None
 
 
@@ -129,6 +130,10 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
     remote = flow_run is not None and flow_run.pid not in (0, os.getpid())
     capture = LogCapture(flow_run.log_level) if remote else None  # type: ignore[union-attr]
     log_prints = task.log_prints if task.log_prints is not None else bool(flow_run and flow_run.log_prints)
+    info.parameters = params
+    if info.start_time is None:
+        info.start_time = datetime.now(UTC)
+    info.state_type, info.state_name = "RUNNING", "Running"
     task_token = task_run_var.set(info)
     flow_token = flow_run_var.set(flow_run) if flow_run is not None else None
     # An explicit log_prints=False opts out even inside a log_prints=True run.
@@ -137,6 +142,7 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
         capture.__enter__()
     try:
         state = yield from _run_task(call, params, remote)
+        info.state_type, info.state_name, info.end_time = state.type.value, state.name, datetime.now(UTC)
         if state.is_completed():
             yield from hook_steps(task.on_completion, task, info, state)
         else:
@@ -184,7 +190,10 @@ def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[
         except Exception as exc:
             message = f"the result of {info.name!r} could not be persisted: {type(exc).__name__}: {exc}"
             return Failed(exc, message=message, run_count=state.run_count)
-        state = state.model_copy(update={"result_location": location})
+        update: dict[str, Any] = {"result_location": location}
+        if task.cache_result_in_memory is False:  # keep only where it is: result() reads it back
+            update["data"] = plan.reference()
+        state = state.model_copy(update=update)
     return state
 
 
@@ -216,6 +225,10 @@ def retry_loop(
         info.run_count += 1
         outcome = yield invoke
         assert outcome is not None
+        nested = getattr(info, "nested", None)
+        if nested is not None:  # the attempt submitted runs: wait for them (taskyard.nested)
+            info.nested = None  # type: ignore[union-attr]
+            nested.close(outcome.ok)
         state = judge(outcome, info.run_count)
         if not state.is_bad() or info.run_count > policy.retries or not _ask(condition, state, info):
             return state
@@ -238,9 +251,7 @@ def _ask(condition: Callable[[State[Any]], bool], state: State[Any], info: objec
 def retry_delay(policy: _RetryPolicy, retry_index: int) -> float:
     """Seconds to wait before retry number ``retry_index`` (0 for the first retry)."""
     spec = policy.retry_delay_seconds
-    if callable(spec):
-        delay = float(spec(retry_index))
-    elif isinstance(spec, (int, float)):
+    if isinstance(spec, (int, float)):
         delay = float(spec)
     elif spec:
         delay = float(spec[min(retry_index, len(spec) - 1)])

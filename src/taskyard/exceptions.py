@@ -15,7 +15,7 @@ either::
     │   └── MappingMissingIterable            map() with nothing to map over
     ├── ReservedArgumentError (TypeError)     a task parameter named wait_for
     ├── ParameterValidationError (ValueError) a flow parameter of the wrong type
-    ├── NoActiveFlowError (RuntimeError)      submit()/map() outside a flow
+    ├── NoActiveFlowError (RuntimeError)      submit()/map() outside a flow or task run
     ├── UnpicklableArgumentError (TypeError)  an argument a cluster cannot ship
     ├── RunError                              raised by State.result() for a run
     │   ├── UpstreamTaskError                 that never ran: an upstream failed

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskyard.exceptions import TaskTimeoutError
+from taskyard.states import async_code_var
 
 if TYPE_CHECKING:  # asyncio is imported where async code runs, not at import time
     import asyncio
@@ -129,6 +130,15 @@ def _timeout_error(effect: Invoke) -> TaskTimeoutError:
 
 
 async def _invoke_async(effect: Invoke) -> Outcome:
+    # This task's context only: asyncio gives every task its own copy.
+    token = async_code_var.set(True)
+    try:
+        return await _await_user_code(effect)
+    finally:
+        async_code_var.reset(token)
+
+
+async def _await_user_code(effect: Invoke) -> Outcome:
     import asyncio
 
     try:
@@ -152,6 +162,12 @@ async def _invoke_async(effect: Invoke) -> Outcome:
 def _invoke_sync(effect: Invoke) -> Outcome:
     if effect.runs_async():
         return run_coroutine_sync(_invoke_async(effect))
+    if async_code_var.get():  # sync code called from async code: State.result() gives values there
+        token = async_code_var.set(False)
+        try:
+            return _invoke_sync(effect)
+        finally:
+            async_code_var.reset(token)
     if effect.timeout is None:
         try:
             return Outcome(True, effect.fn(*effect.args, **effect.kwargs))

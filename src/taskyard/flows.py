@@ -33,12 +33,13 @@ from typing_extensions import ParamSpec
 from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, in_sync_run, task_run_var
 from taskyard.dispatch import Dispatcher, new_run_id
 from taskyard.engine import failed_state, hook_steps, retry_loop, run_hooks
-from taskyard.exceptions import ReservedArgumentError
+from taskyard.exceptions import ParameterValidationError, ReservedArgumentError
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
 from taskyard.futures import wait as wait_futures
-from taskyard.inputs import find_upstreams, pending_futures, resolve
+from taskyard.inputs import find_upstreams, first_blocking_failure, local_lookup, pending_futures, resolve
 from taskyard.logs import printing_to, reset_printing
-from taskyard.options import check_result_options, check_retries, check_template, check_timeout, format_name, hooks_list
+from taskyard.methods import bind_to, unwrap_method
+from taskyard.options import HookOption, call_name_fn, check_result_options, check_retries, check_template, check_timeout, format_name
 from taskyard.runners.base import TaskRunner
 from taskyard.runners.registry import registry, resolve_runner
 from taskyard.settings import current_settings
@@ -100,15 +101,16 @@ class Flow(Generic[P, R]):
     """A function marked with ``@flow``; calling it makes a flow run."""
 
     retry_jitter_factor: float | None = None
-    on_running: tuple[Callable[..., object], ...]
-    on_completion: tuple[Callable[..., object], ...]
-    on_failure: tuple[Callable[..., object], ...]
-    on_cancellation: tuple[Callable[..., object], ...]
-    on_crashed: tuple[Callable[..., object], ...]
+    on_running = HookOption("on_running")
+    on_completion = HookOption("on_completion")
+    on_failure = HookOption("on_failure")
+    on_cancellation = HookOption("on_cancellation")
+    on_crashed = HookOption("on_crashed")
     retries: int
     retry_delay_seconds: Any
 
     def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        fn, self.binds_class = unwrap_method(fn)
         if not callable(fn):
             raise TypeError(f"@flow needs a function, not {fn!r}")
         unknown = set(options) - set(_FLOW_OPTIONS)
@@ -135,15 +137,14 @@ class Flow(Generic[P, R]):
         self.timeout_seconds = check_timeout(options.get("timeout_seconds"), owner)
         self.validate_parameters = options.get("validate_parameters", True)
         self.retries = options.get("retries", 0)
-        self.retry_delay_seconds = options.get("retry_delay_seconds", 0)
-        check_retries(self.retries, self.retry_delay_seconds, None, owner)
+        self.retry_delay_seconds = check_retries(self.retries, options.get("retry_delay_seconds", 0), None, owner)
         self.persist_result = options.get("persist_result")
         self.result_storage = options.get("result_storage")
         self.result_serializer = options.get("result_serializer")
         check_result_options(self.result_storage, self.result_serializer, owner)
         self.log_prints = options.get("log_prints")
         for hook in ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running"):
-            setattr(self, hook, hooks_list(options.get(hook), hook))
+            setattr(self, hook, options.get(hook))
         limits = options.get("tag_concurrency") or {}
         for tag, limit in limits.items():
             if not isinstance(limit, int) or limit < 1:
@@ -155,6 +156,17 @@ class Flow(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Flow {self.name}>"
+
+    def __get__(self, instance: Any, owner: Any = None) -> Flow[P, R]:
+        """A flow on a method binds ``self`` (or ``cls``) like the function it wraps."""
+        bound = bind_to(self.fn, instance, owner, self.binds_class)
+        if bound is None:
+            return self
+        copied = object.__new__(type(self))  # not copy.copy: a Task pickles (and copies) by name
+        copied.__dict__.update(self.__dict__)
+        copied.fn, copied.binder, copied.binds_class = bound, Binder(bound), False
+        copied._validator = ParameterValidator(bound, self.name)
+        return copied
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of the flow with the given options changed."""
@@ -173,23 +185,29 @@ class Flow(Generic[P, R]):
 
         Raises:
             ParameterValidationError: A parameter does not fit its type hint
-                (before anything runs).
+                (before anything runs; with ``return_state=True`` a Failed
+                State holding it is returned instead).
             Exception: The flow's own exception, or that of a failed task
                 run it returned, unless ``return_state`` is True.
         """
         return_state = bool(kwargs.pop("return_state", False))
+        wait_for = kwargs.pop("wait_for", None)
         if self.is_async:
             if in_sync_run():  # an async subflow of a sync flow or task: run it to its end
                 import asyncio
 
-                return asyncio.run(self._run_async(args, kwargs, return_state))
-            return self._run_async(args, kwargs, return_state)
-        run = self._prepare(args, kwargs)
+                return asyncio.run(self._run_async(args, kwargs, return_state, wait_for))
+            return self._run_async(args, kwargs, return_state, wait_for)
+        run = self._prepare(args, kwargs, wait_for)
+        if isinstance(run, State):  # it never started
+            return run if return_state else run.result()
         state = _finish(run, lambda: drive(flow_steps(run)))
         return state if return_state else state.result()
 
-    async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-        run = self._prepare(args, kwargs)
+    async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any) -> Any:
+        run = self._prepare(args, kwargs, wait_for)
+        if isinstance(run, State):
+            return run if return_state else run.result()
         steps = flow_steps(run)
         try:
             state = await drive_async(steps)
@@ -199,19 +217,33 @@ class Flow(Generic[P, R]):
         _close(run, state)
         return state if return_state else state.result()
 
-    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowRunState:
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any = None) -> FlowRunState | State[Any]:
+        """The run about to start, or the State of a run that never starts.
+
+        It never starts when an upstream in ``wait_for`` ended badly (NotReady)
+        or a parameter is invalid (Failed, holding the ParameterValidationError).
+        """
         params = self.binder.bind(args, kwargs)
+        if wait_for is not None:  # a subflow waits for these runs, and does not run if one failed
+            after = find_upstreams(wait_for)
+            wait_futures(pending_futures(after))
+            blocked = first_blocking_failure(after, local_lookup)
+            if blocked is not None:
+                return blocked
         ups = find_upstreams(params)
         if ups:  # a subflow given futures gets their results
             wait_futures(pending_futures(ups))
             params = resolve(params)
         if self.validate_parameters:
-            params = self._validator(params)
+            try:
+                params = self._validator(params)
+            except ParameterValidationError as exc:
+                return Failed(exc, message=f"the flow run did not start: {exc}", run_count=0)
         run_id = new_run_id()
         if self.flow_run_name is None:
             name = f"{self.name}-{run_id[:8]}"
         elif callable(self.flow_run_name):
-            name = str(self.flow_run_name())
+            name = call_name_fn(self.flow_run_name, "flow_run_name")
         else:
             name = format_name(self.flow_run_name, self.binder.with_defaults(params))
         settings = current_settings()

@@ -25,7 +25,25 @@ from taskyard.states import Pending, State
 if TYPE_CHECKING:
     from taskyard.inputs import FutureRef
 
-__all__ = ("TaskFuture", "FutureList", "DoneAndNotDone", "wait", "as_completed")
+__all__ = (
+    "TaskFuture",
+    "FutureList",
+    "DoneAndNotDone",
+    "wait",
+    "as_completed",
+    "resolve_futures_to_states",  # noqa: F822 - from __getattr__
+    "resolve_futures_to_results",  # noqa: F822 - from __getattr__
+)
+
+
+def __getattr__(name: str) -> Any:
+    # Prefect's import path for these two; they walk arguments the way
+    # taskyard.inputs (a layer up) does, so they live there.
+    if name in ("resolve_futures_to_states", "resolve_futures_to_results"):
+        from taskyard import inputs
+
+        return getattr(inputs, name)
+    raise AttributeError(f"module 'taskyard.futures' has no attribute {name!r}")
 
 R = TypeVar("R")
 logger = logging.getLogger("taskyard.futures")
@@ -110,6 +128,31 @@ class TaskFuture(Generic[R]):
                     self._callbacks.append(fn)
                 return
         _call(fn, self)
+
+    async def wait_async(self, timeout: float | None = None) -> None:
+        """:meth:`wait` for async code: ``await future.wait_async()`` (the event loop keeps running)."""
+        if self._state is not None:
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self.add_done_callback(lambda _: loop.call_soon_threadsafe(_settle, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+
+    async def result_async(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """:meth:`result` for async code: ``await future.result_async()``.
+
+        Raises:
+            TimeoutError: The run was not done within ``timeout``.
+            Exception: The run's own exception, when it failed and
+                ``raise_on_failure`` is True.
+        """
+        await self.wait_async(timeout)
+        return self.result(timeout=0, raise_on_failure=raise_on_failure)
 
     def __await__(self) -> Generator[Any, None, R]:
         if self._state is None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from taskyard.resources import parse_resources
 
-__all__ = ("TaskOptions", "hooks_list", "check_retries", "check_timeout", "format_name")
+__all__ = ("TaskOptions", "Hooks", "HookOption", "hooks_list", "check_retries", "check_timeout", "format_name", "call_name_fn")
 
 _TASK_DEFAULTS: dict[str, Any] = {
     "name": None,
@@ -35,6 +35,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "result_serializer": None,
     "result_storage_key": None,
     "log_prints": None,
+    "cache_result_in_memory": True,
     "on_completion": None,
     "on_failure": None,
     "max_concurrency": None,
@@ -53,13 +54,65 @@ def hooks_list(value: Any, option: str) -> tuple[Callable[..., object], ...]:
     return hooks
 
 
-def check_retries(retries: Any, delay: Any, jitter: Any, owner: str) -> None:
-    """Raise a clear error for a bad retries / retry_delay_seconds / retry_jitter_factor."""
+class Hooks(tuple[Callable[..., object], ...]):
+    """The hooks of one kind on a task or flow: a tuple, and a decorator that adds one.
+
+    ``@my_task.on_completion`` (or ``.on_failure``; flows also have
+    ``on_running``, ``on_cancellation``, ``on_crashed``) registers the
+    decorated function as a hook and returns it unchanged, as in Prefect.
+    """
+
+    _owner: Any
+    _option: str
+
+    def __call__(self, fn: Callable[..., object]) -> Callable[..., object]:
+        if not callable(fn):
+            raise TypeError(f"{self._option} registers a callable hook, not {fn!r}")
+        hooks = (*self, fn)
+        self._owner.options[self._option] = hooks
+        setattr(self._owner, self._option, hooks)
+        return fn
+
+
+class HookOption:
+    """A hook option as an attribute: set with one callable or a list; read as :class:`Hooks`."""
+
+    def __init__(self, option: str) -> None:
+        self.option = option
+        self.slot = f"_{option}_hooks"
+
+    def __get__(self, owner: Any, owner_type: Any = None) -> Any:
+        if owner is None:
+            return self
+        hooks = Hooks(owner.__dict__.get(self.slot, ()))
+        hooks._owner = owner
+        hooks._option = self.option
+        return hooks
+
+    def __set__(self, owner: Any, value: Any) -> None:
+        owner.__dict__[self.slot] = hooks_list(value, self.option)
+
+
+def check_retries(retries: Any, delay: Any, jitter: Any, owner: str) -> Any:
+    """``retry_delay_seconds`` as a number or a list, or a clear error for a bad retry option.
+
+    A callable delay is called once, here, with the number of retries, and
+    must return the list of delays (as in Prefect: ``exponential_backoff(10)``
+    with ``retries=3`` gives ``[10, 20, 40]``).
+    """
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"{owner}: retries must be a whole number ≥ 0, not {retries!r}")
     if callable(delay):
-        pass
-    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        produced = delay(retries)
+        if isinstance(produced, (int, float)) and not isinstance(produced, bool):
+            produced = [produced]
+        if not isinstance(produced, Sequence) or isinstance(produced, str):
+            raise TypeError(
+                f"{owner}: a callable retry_delay_seconds is called with the number of retries and must "
+                f"return the list of delays (like exponential_backoff(10)); it returned {produced!r}"
+            )
+        delay = list(produced)
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool):
         if delay < 0:
             raise ValueError(f"{owner}: retry_delay_seconds must be ≥ 0, not {delay!r}")
     elif isinstance(delay, Sequence) and not isinstance(delay, str):
@@ -70,6 +123,7 @@ def check_retries(retries: Any, delay: Any, jitter: Any, owner: str) -> None:
         raise TypeError(f"{owner}: retry_delay_seconds must be a number, a list of numbers or a callable, not {delay!r}")
     if jitter is not None and (not isinstance(jitter, (int, float)) or jitter < 0):
         raise ValueError(f"{owner}: retry_jitter_factor must be a number ≥ 0, not {jitter!r}")
+    return delay
 
 
 def check_timeout(timeout: Any, owner: str) -> float | None:
@@ -129,6 +183,18 @@ def check_cache_options(key_fn: Any, policy: Any, expiration: Any, owner: str) -
             raise ValueError(f"{owner}: cache_expiration must be a positive timedelta or number of seconds, not {expiration!r}")
 
 
+def call_name_fn(fn: Callable[[], Any], option: str) -> str:
+    """Call a ``task_run_name`` / ``flow_run_name`` callable; it must return a string.
+
+    Raises:
+        TypeError: It returned something else (None included), as in Prefect.
+    """
+    name = fn()
+    if not isinstance(name, str):
+        raise TypeError(f"the {option} callable {fn!r} returned {type(name).__name__} {name!r}; it must return a string")
+    return name
+
+
 def format_name(template: str, params: dict[str, Any]) -> str:
     """Apply a run-name template to a call's parameters.
 
@@ -149,11 +215,11 @@ class TaskOptions:
 
     name: str
     description: str | None
-    tags: frozenset[str]
+    tags: set[str]
     version: str | None
     task_run_name: str | Callable[[], str] | None
     retries: int
-    retry_delay_seconds: float | Sequence[float] | Callable[[int], float]
+    retry_delay_seconds: float | Sequence[float]
     retry_jitter_factor: float | None
     retry_condition_fn: Callable[..., bool] | None
     timeout_seconds: float | None
@@ -166,8 +232,9 @@ class TaskOptions:
     result_serializer: Any
     result_storage_key: str | None
     log_prints: bool | None
-    on_completion: tuple[Callable[..., object], ...]
-    on_failure: tuple[Callable[..., object], ...]
+    cache_result_in_memory: bool
+    on_completion = HookOption("on_completion")
+    on_failure = HookOption("on_failure")
     max_concurrency: int | None
     resources: dict[str, float]
     options: dict[str, Any]
@@ -183,11 +250,9 @@ class TaskOptions:
         owner = f"task {values['name']!r}"
         for key, value in values.items():
             setattr(self, key, value)
-        self.tags = frozenset(values["tags"] or ())
-        check_retries(self.retries, self.retry_delay_seconds, self.retry_jitter_factor, owner)
+        self.tags = set(values["tags"] or ())
+        self.retry_delay_seconds = check_retries(self.retries, self.retry_delay_seconds, self.retry_jitter_factor, owner)
         self.timeout_seconds = check_timeout(self.timeout_seconds, owner)
-        self.on_completion = hooks_list(values["on_completion"], "on_completion")
-        self.on_failure = hooks_list(values["on_failure"], "on_failure")
         if self.retry_condition_fn is not None and not callable(self.retry_condition_fn):
             raise TypeError(f"{owner}: retry_condition_fn must be callable, not {self.retry_condition_fn!r}")
         limit = self.max_concurrency

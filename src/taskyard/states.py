@@ -14,10 +14,12 @@ moves a run may make and is the one place it is enforced.
 from __future__ import annotations
 
 import enum
+import sys
+from contextvars import ContextVar
 from datetime import datetime, UTC
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from taskyard.exceptions import (
     CancelledRunError,
@@ -102,14 +104,25 @@ class State(BaseModel, Generic[R]):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     type: StateType
-    name: str
+    name: str = ""  # "" → the type's name, "Completed" for COMPLETED (see _default_name)
     message: str | None = None
-    timestamp: datetime
+    timestamp: datetime = Field(default_factory=lambda: _now())
     data: Any = None
     run_count: int = 0
     traceback: str | None = None
     result_location: str | None = None
     log_records: tuple[dict[str, Any], ...] | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> State[R]:
+        # State(type=StateType.COMPLETED) is named "Completed", as in Prefect.
+        if not self.name:
+            object.__setattr__(self, "name", self.type.value.capitalize())
+        return self
+
+    async def aresult(self, raise_on_failure: bool = True) -> R:
+        """:meth:`result` for async code: ``await state.aresult()``."""
+        return self.result(raise_on_failure=raise_on_failure)
 
     def __repr__(self) -> str:
         msg = f", message={self.message!r}" if self.message else ""
@@ -162,6 +175,10 @@ class State(BaseModel, Generic[R]):
     def result(self, raise_on_failure: bool = True) -> R:
         """Return the run's result, or raise the exception that ended it.
 
+        In the body of an async task or flow it returns an awaitable instead,
+        as in Prefect: write ``await state.result()`` there (or
+        ``await state.aresult()`` anywhere).
+
         Args:
             raise_on_failure: When False, a failed, crashed or cancelled run
                 returns its exception instead of raising it.
@@ -171,6 +188,8 @@ class State(BaseModel, Generic[R]):
             Exception: The run's own exception (or an UpstreamTaskError,
                 CrashedRunError, CancelledRunError) when it ended badly.
         """
+        if async_code_var.get() and _called_from_user_code():
+            return self.aresult(raise_on_failure)  # type: ignore[return-value]
         if self.type is StateType.COMPLETED:
             data = self.data
             loader = getattr(data, "__taskyard_load__", None)
@@ -181,6 +200,17 @@ class State(BaseModel, Generic[R]):
         if raise_on_failure:
             raise exc
         return exc  # type: ignore[return-value]
+
+
+# True while the body of an async task or flow runs (set by the drivers in
+# execution.py); there State.result() called by user code returns an awaitable.
+async_code_var: ContextVar[bool] = ContextVar("taskyard_async_code", default=False)
+
+
+def _called_from_user_code() -> bool:
+    # taskyard's own modules (and its plugins') always want the value.
+    module = sys._getframe(2).f_globals.get("__name__", "")
+    return not module.startswith(("taskyard.", "taskyard_"))
 
 
 _ERROR_FOR_TYPE: dict[StateType, type[RunError]] = {
@@ -229,7 +259,11 @@ def Failed(
     run_count: int = 1,
     name: str = "Failed",
     traceback: str | None = None,
+    data: Any = None,
 ) -> State[Any]:
+    """A FAILED state holding ``exc`` (Prefect's ``Failed(data=exc, message=...)`` works too)."""
+    if exc is None and data is not None:
+        exc = data
     if message is None and exc is not None:
         message = f"{type(exc).__name__}: {exc}"
     return _make(StateType.FAILED, name, message, exc, run_count=run_count, traceback=traceback)
@@ -245,12 +279,15 @@ def NotReady(upstream: str, upstream_state: State[Any]) -> State[Any]:
     return Failed(UpstreamTaskError(message), message=message, run_count=0, name="NotReady")
 
 
-def Crashed(message: str, *, exc: BaseException | None = None, run_count: int = 1) -> State[Any]:
+def Crashed(
+    message: str = "the run was lost", *, exc: BaseException | None = None, run_count: int = 1, data: Any = None
+) -> State[Any]:
+    exc = exc if exc is not None else data
     return _make(StateType.CRASHED, "Crashed", message, exc or CrashedRunError(message), run_count=run_count)
 
 
-def Cancelled(message: str = "cancelled", *, run_count: int = 0) -> State[Any]:
-    return _make(StateType.CANCELLED, "Cancelled", message, CancelledRunError(message), run_count=run_count)
+def Cancelled(message: str = "cancelled", *, run_count: int = 0, data: Any = None) -> State[Any]:
+    return _make(StateType.CANCELLED, "Cancelled", message, data or CancelledRunError(message), run_count=run_count)
 
 
 def Cancelling(message: str | None = None) -> State[Any]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from taskyard.annotations import allow_failure, quote, unmapped
+from taskyard.caching import task_input_hash
 from taskyard.context import TaskRunInfo, current_tags, flow_state_var, in_sync_run, task_run_var
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
@@ -20,15 +21,17 @@ from taskyard.exceptions import (
 )
 from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
+from taskyard.methods import bind_to, unwrap_method
 from taskyard.inputs import Upstream, find_upstreams, pending_futures, resolve, scan
-from taskyard.options import TaskOptions, format_name
+from taskyard.options import TaskOptions, call_name_fn, format_name
+from taskyard.retries import exponential_backoff
 from taskyard.signature import Binder
 from taskyard.states import State
 
 if TYPE_CHECKING:
     from taskyard.dispatch import Dispatcher
 
-__all__ = ("Task", "task")
+__all__ = ("Task", "task", "exponential_backoff", "task_input_hash")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +50,7 @@ class Task(TaskOptions, Generic[P, R]):
     """
 
     def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        fn, self.binds_class = unwrap_method(fn)
         if not callable(fn):
             raise TypeError(f"@task needs a function, not {fn!r}")
         self.fn = fn
@@ -67,6 +71,17 @@ class Task(TaskOptions, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def __get__(self, instance: Any, owner: Any = None) -> Task[P, R]:
+        """A task on a method binds ``self`` (or ``cls``) like the function it wraps."""
+        bound = bind_to(self.fn, instance, owner, self.binds_class)
+        if bound is None:
+            return self
+        copied = object.__new__(type(self))  # not copy.copy: a Task pickles (and copies) by name
+        copied.__dict__.update(self.__dict__)
+        copied.__dict__.pop("_export_name", None)
+        copied.fn, copied.binder, copied.binds_class = bound, Binder(bound), False
+        return copied
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # A task that its module exports under its function's name pickles as
@@ -94,7 +109,7 @@ class Task(TaskOptions, Generic[P, R]):
         if template is None:
             return f"{self.name}-{run_id[:8]}"
         if callable(template):
-            return str(template())
+            return call_name_fn(template, "task_run_name")
         return format_name(template, self.binder.with_defaults(params))
 
     # -- the three ways to run it --------------------------------------------------
@@ -143,10 +158,12 @@ class Task(TaskOptions, Generic[P, R]):
             from taskyard.dispatch import new_run_id
 
             run_id = new_run_id()
-            info = TaskRunInfo(run_id, self.run_name(params, run_id), self.name, self.tags | current_tags())
+            info = TaskRunInfo(run_id, self.run_name(params, run_id), self.name, current_tags() | self.tags)
             flow_run = None
         return TaskCall(self, params, info, flow_run, ups), ups
 
+    @overload
+    def submit(self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs) -> State[R]: ...  # type: ignore[valid-type, overload-overlap]
     @overload
     def submit(
         self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
@@ -160,14 +177,20 @@ class Task(TaskOptions, Generic[P, R]):
         """Hand one run to the flow's task runner and return its future at once.
 
         ``wait_for=[futures]`` makes the run wait for other runs it takes no
-        data from.
+        data from. ``return_state=True`` waits for the run and returns its
+        final State instead of a future (as in Prefect).
 
         Raises:
             NoActiveFlowError: Called outside a flow.
         """
         wait_for = kwargs.pop("wait_for", None)
+        return_state = bool(kwargs.pop("return_state", False))
         dispatcher = _dispatcher(self, "submit")
-        return dispatcher.submit(self, self.binder.bind(args, kwargs), wait_for)
+        future = dispatcher.submit(self, self.binder.bind(args, kwargs), wait_for)
+        if return_state:
+            future.wait()
+            return future.state
+        return future
 
     @overload
     def map(self: Task[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> FutureList[T]: ...
@@ -181,6 +204,8 @@ class Task(TaskOptions, Generic[P, R]):
         ``bytes``, and ``unmapped(...)`` values go whole to every run. A
         future given as an argument is waited for and its result mapped over;
         a list of futures maps one future to each run (no waiting).
+        ``return_state=True`` waits for the runs and returns their final
+        States in order (as in Prefect).
 
         Raises:
             NoActiveFlowError: Called outside a flow.
@@ -188,6 +213,7 @@ class Task(TaskOptions, Generic[P, R]):
             MappingMissingIterable: No argument is iterable.
         """
         wait_for = kwargs.pop("wait_for", None)
+        return_state = bool(kwargs.pop("return_state", False))
         dispatcher = _dispatcher(self, "map")
         params = self.binder.bind(args, kwargs)
         static, mapped = self._expand(params)
@@ -204,7 +230,11 @@ class Task(TaskOptions, Generic[P, R]):
                 "or wrap the one meant for every run in unmapped(...)"
             )
         length = next(iter(lengths.values()))
-        return dispatcher.map(self, static, mapped, length, wait_for)
+        futures = dispatcher.map(self, static, mapped, length, wait_for)
+        if return_state:
+            futures.wait()
+            return [future.state for future in futures]
+        return futures
 
     def _expand(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
         static: dict[str, Any] = {}
@@ -323,17 +353,16 @@ def _dispatcher_or_none() -> Dispatcher | None:
 
 
 def _dispatcher(task: Task[..., Any], method: str) -> Dispatcher:
+    # Inside a task run, submissions go to a thread pool local to that run,
+    # wherever it runs — even where the flow's dispatcher is visible (the
+    # sequential runner runs tasks in the flow's thread): every runner must
+    # behave the same. See taskyard.nested.
+    run = task_run_var.get()
+    if run is not None:
+        from taskyard.nested import nested_dispatcher
+
+        return nested_dispatcher(run)
     dispatcher = _dispatcher_or_none()
-    # Inside a task run, refuse even where the flow's dispatcher is visible
-    # (the sequential runner runs tasks in the flow's thread): runs placed on
-    # another thread, process or machine could not do it, and every runner
-    # must behave the same.
-    if task_run_var.get() is not None:
-        raise NoActiveFlowError(
-            f"{task.name}.{method}() was called inside a task run; only a flow body hands runs to the "
-            f"runner. Call the task directly here ({task.name}(...) runs it inline), or return the "
-            f"data and {method} it from the flow"
-        )
     if dispatcher is None:
         raise NoActiveFlowError(
             f"{task.name}.{method}() needs a running flow: call it inside a @flow function, "
@@ -353,7 +382,7 @@ def task(
     version: str | None = ...,
     task_run_name: str | Callable[[], str] | None = ...,
     retries: int = ...,
-    retry_delay_seconds: float | Sequence[float] | Callable[[int], float] = ...,
+    retry_delay_seconds: float | Sequence[float] | Callable[[int], Sequence[float]] = ...,
     retry_jitter_factor: float | None = ...,
     retry_condition_fn: Callable[..., bool] | None = ...,
     timeout_seconds: float | None = ...,
@@ -366,6 +395,7 @@ def task(
     result_serializer: Any = ...,
     result_storage_key: str | None = ...,
     log_prints: bool | None = ...,
+    cache_result_in_memory: bool = ...,
     on_completion: Any = ...,
     on_failure: Any = ...,
     max_concurrency: int | None = ...,
@@ -380,7 +410,7 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     retry_delay_seconds, retry_jitter_factor, retry_condition_fn,
     timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer,
-    result_storage_key, log_prints, on_completion, on_failure,
+    result_storage_key, log_prints, cache_result_in_memory, on_completion, on_failure,
     max_concurrency, resources`` — see docs/tasks.md (and docs/resources.md
     for ``resources={"gpu": 1, "memory": "4 GiB"}``).
 

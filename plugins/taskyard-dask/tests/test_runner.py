@@ -26,6 +26,14 @@ from taskyard_dask import DaskTaskRunner, dask_options
 
 # -- tasks (module level: workers import this module by name) ------------------------------
 
+
+@task
+def sums_on_the_cluster(values: list[int]) -> int:
+    from taskyard_dask import get_dask_client
+
+    with get_dask_client() as client:
+        return int(sum(client.gather(client.map(lambda v: v * 2, values))))
+
 UNPICKLED: list[int] = []
 
 
@@ -419,6 +427,22 @@ class TestClusters:
         runner = DaskTaskRunner(address=dask_address)
         with runner:
             assert isinstance(runner.client, Client) and runner.client.status == "running"
+
+    def test_get_dask_client_inside_a_task_run(self, dask_address: str) -> None:
+        """get_dask_client() in a task on the Dask runner gives a client of that cluster (worker_client)."""
+
+        @flow(task_runner=DaskTaskRunner(address=dask_address))
+        def f() -> int:
+            return sums_on_the_cluster.submit([1, 2, 3]).result()
+
+        assert f() == 12
+
+    def test_get_dask_client_without_a_cluster_says_so(self) -> None:
+        """get_dask_client() where no Dask cluster is in use raises a clear RuntimeError."""
+        from taskyard_dask import get_dask_client
+
+        with pytest.raises(RuntimeError, match="no Dask cluster"), get_dask_client():
+            pass
 
     def test_import_does_not_import_distributed(self) -> None:
         """import taskyard_dask leaves dask and distributed unimported."""

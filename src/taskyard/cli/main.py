@@ -76,6 +76,8 @@ def run(flow_ref: str, runner_name: str | None, params: tuple[str, ...]) -> None
             state = flow_obj(**kwargs, return_state=True)
     except (RunnerNotFound, ParameterValidationError, TypeError) as exc:
         raise UserError(str(exc)) from None
+    if isinstance(state.data, ParameterValidationError):  # refused before it started
+        raise UserError(str(state.data))
     if not state.is_completed():
         raise RunFailed(f"flow run ended {state.name}: {state.message}")
     result = state.result()

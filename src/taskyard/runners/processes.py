@@ -31,7 +31,7 @@ import os
 import pickle
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -90,6 +90,12 @@ def _submit_without_main(pool: ProcessPoolExecutor, payload: bytes) -> Future[by
         _launching.active = False
 
 
+def _initialize(shipped: bytes) -> None:
+    """Run the user's initializer in a new worker process."""
+    initializer, initargs = cloudpickle.loads(shipped)
+    initializer(*initargs)
+
+
 class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     """Runs calls in up to ``max_workers`` worker processes.
 
@@ -100,6 +106,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         resources: Capacities the runs' resource requests are kept within
             (``{"gpu": 1, "memory": "8 GiB"}``); ``cpu`` defaults to
             ``max_workers``, ``memory`` to this machine's. See docs/resources.md.
+        initializer: Called as ``initializer(*initargs)`` once in each worker
+            process when it starts (as in ``concurrent.futures`` and Prefect);
+            shipped with cloudpickle, so a function from ``__main__`` works.
+        initargs: The arguments for ``initializer``.
     """
 
     name = "processes"
@@ -111,9 +121,14 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         max_workers: int | None = None,
         start_method: str | None = None,
         resources: Mapping[str, float | str] | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, not {initializer!r}")
+        self.initializer, self.initargs = initializer, tuple(initargs)
         self.max_workers = max_workers or os.cpu_count() or 1
         self.resources = local_capacity(resources, self.max_workers)
         methods = multiprocessing.get_all_start_methods()
@@ -139,7 +154,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload(["taskyard.engine", "cloudpickle"])
-        return ProcessPoolExecutor(self.max_workers, mp_context=ctx)
+        if self.initializer is None:
+            return ProcessPoolExecutor(self.max_workers, mp_context=ctx)
+        shipped = cloudpickle.dumps((self.initializer, self.initargs))
+        return ProcessPoolExecutor(self.max_workers, mp_context=ctx, initializer=_initialize, initargs=(shipped,))
 
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
         return self.map([call])[0]

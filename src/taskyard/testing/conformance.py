@@ -47,6 +47,7 @@ from taskyard.exceptions import (
 )
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
+from taskyard.testing.fidelity import TaskRunnerPrefectContract
 from taskyard.testing.resource_contract import TaskRunnerResourceContract
 
 __all__ = (
@@ -54,6 +55,7 @@ __all__ = (
     "TaskRunnerCoreContract",
     "TaskRunnerPolicyContract",
     "TaskRunnerPersistenceContract",
+    "TaskRunnerPrefectContract",
     "TaskRunnerResourceContract",
     "ContractError",
 )
@@ -137,16 +139,6 @@ def context_names() -> dict[str, Any]:
 def sleepy(seconds: float, path: str) -> None:
     time.sleep(seconds)
     Path(path).write_text("ran")
-
-
-@task
-def submits_inside() -> None:
-    identity.submit(1)
-
-
-@task
-def calls_inside(x: int) -> int:
-    return int(add(x, 1))
 
 
 @dataclasses.dataclass
@@ -545,17 +537,6 @@ class TaskRunnerCoreContract:
         assert isinstance(error, UnpicklableArgumentError) and "'value'" in str(error)
         assert good == 1
 
-    def test_submit_inside_a_task_is_refused_clearly(self, runner: TaskRunner[Any]) -> None:
-        """A task that calls submit() fails with NoActiveFlowError; calling a task directly works."""
-        from taskyard.exceptions import NoActiveFlowError
-
-        @flow(task_runner=runner)
-        def f() -> list[Any]:
-            return [submits_inside.submit().result(raise_on_failure=False), calls_inside.submit(2).result()]
-
-        error, value = f()
-        assert isinstance(error, NoActiveFlowError) and value == 3
-
     def test_outstanding_work_is_cancelled_when_the_flow_fails(self, runner: TaskRunner[Any], tmp_path: Path) -> None:
         """When the flow body raises, runs not yet started end Cancelled and never run."""
         if not runner.concurrent:
@@ -865,7 +846,11 @@ def _state_name(future: Any) -> str:
 
 
 class TaskRunnerContract(
-    TaskRunnerCoreContract, TaskRunnerPolicyContract, TaskRunnerPersistenceContract, TaskRunnerResourceContract
+    TaskRunnerCoreContract,
+    TaskRunnerPolicyContract,
+    TaskRunnerPersistenceContract,
+    TaskRunnerResourceContract,
+    TaskRunnerPrefectContract,
 ):
     """The whole contract for a task runner; subclass and provide ``runner``.
 

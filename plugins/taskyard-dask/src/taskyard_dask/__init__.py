@@ -16,7 +16,8 @@ when it starts. The runner is also registered as ``"dask"``
 (``@flow(task_runner="dask")``).
 """
 
+from taskyard_dask.client import get_dask_client
 from taskyard_dask.options import dask_options
 from taskyard_dask.runner import DaskTaskFuture, DaskTaskRunner
 
-__all__ = ("DaskTaskRunner", "DaskTaskFuture", "dask_options")
+__all__ = ("DaskTaskRunner", "DaskTaskFuture", "dask_options", "get_dask_client")

@@ -1,0 +1,24 @@
+"""The task run the calling code belongs to: ``task_run.id``, ``task_run.name`` ...
+
+Each attribute is read when it is accessed; outside a task run it is None
+(``tags`` and ``parameters`` are empty, ``run_count`` is 0).
+"""
+
+from typing import Any
+
+from taskyard.context import task_run_var
+
+__all__ = ("id", "name", "task_name", "tags", "parameters", "run_count")  # noqa: F822 - read by __getattr__
+
+_EMPTY: dict[str, Any] = {"id": None, "name": None, "task_name": None, "tags": [], "parameters": {}, "run_count": 0}
+
+
+def __getattr__(attribute: str) -> Any:
+    if attribute not in _EMPTY:
+        raise AttributeError(f"module 'taskyard.runtime.task_run' has no attribute {attribute!r}")
+    run = task_run_var.get()
+    if run is None:
+        empty = _EMPTY[attribute]
+        return type(empty)() if isinstance(empty, (list, dict)) else empty
+    value = getattr(run, attribute)
+    return sorted(value) if attribute == "tags" else value

@@ -1,0 +1,3 @@
+"""Prefect's ``prefect.utilities`` import paths that taskyard has (only ``annotations``)."""
+
+__all__ = ()
