@@ -59,6 +59,7 @@ class Task(TaskOptions, Generic[P, R]):
                 f"reserves (submit/map take {name}=...); rename the parameter"
             )
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.isgenerator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         options.setdefault("name", getattr(fn, "__name__", type(fn).__name__))
         options.setdefault("description", inspect.getdoc(fn))
         self.set_options(options)
@@ -109,13 +110,20 @@ class Task(TaskOptions, Generic[P, R]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here (in the flow's thread) and return its result.
 
-        With ``return_state=True``, return its final State instead of raising
-        on failure; ``wait_for=[futures]`` waits for those runs first. An async
+        A generator task returns a generator that yields the values as the
+        run produces them (see docs/tasks.md). With ``return_state=True``,
+        return its final State instead of raising on failure; ``wait_for=[futures]`` waits for those runs first. An async
         task returns an awaitable where an event loop runs (an async flow, or
         outside any run); inside a sync flow or task it runs to its end.
         """
         return_state = bool(kwargs.pop("return_state", False))
         call, ups = self._call_here(args, kwargs, kwargs.pop("wait_for", None))
+        if self.isgenerator and not return_state:
+            from taskyard.task_engine import stream_call_async, stream_call_sync
+
+            if inspect.isasyncgenfunction(self.fn) and not in_sync_run():
+                return stream_call_async(call, ups)
+            return stream_call_sync(call, ups)
         if self.is_async and not in_sync_run():
             return self._run_async(call, ups, return_state)
         for future in pending_futures(ups):

@@ -47,6 +47,7 @@ from taskyard.exceptions import (
 )
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
+from taskyard.testing.generator_contract import TaskRunnerGeneratorContract
 from taskyard.testing.resource_contract import TaskRunnerResourceContract
 
 __all__ = (
@@ -55,6 +56,7 @@ __all__ = (
     "TaskRunnerPolicyContract",
     "TaskRunnerPersistenceContract",
     "TaskRunnerResourceContract",
+    "TaskRunnerGeneratorContract",
     "ContractError",
 )
 
@@ -865,7 +867,11 @@ def _state_name(future: Any) -> str:
 
 
 class TaskRunnerContract(
-    TaskRunnerCoreContract, TaskRunnerPolicyContract, TaskRunnerPersistenceContract, TaskRunnerResourceContract
+    TaskRunnerCoreContract,
+    TaskRunnerPolicyContract,
+    TaskRunnerPersistenceContract,
+    TaskRunnerResourceContract,
+    TaskRunnerGeneratorContract,
 ):
     """The whole contract for a task runner; subclass and provide ``runner``.
 
