@@ -87,7 +87,11 @@ class FlowRunInfo:
 
 @dataclass(slots=True)
 class TaskRunInfo:
-    """Identity of one task run; ``run_count`` counts its attempts (1 on the first)."""
+    """Identity of one task run; ``run_count`` counts its attempts (1 on the first).
+
+    ``transaction`` is the id of the transaction block the run was started
+    in, if any (its cache record is then staged until the block commits).
+    """
 
     id: str
     name: str
@@ -95,6 +99,7 @@ class TaskRunInfo:
     tags: frozenset[str] = frozenset()
     map_index: int = -1
     run_count: int = 0
+    transaction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

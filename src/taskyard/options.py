@@ -37,9 +37,13 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "log_prints": None,
     "on_completion": None,
     "on_failure": None,
+    "on_commit": None,
+    "on_rollback": None,
     "max_concurrency": None,
     "resources": None,
 }
+# Stored as ``<name>_hooks``: the names themselves are decorator methods (Prefect's).
+_HOOK_METHODS = frozenset({"on_commit", "on_rollback"})
 
 
 def hooks_list(value: Any, option: str) -> tuple[Callable[..., object], ...]:
@@ -168,6 +172,8 @@ class TaskOptions:
     log_prints: bool | None
     on_completion: tuple[Callable[..., object], ...]
     on_failure: tuple[Callable[..., object], ...]
+    on_commit_hooks: tuple[Callable[..., object], ...]
+    on_rollback_hooks: tuple[Callable[..., object], ...]
     max_concurrency: int | None
     resources: dict[str, float]
     options: dict[str, Any]
@@ -182,7 +188,10 @@ class TaskOptions:
         self.options = dict(options)
         owner = f"task {values['name']!r}"
         for key, value in values.items():
-            setattr(self, key, value)
+            if key in _HOOK_METHODS:
+                setattr(self, f"{key}_hooks", hooks_list(value, key))
+            else:
+                setattr(self, key, value)
         self.tags = frozenset(values["tags"] or ())
         check_retries(self.retries, self.retry_delay_seconds, self.retry_jitter_factor, owner)
         self.timeout_seconds = check_timeout(self.timeout_seconds, owner)

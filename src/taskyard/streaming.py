@@ -39,10 +39,12 @@ if TYPE_CHECKING:
 __all__ = ("drive_stream", "drive_stream_async")
 
 
-def drive_stream(steps: Steps[State[Any]]) -> Generator[Any, None, State[Any]]:
+def drive_stream(steps: Steps[State[Any]], final: list[State[Any]] | None = None) -> Generator[Any, None, State[Any]]:
     """Drive a task's engine, yielding its generator's values; return the final State.
 
-    Async generator functions are advanced on the portal loop.
+    Async generator functions are advanced on the portal loop. The final
+    State is appended to ``final`` too, if given (a caller that stops early
+    gets no return value).
     """
     ctx = contextvars.copy_context()
     reply: Outcome | None = None
@@ -51,6 +53,8 @@ def drive_stream(steps: Steps[State[Any]]) -> Generator[Any, None, State[Any]]:
             effect = ctx.run(steps.send, reply)
         except StopIteration as stop:
             state: State[Any] = stop.value
+            if final is not None:
+                final.append(state)
             if state.name == "Cached":  # nothing ran: serve the values the cache holds
                 yield from state.result()
             return state
@@ -63,7 +67,10 @@ def drive_stream(steps: Steps[State[Any]]) -> Generator[Any, None, State[Any]]:
             else:
                 reply = yield from _stream(effect, ctx)
         except GeneratorExit:  # the caller stopped early: the run completes
-            return _finish(steps, ctx)
+            state = _finish(steps, ctx)
+            if final is not None:
+                final.append(state)
+            return state
         except BaseException:
             steps.close()
             raise
@@ -92,11 +99,12 @@ def _stream(effect: Invoke, ctx: contextvars.Context) -> Generator[Any, None, Ou
         raise
 
 
-async def drive_stream_async(steps: Steps[State[Any]]) -> AsyncGenerator[Any, None]:
+async def drive_stream_async(steps: Steps[State[Any]], final: list[State[Any]] | None = None) -> AsyncGenerator[Any, None]:
     """Drive a task's engine on the running loop, yielding its generator's values.
 
     Raises the run's exception at the end if it did not complete (an async
-    generator has no return value to carry the State).
+    generator has no return value to carry the State); the State is
+    appended to ``final`` if given.
     """
     import asyncio
 
@@ -107,7 +115,7 @@ async def drive_stream_async(steps: Steps[State[Any]]) -> AsyncGenerator[Any, No
         try:
             effect = ctx.run(steps.send, reply)
         except StopIteration as stop:
-            final: State[Any] = stop.value
+            ended: State[Any] = stop.value
             break
         try:
             if isinstance(effect, Sleep):
@@ -138,15 +146,19 @@ async def drive_stream_async(steps: Steps[State[Any]]) -> AsyncGenerator[Any, No
                         else:
                             reply = _ended(outcome, gen, values)
         except GeneratorExit:
-            _finish(steps, ctx)
+            state = _finish(steps, ctx)
+            if final is not None:
+                final.append(state)
             return
         except BaseException:
             steps.close()
             raise
-    if final.name == "Cached":
-        for value in final.result():
+    if final is not None:
+        final.append(ended)
+    if ended.name == "Cached":
+        for value in ended.result():
             yield value
-    final.result()
+    ended.result()
 
 
 async def _advance_async(gen: Any, budget: _Budget, ctx: contextvars.Context, name: str) -> Outcome:

@@ -30,6 +30,7 @@ from taskyard.futures import TaskFuture
 from taskyard.inputs import Upstream, find_upstreams, pending_futures
 from taskyard.states import State
 from taskyard.streaming import drive_stream, drive_stream_async
+from taskyard.transactions import open_transaction
 
 if TYPE_CHECKING:
     from taskyard.tasks import Task
@@ -112,7 +113,7 @@ def run_task_sync(
     call, ups = _prepare(task, task_run_id, task_run, parameters, wait_for, return_type, context)
     for future in pending_futures(ups):
         future.wait()
-    return _unwrap(call.run(), return_type)
+    return _unwrap(_noted(call, call.run()), return_type)
 
 
 async def run_task_async(
@@ -128,7 +129,7 @@ async def run_task_async(
     """Run ``task`` on the running event loop (see :func:`run_task`)."""
     call, ups = _prepare(task, task_run_id, task_run, parameters, wait_for, return_type, context)
     await _wait_async(ups)
-    return _unwrap(await call.run_async(), return_type)
+    return _unwrap(_noted(call, await call.run_async()), return_type)
 
 
 def run_generator_task_sync(
@@ -177,15 +178,25 @@ def stream_call_sync(call: TaskCall[Any], ups: list[Upstream]) -> Generator[Any,
     """Wait for the upstreams, then run a generator task's call, yielding its values."""
     for future in pending_futures(ups):
         future.wait()
-    state = yield from drive_stream(task_steps(call))
-    state.result()  # raises the run's exception if it failed
+    final: list[State[Any]] = []
+    try:
+        yield from drive_stream(task_steps(call), final)
+    finally:
+        if final:
+            _noted(call, final[0])
+    final[0].result()  # raises the run's exception if it failed
 
 
 async def stream_call_async(call: TaskCall[Any], ups: list[Upstream]) -> AsyncGenerator[Any, None]:
     """Like :func:`stream_call_sync`, on the running event loop."""
     await _wait_async(ups)
-    async for value in drive_stream_async(task_steps(call)):
-        yield value
+    final: list[State[Any]] = []
+    try:
+        async for value in drive_stream_async(task_steps(call), final):
+            yield value
+    finally:
+        if final:
+            _noted(call, final[0])
 
 
 def _prepare(
@@ -217,6 +228,8 @@ def _prepare(
             task_run = dispatcher.task_run(task, params)
         else:
             task_run = TaskRunInfo(run_id, task.run_name(params, run_id), task.name, task.tags | tags)
+            txn = open_transaction()
+            task_run.transaction = txn.id if txn is not None else None
     return TaskCall(task, params, task_run, flow_run, ups), ups
 
 
@@ -240,6 +253,13 @@ async def _wait_async(ups: list[Upstream]) -> None:
                 await future
             except BaseException:  # only waiting; the engine reads the state
                 pass
+
+
+def _noted(call: TaskCall[Any], state: State[Any]) -> State[Any]:
+    txn = open_transaction()
+    if txn is not None:
+        txn.note_run(call.task, call.task_run, state)
+    return state
 
 
 def _unwrap(state: State[Any], return_type: str) -> Any:

@@ -21,9 +21,10 @@ from taskyard.exceptions import (
 from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.inputs import Upstream, find_upstreams, pending_futures, resolve, scan
-from taskyard.options import TaskOptions, format_name
+from taskyard.options import TaskOptions, format_name, hooks_list
 from taskyard.signature import Binder
 from taskyard.states import State
+from taskyard.transactions import open_transaction
 
 if TYPE_CHECKING:
     from taskyard.dispatch import Dispatcher
@@ -82,6 +83,18 @@ class Task(TaskOptions, Generic[P, R]):
         """A copy of the task with the given options changed."""
         return Task(self.fn, **{**self.options, **changes})
 
+    def on_commit(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Add a commit hook, as a decorator: ``@my_task.on_commit``; see :func:`taskyard.transactions.transaction`."""
+        self.options["on_commit"] = (*self.on_commit_hooks, fn)
+        self.on_commit_hooks = hooks_list(self.options["on_commit"], "on_commit")
+        return fn
+
+    def on_rollback(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Add a rollback hook, as a decorator: ``@my_task.on_rollback``; see :func:`taskyard.transactions.transaction`."""
+        self.options["on_rollback"] = (*self.on_rollback_hooks, fn)
+        self.on_rollback_hooks = hooks_list(self.options["on_rollback"], "on_rollback")
+        return fn
+
     # -- the parameters of one call ----------------------------------------------
 
     def split_parameters(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -128,13 +141,13 @@ class Task(TaskOptions, Generic[P, R]):
             return self._run_async(call, ups, return_state)
         for future in pending_futures(ups):
             future.wait()
-        return _unwrap(drive(_steps(call)), return_state)
+        return _unwrap(_noted(call, drive(_steps(call))), return_state)
 
     async def _run_async(self, call: TaskCall[R], ups: list[Upstream], return_state: bool) -> Any:
         for upstream in ups:
             if isinstance(upstream.future, TaskFuture) and not upstream.future.done():
                 await _done(upstream.future)
-        return _unwrap(await drive_async(_steps(call)), return_state)
+        return _unwrap(_noted(call, await drive_async(_steps(call))), return_state)
 
     def _call_here(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> tuple[TaskCall[R], list[Upstream]]:
         params = self.binder.bind(args, kwargs)
@@ -152,6 +165,8 @@ class Task(TaskOptions, Generic[P, R]):
 
             run_id = new_run_id()
             info = TaskRunInfo(run_id, self.run_name(params, run_id), self.name, self.tags | current_tags())
+            txn = open_transaction()
+            info.transaction = txn.id if txn is not None else None
             flow_run = None
         return TaskCall(self, params, info, flow_run, ups), ups
 
@@ -311,6 +326,14 @@ def _steps(call: TaskCall[R]) -> Any:
     return task_steps(call)
 
 
+def _noted(call: TaskCall[R], state: State[R]) -> State[R]:
+    """Tell the open transaction block, if any, that a run started in it ended."""
+    txn = open_transaction()
+    if txn is not None:
+        txn.note_run(call.task, call.task_run, state)
+    return state
+
+
 def _unwrap(state: State[R], return_state: bool) -> Any:
     return state if return_state else state.result()
 
@@ -376,6 +399,8 @@ def task(
     log_prints: bool | None = ...,
     on_completion: Any = ...,
     on_failure: Any = ...,
+    on_commit: Any = ...,
+    on_rollback: Any = ...,
     max_concurrency: int | None = ...,
     resources: Mapping[str, float | str] | None = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
@@ -388,9 +413,10 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     retry_delay_seconds, retry_jitter_factor, retry_condition_fn,
     timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer,
-    result_storage_key, log_prints, on_completion, on_failure,
-    max_concurrency, resources`` — see docs/tasks.md (and docs/resources.md
-    for ``resources={"gpu": 1, "memory": "4 GiB"}``).
+    result_storage_key, log_prints, on_completion, on_failure, on_commit,
+    on_rollback, max_concurrency, resources`` — see docs/tasks.md (and
+    docs/resources.md for ``resources={"gpu": 1, "memory": "4 GiB"}``,
+    docs/transactions.md for ``on_commit`` / ``on_rollback``).
 
     Raises:
         ReservedArgumentError: The function has a parameter named ``wait_for``.
