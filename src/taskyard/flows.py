@@ -48,6 +48,7 @@ from taskyard.returns import state_from_return
 from taskyard.sources import import_object
 from taskyard.states import Cancelled, Crashed, Failed, Running, State
 from taskyard.validation import ParameterValidator, serialize_parameters
+from taskyard.visualize import FlowGraph, current_tracer, in_notebook, trace_flow
 
 __all__ = ("Flow", "flow", "task_runner_override")
 
@@ -189,6 +190,28 @@ class Flow(Generic[P, R]):
         out = serialize_parameters(plain)
         return {k: out[k] if k in out else f"<{type(v).__name__}>" for k, v in parameters.items()}
 
+    def visualize(self, *args: Any, **kwargs: Any) -> FlowGraph:
+        """Draw the flow's task graph without running its tasks.
+
+        The flow function runs with every task call, submit and map recorded
+        instead of run (each returns a placeholder, or the task's
+        ``viz_return_value``); subflows are drawn as clusters. Outside a
+        notebook the image is written to ``<flow name>.png`` in the current
+        directory; in a notebook the returned graph shows inline.
+
+        Returns:
+            The graph: ``.source`` (dot text), ``.render(path)`` (PNG or SVG).
+
+        Raises:
+            VisualizationError: The flow needed a real value from a task
+                (set ``viz_return_value``), or Graphviz is not installed
+                (``pip install 'taskyard[viz]'`` and the ``dot`` program).
+        """
+        graph = trace_flow(self, args, kwargs)
+        if not in_notebook():
+            graph.render(f"{self.name}.png")
+        return graph
+
     @classmethod
     def from_source(cls, source: str | os.PathLike[str], entrypoint: str) -> Flow[..., Any]:
         """Load a flow from a local directory.
@@ -225,6 +248,10 @@ class Flow(Generic[P, R]):
             Exception: The flow's own exception, or that of a failed task
                 run it returned, unless ``return_state`` is True.
         """
+        tracer = current_tracer()
+        if tracer is not None:  # a subflow of a flow being visualized
+            kwargs.pop("return_state", None)
+            return tracer.subflow(self, args, kwargs)
         return_state = bool(kwargs.pop("return_state", False))
         if self.is_async:
             if in_sync_run():  # an async subflow of a sync flow or task: run it to its end

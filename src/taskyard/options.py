@@ -39,6 +39,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "on_failure": None,
     "on_commit": None,
     "on_rollback": None,
+    "viz_return_value": None,
     "max_concurrency": None,
     "resources": None,
 }
@@ -174,6 +175,7 @@ class TaskOptions:
     on_failure: tuple[Callable[..., object], ...]
     on_commit_hooks: tuple[Callable[..., object], ...]
     on_rollback_hooks: tuple[Callable[..., object], ...]
+    viz_return_value: Any
     max_concurrency: int | None
     resources: dict[str, float]
     options: dict[str, Any]

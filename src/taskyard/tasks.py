@@ -25,6 +25,7 @@ from taskyard.options import TaskOptions, format_name, hooks_list
 from taskyard.signature import Binder
 from taskyard.states import State
 from taskyard.transactions import open_transaction
+from taskyard.visualize import current_tracer
 
 if TYPE_CHECKING:
     from taskyard.dispatch import Dispatcher
@@ -129,6 +130,9 @@ class Task(TaskOptions, Generic[P, R]):
         task returns an awaitable where an event loop runs (an async flow, or
         outside any run); inside a sync flow or task it runs to its end.
         """
+        tracer = current_tracer()
+        if tracer is not None:  # Flow.visualize(): record the call, run nothing
+            return tracer.call(self, args, kwargs, "call")
         return_state = bool(kwargs.pop("return_state", False))
         call, ups = self._call_here(args, kwargs, kwargs.pop("wait_for", None))
         if self.isgenerator and not return_state:
@@ -188,6 +192,9 @@ class Task(TaskOptions, Generic[P, R]):
         Raises:
             NoActiveFlowError: Called outside a flow.
         """
+        tracer = current_tracer()
+        if tracer is not None:
+            return tracer.call(self, args, kwargs, "submit")
         wait_for = kwargs.pop("wait_for", None)
         dispatcher = _dispatcher(self, "submit")
         return dispatcher.submit(self, self.binder.bind(args, kwargs), wait_for)
@@ -210,6 +217,9 @@ class Task(TaskOptions, Generic[P, R]):
             MappingLengthMismatch: The iterables have different lengths.
             MappingMissingIterable: No argument is iterable.
         """
+        tracer = current_tracer()
+        if tracer is not None:
+            return tracer.call(self, args, kwargs, "map")
         wait_for = kwargs.pop("wait_for", None)
         dispatcher = _dispatcher(self, "map")
         params = self.binder.bind(args, kwargs)
@@ -401,6 +411,7 @@ def task(
     on_failure: Any = ...,
     on_commit: Any = ...,
     on_rollback: Any = ...,
+    viz_return_value: Any = ...,
     max_concurrency: int | None = ...,
     resources: Mapping[str, float | str] | None = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
@@ -414,7 +425,7 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer,
     result_storage_key, log_prints, on_completion, on_failure, on_commit,
-    on_rollback, max_concurrency, resources`` — see docs/tasks.md (and
+    on_rollback, viz_return_value, max_concurrency, resources`` — see docs/tasks.md (and
     docs/resources.md for ``resources={"gpu": 1, "memory": "4 GiB"}``,
     docs/transactions.md for ``on_commit`` / ``on_rollback``).
 

@@ -245,12 +245,22 @@ def open_transaction() -> Transaction | None:
 
 
 def _call_hooks(hooks: tuple[Callable[..., object], ...], view: Transaction, kind: str) -> None:
+    import inspect
+
     for hook in hooks:
         try:
-            hook(view)
+            returned = hook(view)
+            if inspect.isawaitable(returned):  # an async def hook
+                from taskyard.execution import run_coroutine_sync
+
+                run_coroutine_sync(_awaited(returned))
         except Exception:
             name = view.task_run.name if view.task_run is not None else "?"
             logger.exception("%s hook %r of %r raised; going on with the others", kind, hook, name)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _publish(transaction_id: str, task: Any, state: State[Any]) -> None:
