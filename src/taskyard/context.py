@@ -94,6 +94,9 @@ class TaskRunInfo:
     arguments), ``state_type``/``state_name`` (``RUNNING``/``Running`` while
     it runs, its final state's in hooks), ``start_time`` (first attempt) and
     ``end_time`` (UTC datetimes), as Prefect's ``TaskRun`` has them.
+
+    ``transaction`` is the id of the transaction block the run was started
+    in, if any (its cache record is then staged until the block commits).
     """
 
     id: str
@@ -102,6 +105,7 @@ class TaskRunInfo:
     tags: frozenset[str] = frozenset()
     map_index: int = -1
     run_count: int = 0
+    transaction: str | None = None
     flow_run_id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     state_type: str | None = None

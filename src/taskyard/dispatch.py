@@ -41,6 +41,7 @@ from taskyard.futures import wait as wait_futures
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.runners.base import unsatisfiable_resources
 from taskyard.states import Cancelled, State
+from taskyard.transactions import open_transaction
 
 if TYPE_CHECKING:
     from taskyard.runners.base import TaskRunner
@@ -120,7 +121,11 @@ class Dispatcher:
         run_id = new_run_id()
         tags = current_tags() | task.tags if task.tags else current_tags()
         flow_run_id = self.flow_run.id if self.flow_run is not None else None
-        return TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index, flow_run_id=flow_run_id)
+        info = TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index, flow_run_id=flow_run_id)
+        txn = open_transaction()
+        if txn is not None:
+            info.transaction = txn.id
+        return info
 
     # -- submission --------------------------------------------------------------
 
@@ -134,6 +139,9 @@ class Dispatcher:
         refused = self._refusal(call)
         future = self._route(call, ups, needs) if refused is None else _finished(call, refused)
         self.futures.append(future)
+        txn = open_transaction()
+        if txn is not None:
+            txn.note_future(task, call.task_run, future)
         return future
 
     def map(
@@ -162,6 +170,7 @@ class Dispatcher:
         ready_at: list[int] = []
         names = list(mapped)
         columns = [mapped[name] for name in names]
+        runs: list[TaskRunInfo] = []
         for i in range(length):
             params = dict(static)
             ups = list(base_ups) if base_ups else []
@@ -172,6 +181,7 @@ class Dispatcher:
                 if type(value) not in _PLAIN:
                     needs = scan(value, ups) or needs
             call = TaskCall(task, params, self.task_run(task, params, i), self.flow_run)
+            runs.append(call.task_run)
             refused = self._refusal(call) if task.resources else None
             if refused is not None:
                 futures[i] = _finished(call, refused)
@@ -185,6 +195,10 @@ class Dispatcher:
                 futures[i] = future
         result: FutureList[Any] = FutureList(futures)  # type: ignore[arg-type]
         self.futures.extend(result)
+        txn = open_transaction()
+        if txn is not None:
+            for run, future in zip(runs, result, strict=True):
+                txn.note_future(task, run, future)
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:
@@ -361,3 +375,4 @@ def _finished(call: TaskCall[Any], state: Any) -> TaskFuture[Any]:
     future: TaskFuture[Any] = TaskFuture(call.task_run.id, call.task_run.name)
     future._set_state(state)
     return future
+

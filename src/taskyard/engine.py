@@ -173,7 +173,7 @@ def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[
         if cached is not MISS:
             return Cached(cached, message=f"cache hit for key {plan.cache_key}")
     args, kwargs = task.split_parameters(params)
-    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, info.name, task.is_async)
+    invoke = Invoke(task.fn, args, kwargs, task.timeout_seconds, info.name, task.is_async, task.isgenerator)
     judge = _judge_remote if remote else _judge_local
     if task.retries:
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskyard.exceptions import TaskTimeoutError
@@ -36,7 +36,7 @@ from taskyard.states import async_code_var
 if TYPE_CHECKING:  # asyncio is imported where async code runs, not at import time
     import asyncio
 
-__all__ = ("Invoke", "Sleep", "Outcome", "drive", "drive_async", "run_coroutine_sync")
+__all__ = ("Invoke", "Sleep", "Outcome", "drive", "drive_async", "run_coroutine_sync", "invoke_sync", "invoke_async")
 
 T = TypeVar("T")
 
@@ -51,9 +51,30 @@ class Invoke:
     timeout: float | None = None
     run_name: str = ""  # named in the timeout error
     is_async: bool | None = None  # None: look at fn
+    generator: bool = False  # fn is a (sync or async) generator function
 
     def runs_async(self) -> bool:
         return self.is_async if self.is_async is not None else inspect.iscoroutinefunction(self.fn)
+
+    def collecting(self) -> Invoke:
+        """This call of a generator function as one that returns the list of its values.
+
+        The drivers below run generator tasks this way (a runner's worker, a
+        call that wants a State); streaming.py drives them item by item.
+        The time limit covers the whole iteration.
+        """
+        fn = self.fn
+        if inspect.isasyncgenfunction(fn):
+
+            async def collect_async(*args: Any, **kwargs: Any) -> list[Any]:
+                return [item async for item in fn(*args, **kwargs)]
+
+            return replace(self, fn=collect_async, is_async=True, generator=False)
+
+        def collect(*args: Any, **kwargs: Any) -> list[Any]:
+            return list(fn(*args, **kwargs))
+
+        return replace(self, fn=collect, is_async=False, generator=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +111,7 @@ def drive(steps: Steps[T]) -> T:
             effect = steps.send(reply)
             try:
                 if isinstance(effect, Invoke):
-                    reply = _invoke_sync(effect)
+                    reply = _invoke_sync(effect.collecting() if effect.generator else effect)
                 else:
                     time.sleep(effect.seconds)
                     reply = None
@@ -111,6 +132,8 @@ async def drive_async(steps: Steps[T]) -> T:
             effect = steps.send(reply)
             try:
                 if isinstance(effect, Invoke):
+                    if effect.generator:
+                        effect = effect.collecting()
                     if effect.runs_async():
                         reply = await _invoke_async(effect)
                     else:
@@ -157,6 +180,16 @@ async def _await_user_code(effect: Invoke) -> Outcome:
         return Outcome(True, value)
     except Exception as exc:
         return Outcome(False, exc)
+
+
+def invoke_sync(effect: Invoke) -> Outcome:
+    """Carry out one Invoke in this thread (an async function on the portal loop)."""
+    return _invoke_sync(effect)
+
+
+async def invoke_async(effect: Invoke) -> Outcome:
+    """Carry out one Invoke of an async function on the running loop, within its time limit."""
+    return await _invoke_async(effect)
 
 
 def _invoke_sync(effect: Invoke) -> Outcome:

@@ -35,6 +35,7 @@ from taskyard.dispatch import Dispatcher, new_run_id
 from taskyard.engine import failed_state, hook_steps, retry_loop, run_hooks
 from taskyard.exceptions import ParameterValidationError, ReservedArgumentError
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
+from taskyard.futures import TaskFuture
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import find_upstreams, first_blocking_failure, local_lookup, pending_futures, resolve
 from taskyard.logs import printing_to, reset_printing
@@ -45,8 +46,10 @@ from taskyard.runners.registry import registry, resolve_runner
 from taskyard.settings import current_settings
 from taskyard.signature import Binder
 from taskyard.returns import state_from_return
+from taskyard.sources import import_object
 from taskyard.states import Cancelled, Crashed, Failed, Running, State
-from taskyard.validation import ParameterValidator
+from taskyard.validation import ParameterValidator, serialize_parameters
+from taskyard.visualize import FlowGraph, current_tracer, in_notebook, trace_flow
 
 __all__ = ("Flow", "flow", "task_runner_override")
 
@@ -135,7 +138,7 @@ class Flow(Generic[P, R]):
         self.task_runner = options.get("task_runner")
         _check_runner_spec(self.task_runner)
         self.timeout_seconds = check_timeout(options.get("timeout_seconds"), owner)
-        self.validate_parameters = options.get("validate_parameters", True)
+        self.should_validate_parameters: bool = options.get("validate_parameters", True)
         self.retries = options.get("retries", 0)
         self.retry_delay_seconds = check_retries(self.retries, options.get("retry_delay_seconds", 0), None, owner)
         self.persist_result = options.get("persist_result")
@@ -172,6 +175,74 @@ class Flow(Generic[P, R]):
         """A copy of the flow with the given options changed."""
         return Flow(self.fn, **{**self.options, **changes})
 
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Check parameters against the flow function's type hints and coerce them, as a run does.
+
+        Args:
+            parameters: Values by parameter name.
+
+        Returns:
+            A new dict with each value coerced to its hint (``"3"`` → ``3``
+            for an ``int``); defaults are not filled in.
+
+        Raises:
+            TypeError: A required parameter is missing or one is unknown.
+            ParameterValidationError: A value does not fit its hint.
+        """
+        params = self.binder.bind((), dict(parameters)) if self.binder.simple else dict(parameters)
+        return self._validator(params)
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as JSON-safe values, as a run records them.
+
+        A value JSON cannot hold (a client, an open file) becomes the string
+        ``"<TypeName>"``, so the rest is still kept; so do futures and States.
+        """
+        plain = {k: v for k, v in parameters.items() if not isinstance(v, (TaskFuture, State))}
+        out = serialize_parameters(plain)
+        return {k: out[k] if k in out else f"<{type(v).__name__}>" for k, v in parameters.items()}
+
+    def visualize(self, *args: Any, **kwargs: Any) -> FlowGraph:
+        """Draw the flow's task graph without running its tasks.
+
+        The flow function runs with every task call, submit and map recorded
+        instead of run (each returns a placeholder, or the task's
+        ``viz_return_value``); subflows are drawn as clusters. Outside a
+        notebook the image is written to ``<flow name>.png`` in the current
+        directory; in a notebook the returned graph shows inline.
+
+        Returns:
+            The graph: ``.source`` (dot text), ``.render(path)`` (PNG or SVG).
+
+        Raises:
+            VisualizationError: The flow needed a real value from a task
+                (set ``viz_return_value``), or Graphviz is not installed
+                (``pip install 'taskyard[viz]'`` and the ``dot`` program).
+        """
+        graph = trace_flow(self, args, kwargs)
+        if not in_notebook():
+            graph.render(f"{self.name}.png")
+        return graph
+
+    @classmethod
+    def from_source(cls, source: str | os.PathLike[str], entrypoint: str) -> Flow[..., Any]:
+        """Load a flow from a local directory.
+
+        Args:
+            source: A directory on this machine (remote repositories and
+                storage blocks are not supported).
+            entrypoint: ``"path/to/file.py:flow_function"`` relative to
+                ``source``, or ``"package.module:flow_function"`` importable
+                from it.
+
+        Raises:
+            ValueError: ``source`` is not a local directory, or ``entrypoint``
+                is not of the form ``FILE.py:NAME`` / ``MODULE:NAME``.
+            LookupError: The file, module or name does not exist.
+            TypeError: The object named is not a flow.
+        """
+        return load_from_source(source, entrypoint)
+
     # See Task.__call__ for why the return_state overloads carry an ignore.
     @overload
     def __call__(self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs) -> State[R]: ...  # type: ignore[valid-type]
@@ -190,6 +261,10 @@ class Flow(Generic[P, R]):
             Exception: The flow's own exception, or that of a failed task
                 run it returned, unless ``return_state`` is True.
         """
+        tracer = current_tracer()
+        if tracer is not None:  # a subflow of a flow being visualized
+            kwargs.pop("return_state", None)
+            return tracer.subflow(self, args, kwargs)
         return_state = bool(kwargs.pop("return_state", False))
         wait_for = kwargs.pop("wait_for", None)
         if self.is_async:
@@ -234,7 +309,7 @@ class Flow(Generic[P, R]):
         if ups:  # a subflow given futures gets their results
             wait_futures(pending_futures(ups))
             params = resolve(params)
-        if self.validate_parameters:
+        if self.should_validate_parameters:
             try:
                 params = self._validator(params)
             except ParameterValidationError as exc:
@@ -277,6 +352,22 @@ def _log_prints(option: bool | None) -> bool:
         return bool(option)
     parent = flow_run_var.get()
     return bool(parent and parent.log_prints)
+
+
+def load_from_source(source: str | os.PathLike[str], entrypoint: str) -> Flow[..., Any]:
+    """The flow ``entrypoint`` names under the local directory ``source`` (see :meth:`Flow.from_source`)."""
+    text = os.fspath(source)
+    if "://" in text or text.startswith("git@"):
+        raise ValueError(
+            f"Flow.from_source: {text!r} is not a local directory; taskyard loads flows from this machine "
+            "only (clone or download the code first, then pass its directory)"
+        )
+    if not os.path.isdir(text):
+        raise ValueError(f"Flow.from_source: {text!r} is not a directory")
+    obj = import_object(entrypoint, base=text)
+    if not isinstance(obj, Flow):
+        raise TypeError(f"Flow.from_source: {entrypoint!r} is {type(obj).__name__}, not a @flow")
+    return obj
 
 
 def flow_steps(run: FlowRunState) -> Steps[State[Any]]:

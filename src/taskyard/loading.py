@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
+
+from taskyard.sources import import_object
 
 __all__ = ("load_object", "load_flow")
 
@@ -18,34 +16,7 @@ def load_object(ref: str) -> Any:
         ValueError: ``ref`` is not of the form ``file.py:name`` or ``module:name``.
         LookupError: The file, module or name does not exist.
     """
-    target, sep, name = ref.rpartition(":")
-    if not sep or not target or not name:
-        raise ValueError(f"{ref!r} is not FILE.py:NAME or MODULE:NAME")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target).resolve()
-        if not path.is_file():
-            raise LookupError(f"no such file: {target}")
-        module_name = f"__taskyard_flow_{abs(hash(str(path)))}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        sys.path.insert(0, str(path.parent))
-        spec.loader.exec_module(module)
-        # Worker processes cannot import a module loaded from a path under a
-        # made-up name: ship its functions by value instead.
-        import cloudpickle
-
-        cloudpickle.register_pickle_by_value(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as exc:
-            raise LookupError(f"no module named {target!r}") from exc
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise LookupError(f"{target} has no attribute {name!r}") from None
+    return import_object(ref)
 
 
 def load_flow(ref: str) -> Any:

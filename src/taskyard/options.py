@@ -38,9 +38,14 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "cache_result_in_memory": True,
     "on_completion": None,
     "on_failure": None,
+    "on_commit": None,
+    "on_rollback": None,
+    "viz_return_value": None,
     "max_concurrency": None,
     "resources": None,
 }
+# Stored as ``<name>_hooks``: the names themselves are decorator methods (Prefect's).
+_HOOK_METHODS = frozenset({"on_commit", "on_rollback"})
 
 
 def hooks_list(value: Any, option: str) -> tuple[Callable[..., object], ...]:
@@ -235,6 +240,9 @@ class TaskOptions:
     cache_result_in_memory: bool
     on_completion = HookOption("on_completion")
     on_failure = HookOption("on_failure")
+    on_commit_hooks: tuple[Callable[..., object], ...]
+    on_rollback_hooks: tuple[Callable[..., object], ...]
+    viz_return_value: Any
     max_concurrency: int | None
     resources: dict[str, float]
     options: dict[str, Any]
@@ -249,7 +257,10 @@ class TaskOptions:
         self.options = dict(options)
         owner = f"task {values['name']!r}"
         for key, value in values.items():
-            setattr(self, key, value)
+            if key in _HOOK_METHODS:
+                setattr(self, f"{key}_hooks", hooks_list(value, key))
+            else:
+                setattr(self, key, value)
         self.tags = set(values["tags"] or ())
         self.retry_delay_seconds = check_retries(self.retries, self.retry_delay_seconds, self.retry_jitter_factor, owner)
         self.timeout_seconds = check_timeout(self.timeout_seconds, owner)

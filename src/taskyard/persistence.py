@@ -19,10 +19,15 @@ from taskyard.options import format_name
 from taskyard.results import CorruptResultError, PersistedResult, decode, encode, get_serializer, get_storage
 from taskyard.settings import current_settings
 
-__all__ = ("ResultPlan", "result_plan", "CacheKeyError", "MISS")
+__all__ = ("ResultPlan", "result_plan", "CacheKeyError", "MISS", "staged_key")
 
 logger = logging.getLogger("taskyard.results")
 MISS = object()
+
+
+def staged_key(transaction_id: str, key: str) -> str:
+    """Where a cache record written inside transaction ``transaction_id`` waits for its commit."""
+    return f"transactions/{transaction_id}/{key}"
 
 
 class CacheKeyError(TaskyardError):
@@ -48,6 +53,12 @@ class ResultPlan:
             self.key = f"cache/{cache_key}"
         else:
             self.key = call.task_run.id
+        # Inside a transaction a cache record is written aside and published
+        # on commit (transactions.py), so rolled-back work is never served.
+        self.write_key = self.key
+        transaction_id = getattr(call.task_run, "transaction", None)
+        if cache_key is not None and transaction_id is not None:
+            self.write_key = staged_key(transaction_id, self.key)
 
     def lookup(self) -> Any:
         """The cached value, or MISS (absent, expired, or unreadable)."""
@@ -79,10 +90,10 @@ class ResultPlan:
         if self.cache_key is not None and expiration is not None:
             seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else float(expiration)
             expires_at = time.time() + seconds
-        return str(self.storage.write(self.key, encode(value, self.serializer, expires_at, self.cache_key)))
+        return str(self.storage.write(self.write_key, encode(value, self.serializer, expires_at, self.cache_key)))
 
     def reference(self) -> PersistedResult:
-        return PersistedResult(self.storage, self.key, self.serializer)
+        return PersistedResult(self.storage, self.write_key, self.serializer)
 
 
 def result_plan(call: Any, params: dict[str, Any]) -> ResultPlan | None:

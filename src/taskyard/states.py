@@ -172,6 +172,15 @@ class State(BaseModel, Generic[R]):
                 exc.__cause__ = _RemoteTraceback(self.traceback)
         return exc
 
+    def fresh_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> State[R]:
+        """A copy of this state stamped now (``model_copy`` arguments apply).
+
+        Args:
+            update: Fields to change in the copy.
+            deep: Copy ``data`` too, instead of sharing it.
+        """
+        return self.model_copy(update={"timestamp": _now(), **(update or {})}, deep=deep)
+
     def result(self, raise_on_failure: bool = True) -> R:
         """Return the run's result, or raise the exception that ended it.
 

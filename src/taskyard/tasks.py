@@ -23,10 +23,12 @@ from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.methods import bind_to, unwrap_method
 from taskyard.inputs import Upstream, find_upstreams, pending_futures, resolve, scan
-from taskyard.options import TaskOptions, call_name_fn, format_name
+from taskyard.options import TaskOptions, call_name_fn, format_name, hooks_list
 from taskyard.retries import exponential_backoff
 from taskyard.signature import Binder
 from taskyard.states import State
+from taskyard.transactions import open_transaction
+from taskyard.visualize import current_tracer
 
 if TYPE_CHECKING:
     from taskyard.dispatch import Dispatcher
@@ -63,6 +65,7 @@ class Task(TaskOptions, Generic[P, R]):
                 f"reserves (submit/map take {name}=...); rename the parameter"
             )
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.isgenerator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         options.setdefault("name", getattr(fn, "__name__", type(fn).__name__))
         options.setdefault("description", inspect.getdoc(fn))
         self.set_options(options)
@@ -96,6 +99,18 @@ class Task(TaskOptions, Generic[P, R]):
         """A copy of the task with the given options changed."""
         return Task(self.fn, **{**self.options, **changes})
 
+    def on_commit(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Add a commit hook, as a decorator: ``@my_task.on_commit``; see :func:`taskyard.transactions.transaction`."""
+        self.options["on_commit"] = (*self.on_commit_hooks, fn)
+        self.on_commit_hooks = hooks_list(self.options["on_commit"], "on_commit")
+        return fn
+
+    def on_rollback(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Add a rollback hook, as a decorator: ``@my_task.on_rollback``; see :func:`taskyard.transactions.transaction`."""
+        self.options["on_rollback"] = (*self.on_rollback_hooks, fn)
+        self.on_rollback_hooks = hooks_list(self.options["on_rollback"], "on_rollback")
+        return fn
+
     # -- the parameters of one call ----------------------------------------------
 
     def split_parameters(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -124,24 +139,34 @@ class Task(TaskOptions, Generic[P, R]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here (in the flow's thread) and return its result.
 
-        With ``return_state=True``, return its final State instead of raising
-        on failure; ``wait_for=[futures]`` waits for those runs first. An async
+        A generator task returns a generator that yields the values as the
+        run produces them (see docs/tasks.md). With ``return_state=True``,
+        return its final State instead of raising on failure; ``wait_for=[futures]`` waits for those runs first. An async
         task returns an awaitable where an event loop runs (an async flow, or
         outside any run); inside a sync flow or task it runs to its end.
         """
+        tracer = current_tracer()
+        if tracer is not None:  # Flow.visualize(): record the call, run nothing
+            return tracer.call(self, args, kwargs, "call")
         return_state = bool(kwargs.pop("return_state", False))
         call, ups = self._call_here(args, kwargs, kwargs.pop("wait_for", None))
+        if self.isgenerator and not return_state:
+            from taskyard.task_engine import stream_call_async, stream_call_sync
+
+            if inspect.isasyncgenfunction(self.fn) and not in_sync_run():
+                return stream_call_async(call, ups)
+            return stream_call_sync(call, ups)
         if self.is_async and not in_sync_run():
             return self._run_async(call, ups, return_state)
         for future in pending_futures(ups):
             future.wait()
-        return _unwrap(drive(_steps(call)), return_state)
+        return _unwrap(_noted(call, drive(_steps(call))), return_state)
 
     async def _run_async(self, call: TaskCall[R], ups: list[Upstream], return_state: bool) -> Any:
         for upstream in ups:
             if isinstance(upstream.future, TaskFuture) and not upstream.future.done():
                 await _done(upstream.future)
-        return _unwrap(await drive_async(_steps(call)), return_state)
+        return _unwrap(_noted(call, await drive_async(_steps(call))), return_state)
 
     def _call_here(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> tuple[TaskCall[R], list[Upstream]]:
         params = self.binder.bind(args, kwargs)
@@ -159,6 +184,8 @@ class Task(TaskOptions, Generic[P, R]):
 
             run_id = new_run_id()
             info = TaskRunInfo(run_id, self.run_name(params, run_id), self.name, current_tags() | self.tags)
+            txn = open_transaction()
+            info.transaction = txn.id if txn is not None else None
             flow_run = None
         return TaskCall(self, params, info, flow_run, ups), ups
 
@@ -183,6 +210,9 @@ class Task(TaskOptions, Generic[P, R]):
         Raises:
             NoActiveFlowError: Called outside a flow.
         """
+        tracer = current_tracer()
+        if tracer is not None:
+            return tracer.call(self, args, kwargs, "submit")
         wait_for = kwargs.pop("wait_for", None)
         return_state = bool(kwargs.pop("return_state", False))
         dispatcher = _dispatcher(self, "submit")
@@ -212,6 +242,9 @@ class Task(TaskOptions, Generic[P, R]):
             MappingLengthMismatch: The iterables have different lengths.
             MappingMissingIterable: No argument is iterable.
         """
+        tracer = current_tracer()
+        if tracer is not None:
+            return tracer.call(self, args, kwargs, "map")
         wait_for = kwargs.pop("wait_for", None)
         return_state = bool(kwargs.pop("return_state", False))
         dispatcher = _dispatcher(self, "map")
@@ -333,6 +366,14 @@ def _steps(call: TaskCall[R]) -> Any:
     return task_steps(call)
 
 
+def _noted(call: TaskCall[R], state: State[R]) -> State[R]:
+    """Tell the open transaction block, if any, that a run started in it ended."""
+    txn = open_transaction()
+    if txn is not None:
+        txn.note_run(call.task, call.task_run, state)
+    return state
+
+
 def _unwrap(state: State[R], return_state: bool) -> Any:
     return state if return_state else state.result()
 
@@ -398,6 +439,9 @@ def task(
     cache_result_in_memory: bool = ...,
     on_completion: Any = ...,
     on_failure: Any = ...,
+    on_commit: Any = ...,
+    on_rollback: Any = ...,
+    viz_return_value: Any = ...,
     max_concurrency: int | None = ...,
     resources: Mapping[str, float | str] | None = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
@@ -411,8 +455,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer,
     result_storage_key, log_prints, cache_result_in_memory, on_completion, on_failure,
-    max_concurrency, resources`` — see docs/tasks.md (and docs/resources.md
-    for ``resources={"gpu": 1, "memory": "4 GiB"}``).
+    on_commit, on_rollback, viz_return_value, max_concurrency, resources`` — see
+    docs/tasks.md (and docs/resources.md for ``resources={"gpu": 1, "memory": "4 GiB"}``,
+    docs/transactions.md for ``on_commit`` / ``on_rollback``).
 
     Raises:
         ReservedArgumentError: The function has a parameter named ``wait_for``.

@@ -8,7 +8,7 @@ from typing import Any, get_type_hints
 
 from taskyard.exceptions import ParameterValidationError
 
-__all__ = ("ParameterValidator",)
+__all__ = ("ParameterValidator", "serialize_parameters")
 
 
 class ParameterValidator:
@@ -63,3 +63,16 @@ class ParameterValidator:
                 problems.append(f"parameter {where!r}: {error['msg']} (got {error.get('input')!r})")
             raise ParameterValidationError(f"flow {self._flow_name!r}: " + "; ".join(problems)) from None
         return {**params, **{k: getattr(model, self._fields[k]) for k in checked}}
+
+
+def serialize_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON-safe values; one JSON cannot hold becomes ``"<TypeName>"``."""
+    from pydantic_core import to_jsonable_python
+
+    out: dict[str, Any] = {}
+    for name, value in parameters.items():
+        try:
+            out[name] = to_jsonable_python(value)
+        except Exception:
+            out[name] = f"<{type(value).__name__}>"
+    return out

@@ -48,6 +48,7 @@ from taskyard.exceptions import (
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
 from taskyard.testing.fidelity import TaskRunnerPrefectContract
+from taskyard.testing.generator_contract import TaskRunnerGeneratorContract
 from taskyard.testing.resource_contract import TaskRunnerResourceContract
 
 __all__ = (
@@ -57,6 +58,7 @@ __all__ = (
     "TaskRunnerPersistenceContract",
     "TaskRunnerPrefectContract",
     "TaskRunnerResourceContract",
+    "TaskRunnerGeneratorContract",
     "ContractError",
 )
 
@@ -851,6 +853,7 @@ class TaskRunnerContract(
     TaskRunnerPersistenceContract,
     TaskRunnerResourceContract,
     TaskRunnerPrefectContract,
+    TaskRunnerGeneratorContract,
 ):
     """The whole contract for a task runner; subclass and provide ``runner``.
 
