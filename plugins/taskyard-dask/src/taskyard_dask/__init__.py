@@ -19,4 +19,6 @@ when it starts. The runner is also registered as ``"dask"``
 from taskyard_dask.options import dask_options
 from taskyard_dask.runner import DaskTaskFuture, DaskTaskRunner
 
+__version__ = "0.1.0"
+
 __all__ = ("DaskTaskRunner", "DaskTaskFuture", "dask_options")
