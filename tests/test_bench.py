@@ -10,12 +10,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from taskyard.bench import WORKLOADS, Workload, run_benchmarks
+from taskyard.bench.harness import BenchResult
 from taskyard.bench.memory import PeakRSS
+from taskyard.bench.plot import _draw, axis_scale
+from taskyard.bench.report import noise_warnings
 from taskyard.bench.workloads import WrongResultError
 from taskyard.cli.main import cli
 from taskyard.runners import available_runners
@@ -163,7 +167,7 @@ class TestOutputs:
         monkeypatch.setitem(sys.modules, "matplotlib", None)
         result = _bench("--runners", "sequential", "--workloads", "noop-map", "--plot", str(tmp_path / "x.png"))
         assert result.exit_code == 2
-        assert "pip install 'taskyard[plot]'" in result.output
+        assert "pip install matplotlib" in result.output
 
     def test_peak_rss_is_measured(self) -> None:
         """PeakRSS reports a positive peak for the block."""
@@ -177,3 +181,66 @@ class TestOutputs:
         code = "import sys, taskyard; print([m for m in ('taskyard.bench', 'rich', 'click') if m in sys.modules])"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip() == "[]"
+
+
+def _row(runner: str, median: float | None, spread: float = 0.1, raw: float | None = None) -> BenchResult:
+    return BenchResult(
+        "w", runner, 10, 3, median_s=median, min_s=median and median * (1 - spread / 2), max_s=median and median * (1 + spread / 2),
+        raw_median_s=raw, raw_min_s=raw, raw_max_s=raw,
+    )  # fmt: skip
+
+
+class TestCharts:
+    def _axes(self, rows: list[BenchResult], tmp_path: Path) -> Any:
+        pytest.importorskip("matplotlib", reason="plotting is the optional [plot] extra")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        _draw(ax, rows, "w")
+        plt.close(fig)
+        return ax
+
+    def test_values_within_ten_times_get_a_linear_axis(self, tmp_path: Path) -> None:
+        """Bars within 10x of each other share a linear axis; spanning decades, a log one."""
+        assert axis_scale([1.0, 3.0, 9.9, None]) == "linear"
+        assert axis_scale([0.001, 1.0]) == "log"
+        assert self._axes([_row("a", 1.0, raw=2.0), _row("b", 5.0, raw=4.0)], tmp_path).get_yscale() == "linear"
+        assert self._axes([_row("a", 0.01, raw=2.0), _row("b", 5.0)], tmp_path).get_yscale() == "log"
+
+    def test_absent_bars_have_no_legend_entry(self, tmp_path: Path) -> None:
+        """A workload without a raw baseline (a user's flow) draws no raw bars and no 'raw backend' entry."""
+        ax = self._axes([_row("threads", 1.0), _row("processes", 2.0)], tmp_path)
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["taskyard"] and len(ax.patches) == 2
+
+    def test_min_max_whiskers_are_drawn(self, tmp_path: Path) -> None:
+        """Each bar carries an error bar from its min to its max."""
+        ax = self._axes([_row("threads", 1.0, spread=0.4)], tmp_path)
+        from matplotlib.container import ErrorbarContainer
+
+        (errorbar,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        ((_, low), (_, high)) = errorbar.lines[2][0].get_segments()[0]
+        assert (round(low, 3), round(high, 3)) == (0.8, 1.2)
+
+
+class TestNoiseWarning:
+    def test_a_wide_spread_is_reported(self) -> None:
+        """A min–max spread over half the median is listed; a tight one is not."""
+        rows = [_row("threads", 1.0, spread=0.1), _row("dask", 2.0, spread=0.8)]
+        (line,) = noise_warnings(rows)
+        assert line.startswith("w on dask: 1.20 s–2.80 s around a median of 2.00 s")
+
+    def test_the_command_prints_the_warning(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """bench prints a warning naming the noisy measurements."""
+        from taskyard.bench import harness
+        from taskyard.cli import bench as bench_cli
+
+        def fake_run(*args: Any, **kwargs: Any) -> harness.BenchRun:
+            return harness.BenchRun(results=[_row("sequential", 1.0, spread=0.9)])
+
+        monkeypatch.setattr(harness, "run_benchmarks", fake_run)
+        result = CliRunner().invoke(bench_cli.bench, ["--runners", "sequential", "--workloads", "noop-map"])
+        assert "warning: the machine was noisy" in result.output and "w on sequential" in result.output

@@ -100,7 +100,7 @@ class TestRunnerSelection:
         from taskyard.runners.registry import RunnerRegistry
 
         registry = RunnerRegistry(group="taskyard.no-such-group")
-        with pytest.raises(RunnerNotFound, match="pip install taskyard-ray"):
+        with pytest.raises(RunnerNotFound, match="in the taskyard repository with: pip install -e plugins/taskyard-ray"):
             registry.get("ray")
 
     def test_environment_changes_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:

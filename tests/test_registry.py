@@ -41,7 +41,7 @@ class TestRegistry:
         """available() covers the built-ins and the known plugins with hints."""
         rows = {r.name: r for r in RunnerRegistry(group="taskyard.none").available()}
         assert rows["threads"].installed
-        assert not rows["ray"].installed and rows["ray"].hint == "pip install taskyard-ray"
+        assert not rows["ray"].installed and rows["ray"].hint == "pip install -e plugins/taskyard-ray"
 
     def test_resolve_runner(self) -> None:
         """resolve_runner takes an instance, a class or a name, and rejects the rest."""

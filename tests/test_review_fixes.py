@@ -162,7 +162,9 @@ class TestConcurrencyLimitsAtScale:
 
         @task(max_concurrency=1)
         def slow(x: int) -> int:
-            time.sleep(0.2)
+            # Long enough that the first run cannot finish before the flow fails,
+            # however slowly a loaded machine builds the map (0.2 s was a race).
+            time.sleep(3)
             return x
 
         @flow(task_runner=runner)

@@ -32,8 +32,9 @@ class FlowRunInfo:
     the start of the run, so a task running in another process sees the
     same: ``home`` (TASKYARD_HOME), ``persist_results``, ``log_prints``,
     the flow's ``result_storage``/``result_serializer`` (its tasks'
-    defaults), and ``pid``/``log_level`` (a task in another process captures its log
-    records at that level and ships them back with its state).
+    defaults), ``pid``/``log_level`` (a task in another process captures its log
+    records at that level and ships them back with its state), and
+    ``dashboard_link``: the runner's dashboard (Dask, Ray), if it has one.
     """
 
     id: str
@@ -49,6 +50,7 @@ class FlowRunInfo:
     log_level: int = 30
     result_storage: Any = None
     result_serializer: Any = None
+    dashboard_link: str | None = None
     # Filled on first use, then travel with the info: a hash of the parameters
     # and the parameters as shipped (None: too large to ship with each call).
     _parameters_key: str | None = field(default=None, repr=False, compare=False)

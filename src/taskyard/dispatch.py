@@ -27,6 +27,7 @@ overtaken by smaller ones behind it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -39,11 +40,13 @@ from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
+from taskyard.logs import RunLoggerAdapter, run_extra
 from taskyard.runners.base import unsatisfiable_resources
 from taskyard.states import Cancelled, State
 from taskyard.transactions import open_transaction
 
 if TYPE_CHECKING:
+    from taskyard.progress import RunCounter
     from taskyard.runners.base import TaskRunner
     from taskyard.tasks import Task
 
@@ -113,6 +116,8 @@ class Dispatcher:
         # not start the next one from inside its own done-callback (recursion).
         self._to_start: deque[tuple[TaskCall[Any], _Held, TaskFuture[Any]]] = deque()
         self._draining = False
+        # Set by the flow run when a live progress display may be shown.
+        self.counter: RunCounter | None = None
 
     # -- naming ---------------------------------------------------------------
 
@@ -142,6 +147,8 @@ class Dispatcher:
         txn = open_transaction()
         if txn is not None:
             txn.note_future(task, call.task_run, future)
+        if self.counter is not None:
+            self.counter.track(task.name, (future,))
         return future
 
     def map(
@@ -157,6 +164,11 @@ class Dispatcher:
         ``static`` arguments go to every call; call ``i`` gets item ``i`` of
         each sequence in ``mapped``.
         """
+        if length:
+            # One line per map, never one per run: the progress display and the
+            # flow run's summary line count the runs.
+            log = RunLoggerAdapter(logging.getLogger("taskyard.flow_runs"), run_extra(self.flow_run, None))
+            log.info("Submitting %s run%s of task %r", f"{length:,}", "" if length == 1 else "s", task.name)
         base_ups: list[Upstream] = []
         static_needs = scan(static, base_ups)
         if wait_for is not None:
@@ -199,6 +211,8 @@ class Dispatcher:
         if txn is not None:
             for run, future in zip(runs, result, strict=True):
                 txn.note_future(task, run, future)
+        if length and self.counter is not None:
+            self.counter.track(task.name, result, mapped=True)
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:

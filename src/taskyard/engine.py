@@ -33,7 +33,7 @@ from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_va
 from taskyard.exceptions import TaskTimeoutError
 from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
 from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
-from taskyard.logs import LogCapture, printing_to, reset_printing
+from taskyard.logs import LogCapture, RunLoggerAdapter, printing_to, reset_printing, run_extra
 from taskyard.persistence import MISS, result_plan
 from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut, check_transition
 
@@ -44,6 +44,9 @@ __all__ = ("TaskCall", "task_steps", "retry_loop", "hook_steps", "run_hooks", "r
 
 R = TypeVar("R")
 logger = logging.getLogger("taskyard.engine")
+# Runs of a map past this index log their retries and failures at DEBUG: a
+# large map is summarised by its flow run, not logged run by run.
+MAP_LOG_LIMIT = 10
 
 
 class TaskCall(Generic[R]):
@@ -146,7 +149,7 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
         if state.is_completed():
             yield from hook_steps(task.on_completion, task, info, state)
         else:
-            logger.error("Task run %r finished in state %r", info.name, state)
+            _log_failure(info, state)
             yield from hook_steps(task.on_failure, task, info, state)
     finally:
         if capture is not None:
@@ -235,9 +238,32 @@ def retry_loop(
         delay = retry_delay(policy, info.run_count - 1)
         retrying = Retrying(f"retry {info.run_count} of {policy.retries} in {delay:.3g} s after: {state.message}", run_count=info.run_count)
         check_transition(state.type, retrying.type)
-        logger.info("%r entered %s: %s", info.name, retrying.name, retrying.message)
+        run_log(info).log(
+            _level(info, logging.INFO), "Retrying in %.3g s (attempt %d of %d) after: %s",
+            delay, info.run_count + 1, policy.retries + 1, state.message,
+        )  # fmt: skip
         if delay > 0:
             yield Sleep(delay)
+
+
+def run_log(info: TaskRunInfo | FlowRunInfo) -> RunLoggerAdapter:
+    """The lifecycle logger of a task run (``taskyard.task_runs``) or flow run (``taskyard.flow_runs``)."""
+    if isinstance(info, TaskRunInfo):
+        return RunLoggerAdapter(logging.getLogger("taskyard.task_runs"), run_extra(flow_run_var.get(), info))
+    return RunLoggerAdapter(logging.getLogger("taskyard.flow_runs"), run_extra(info, None))
+
+
+def _level(info: TaskRunInfo | FlowRunInfo, level: int) -> int:
+    return logging.DEBUG if isinstance(info, TaskRunInfo) and info.map_index >= MAP_LOG_LIMIT else level
+
+
+def _log_failure(info: TaskRunInfo, state: State[Any]) -> None:
+    exc = state.data if isinstance(state.data, BaseException) else None
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None and exc.__traceback__ is not None else None
+    retries = f" after {info.run_count} attempts" if info.run_count > 1 else ""
+    run_log(info).log(
+        _level(info, logging.ERROR), "Finished in state %s%s: %s", state.name, retries, state.message, exc_info=exc_info
+    )
 
 
 def _ask(condition: Callable[[State[Any]], bool], state: State[Any], info: object) -> bool:

@@ -41,6 +41,7 @@ from taskyard.inputs import find_upstreams, first_blocking_failure, local_lookup
 from taskyard.logs import printing_to, reset_printing
 from taskyard.methods import bind_to, unwrap_method
 from taskyard.options import HookOption, call_name_fn, check_result_options, check_retries, check_template, check_timeout, format_name
+from taskyard.reporting import FlowRunReport
 from taskyard.runners.base import TaskRunner
 from taskyard.runners.registry import registry, resolve_runner
 from taskyard.settings import current_settings
@@ -90,6 +91,7 @@ class FlowRunState:
     flow: Flow[..., Any]
     info: FlowRunInfo
     dispatcher: Dispatcher
+    report: FlowRunReport
 
 
 _FLOW_OPTIONS = (
@@ -322,6 +324,7 @@ class Flow(Generic[P, R]):
         else:
             name = format_name(self.flow_run_name, self.binder.with_defaults(params))
         settings = current_settings()
+        outermost = flow_run_var.get() is None
         info = FlowRunInfo(
             run_id,
             name,
@@ -332,13 +335,17 @@ class Flow(Generic[P, R]):
             persist_results=self.persist_result if self.persist_result is not None else settings.persist_results,
             log_prints=_log_prints(self.log_prints),
             pid=os.getpid(),
-            log_level=min(logging.getLogger().getEffectiveLevel(), logging.getLogger("taskyard").getEffectiveLevel()),
             result_storage=self.result_storage,
             result_serializer=self.result_serializer,
         )
+        report = FlowRunReport(info, settings, outermost)  # sets up the console handler
+        info.log_level = min(logging.getLogger().getEffectiveLevel(), logging.getLogger("taskyard").getEffectiveLevel())
         runner = self._runner_for_run(settings.task_runner)
         runner.start()
-        return FlowRunState(self, info, Dispatcher(runner, info, self.tag_concurrency))
+        report.begin(self.name, runner)
+        dispatcher = Dispatcher(runner, info, self.tag_concurrency)
+        dispatcher.counter = report.counter
+        return FlowRunState(self, info, dispatcher, report)
 
     def _runner_for_run(self, default: str | None) -> TaskRunner[Any]:
         spec = _override.get() or self.task_runner or default or "threads"
@@ -451,11 +458,13 @@ def _close(run: FlowRunState, state: State[Any]) -> None:
         runner.shutdown(wait=True)
     else:  # failed or timed out: what is still outstanding is not wanted
         runner.shutdown(wait=False, cancel_pending=True)
+    run.report.end(state, run.dispatcher.futures)
 
 
 def _abort(run: FlowRunState, exc: BaseException) -> None:
     """Ctrl-C (or another BaseException) in a flow run: cancel its work, run its hooks."""
     run.dispatcher.runner.shutdown(wait=False, cancel_pending=True)
+    run.report.abort(exc)
     flow, info = run.flow, run.info
     cancelled_error = getattr(sys.modules.get("asyncio"), "CancelledError", KeyboardInterrupt)
     if isinstance(exc, (KeyboardInterrupt, cancelled_error)):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskyard.sources import import_object
+from taskyard.sources import FlowImportError, import_object
 
-__all__ = ("load_object", "load_flow")
+__all__ = ("load_object", "load_flow", "FlowImportError")
 
 
 def load_object(ref: str) -> Any:
-    """Import the object ``ref`` names.
+    """Import the object ``ref`` names; a module name is looked for in the current directory first.
 
     Raises:
         ValueError: ``ref`` is not of the form ``file.py:name`` or ``module:name``.
         LookupError: The file, module or name does not exist.
+        FlowImportError: The file or module raised while it was imported.
     """
     return import_object(ref)
 

@@ -25,39 +25,47 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-from taskyard.context import flow_run_var, task_run_var
+from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_var
 
-__all__ = ("get_run_logger", "RunLoggerAdapter", "LogCapture", "replay_records", "printing_to")
+__all__ = ("get_run_logger", "RunLoggerAdapter", "run_extra", "LogCapture", "replay_records", "printing_to")
 
 RUN_LOGGER = "taskyard.runs"
 
 
 class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Adds ``flow_run_name``, ``task_run_name`` (and ids) to every record's ``extra``."""
+    """Adds ``flow_run_name``, ``task_run_name`` (and ids) to every record's ``extra``.
+
+    The message itself is left as given: formatters (the console handler's,
+    or a user's) put the run names where they want them.
+    """
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
-        extra = self.extra or {}
-        names = [str(n) for n in (extra.get("flow_run_name"), extra.get("task_run_name")) if n]
-        return (f"[{' / '.join(names)}] {msg}" if names else msg), kwargs
+        given = kwargs.get("extra")
+        kwargs["extra"] = {**(self.extra or {}), **given} if given else self.extra
+        return msg, kwargs
+
+
+def run_extra(flow_run: FlowRunInfo | None, task_run: TaskRunInfo | None) -> dict[str, Any]:
+    """The ``extra`` fields naming a flow run and a task run (None where there is none)."""
+    return {
+        "flow_run_name": flow_run.name if flow_run else None,
+        "flow_run_id": flow_run.id if flow_run else None,
+        "task_run_name": task_run.name if task_run else None,
+        "task_run_id": task_run.id if task_run else None,
+    }
 
 
 def get_run_logger(name: str = RUN_LOGGER) -> RunLoggerAdapter:
     """A logger for the current flow or task run.
 
     Its records carry ``flow_run_name``/``flow_run_id`` and
-    ``task_run_name``/``task_run_id`` (None where there is none) and their
-    message is prefixed with the run names.
+    ``task_run_name``/``task_run_id`` as attributes (None where there is
+    none); the console handler shows the run name beside each message.
+
+    Args:
+        name: The logger name (default ``taskyard.runs``).
     """
-    flow_run = flow_run_var.get()
-    task_run = task_run_var.get()
-    extra = {
-        "flow_run_name": flow_run.name if flow_run else None,
-        "flow_run_id": flow_run.id if flow_run else None,
-        "task_run_name": task_run.name if task_run else None,
-        "task_run_id": task_run.id if task_run else None,
-    }
-    return RunLoggerAdapter(logging.getLogger(name), extra)
+    return RunLoggerAdapter(logging.getLogger(name), run_extra(flow_run_var.get(), task_run_var.get()))
 
 
 # -- print() → the run logger -------------------------------------------------------

@@ -278,7 +278,7 @@ def check_storage(spec: Any, owner: str) -> None:
         import importlib.util
 
         if importlib.util.find_spec("fsspec") is None:
-            raise ValueError(f"{owner}: result_storage={spec!r} needs fsspec: pip install 'taskyard[fsspec]'")
+            raise ValueError(f"{owner}: result_storage={spec!r} needs fsspec: pip install fsspec")
     elif spec is not None:
         get_storage(spec, ".")
 

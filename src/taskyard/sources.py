@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ("import_object",)
+__all__ = ("import_object", "FlowImportError")
+
+
+class FlowImportError(ImportError):
+    """The file or module exists but raised while it was imported; ``__cause__`` is what it raised."""
 
 
 def import_object(ref: str, base: str | os.PathLike[str] | None = None) -> Any:
@@ -26,6 +30,7 @@ def import_object(ref: str, base: str | os.PathLike[str] | None = None) -> Any:
     Raises:
         ValueError: ``ref`` is not of the form ``file.py:name`` or ``module:name``.
         LookupError: The file, module or name does not exist.
+        FlowImportError: The file or module raised while it was imported.
     """
     target, sep, name = ref.rpartition(":")
     if not sep or not target or not name:
@@ -38,10 +43,7 @@ def import_object(ref: str, base: str | os.PathLike[str] | None = None) -> Any:
     elif base is not None:
         module = _import_from(target, Path(base).resolve())
     else:
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as exc:
-            raise LookupError(f"no module named {target!r}") from exc
+        module = _import_module(target)
     try:
         return getattr(module, name)
     except AttributeError:
@@ -55,7 +57,11 @@ def _exec_file(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     sys.path.insert(0, str(path.parent))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise FlowImportError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(module)
@@ -70,3 +76,19 @@ def _import_from(dotted: str, base: Path) -> Any:
         return importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
         raise LookupError(f"no module named {dotted!r} under {base}") from exc
+
+
+def _import_module(target: str) -> Any:
+    """Import ``target`` as ``python -m`` would: the current directory first."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        # The module itself is missing, or something it imports is.
+        if exc.name is not None and (target == exc.name or target.startswith(exc.name + ".")):
+            raise LookupError(f"no module named {target!r} (looked in {cwd} and on sys.path)") from exc
+        raise FlowImportError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise FlowImportError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc

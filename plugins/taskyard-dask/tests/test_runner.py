@@ -530,8 +530,8 @@ class TestLogs:
         said = [r for r in caplog.records if "worker says hello" in r.getMessage()]
         assert len(said) == 1
         record = said[0]
-        assert record.name == "taskyard.runs" and f"pid {pid}" in record.getMessage()
-        assert "logging-flow" in record.getMessage() and run_name in record.getMessage()
+        assert record.name == "taskyard.runs" and record.getMessage() == f"worker says hello from pid {pid}"
+        assert getattr(record, "flow_run_name", None) == "logging-flow"
         assert getattr(record, "task_run_name", None) == run_name
         plain = [r for r in caplog.records if "plain taskyard logger says hello" in r.getMessage()]
         assert plain and plain[0].levelno == logging.WARNING and plain[0].name == "taskyard.user"

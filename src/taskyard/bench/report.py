@@ -137,3 +137,24 @@ def results_table(rows: Sequence[BenchResult]) -> Any:
 
 def _str(value: Any) -> str:
     return "–" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+# A min–max spread wider than this fraction of the median says the machine
+# was busy with something else while the benchmark ran.
+NOISY_SPREAD = 0.5
+
+
+def noise_warnings(rows: Sequence[BenchResult], threshold: float = NOISY_SPREAD) -> list[str]:
+    """One line per measurement whose min–max spread exceeds ``threshold`` × its median."""
+    found = []
+    for row in rows:
+        for label, median, low, high in (
+            ("", row.median_s, row.min_s, row.max_s),
+            (" (raw)", row.raw_median_s, row.raw_min_s, row.raw_max_s),
+        ):
+            if median and low is not None and high is not None and (high - low) > threshold * median:
+                found.append(
+                    f"{row.workload} on {row.runner}{label}: {fmt_seconds(low)}–{fmt_seconds(high)} "
+                    f"around a median of {fmt_seconds(median)}"
+                )
+    return found

@@ -28,11 +28,14 @@ _BUILTINS = {
     "processes": "taskyard.runners.processes:ProcessPoolTaskRunner",
 }
 
-# Runners this project ships as separate packages: the install hint for each.
+# Runners this project ships as separate packages, and the command that installs
+# each. The packages are not on a package index: the command is run in the
+# taskyard repository (tests/test_install.py runs every one of them).
 KNOWN_PLUGINS = {
-    "dask": "pip install taskyard-dask",
-    "ray": "pip install taskyard-ray",
+    "dask": "pip install -e plugins/taskyard-dask",
+    "ray": "pip install -e plugins/taskyard-ray",
 }
+WHERE = "in the taskyard repository"
 
 
 class RunnerInfo(NamedTuple):
@@ -96,12 +99,14 @@ class RunnerRegistry:
         if target is None:
             known = ", ".join(sorted(self._targets))
             if name in KNOWN_PLUGINS:
-                raise RunnerNotFound(f"runner {name!r} is not installed; it needs: {KNOWN_PLUGINS[name]} (installed: {known})")
+                raise RunnerNotFound(
+                    f"runner {name!r} is not installed; install it {WHERE} with: {KNOWN_PLUGINS[name]} (installed: {known})"
+                )
             raise RunnerNotFound(f"no task runner named {name!r}; registered runners: {known}")
         try:
             cls = _load(target)
         except ImportError as exc:
-            hint = KNOWN_PLUGINS.get(name, f"install the package that provides {target}")
+            hint = f"{KNOWN_PLUGINS[name]} ({WHERE})" if name in KNOWN_PLUGINS else f"the package that provides {target}"
             raise RunnerNotFound(f"runner {name!r} could not be imported ({exc}); it needs: {hint}") from exc
         self._loaded[name] = cls
         return cls

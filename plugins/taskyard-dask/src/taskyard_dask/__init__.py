@@ -20,4 +20,6 @@ from taskyard_dask.client import get_dask_client
 from taskyard_dask.options import dask_options
 from taskyard_dask.runner import DaskTaskFuture, DaskTaskRunner
 
+__version__ = "0.1.0"
+
 __all__ = ("DaskTaskRunner", "DaskTaskFuture", "dask_options", "get_dask_client")

@@ -1,0 +1,102 @@
+"""Every install command the project prints or documents works, from this repository.
+
+The packages are not on a package index, so a command must name paths in the
+repository (``pip install -e plugins/taskyard-dask``), never a bare package
+name of ours. The slow test runs each command in a throwaway virtualenv (pip
+uses its local caches).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskyard.runners.registry import KNOWN_PLUGINS
+
+ROOT = Path(__file__).resolve().parent.parent
+OUR_PACKAGES = {"taskyard", "taskyard-dask", "taskyard-ray", "taskyard_dask", "taskyard_ray"}
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted(ROOT.glob("plugins/*/README.md")),
+         ROOT / "benchmarks" / "README.md"]  # fmt: skip
+COMMAND = re.compile(r"(?:python3? -m )?pip install ([^`#\n&|;]+)")
+
+
+def documented_commands() -> dict[str, list[str]]:
+    """``pip install`` argument lists found in the docs and the runner hints, with where each was found."""
+    found: dict[str, list[str]] = {}
+    for page in PAGES:
+        for match in COMMAND.finditer(page.read_text()):
+            found.setdefault(match.group(1).strip(), []).append(str(page.relative_to(ROOT)))
+    for name, hint in KNOWN_PLUGINS.items():
+        found.setdefault(COMMAND.match(hint).group(1).strip(), []).append(f"runner hint {name!r}")  # type: ignore[union-attr]
+    return found
+
+
+def _requirement(arg: str) -> str:
+    return re.split(r"[\[<>=!~ ]", arg.strip("'\""), maxsplit=1)[0]
+
+
+class TestCommandsNameThisRepository:
+    def test_no_command_installs_our_packages_from_an_index(self) -> None:
+        """No documented or printed command asks an index for taskyard or its plugins."""
+        bad = []
+        for args, where in documented_commands().items():
+            for arg in shlex.split(args):
+                if not arg.startswith("-") and _requirement(arg) in OUR_PACKAGES:
+                    bad.append(f"pip install {args}  ({', '.join(where)})")
+        assert not bad, "commands that would look for our packages on an index:\n" + "\n".join(bad)
+
+    def test_every_hint_names_a_plugin_in_the_repository(self) -> None:
+        """Each runner hint installs a directory that exists here."""
+        for name, hint in KNOWN_PLUGINS.items():
+            path = shlex.split(hint)[-1]
+            assert (ROOT / path / "pyproject.toml").is_file(), f"{name}: {hint} names no plugin directory"
+
+    def test_advertised_extras_exist(self) -> None:
+        """Every extra a command names is declared by the package it installs."""
+        import tomllib
+
+        for args in documented_commands():
+            for arg in shlex.split(args):
+                match = re.fullmatch(r"(.+?)\[([\w,]+)\]", arg)
+                if match is None or match.group(1) in ("", "-e"):
+                    continue
+                project = ROOT / match.group(1)
+                declared = tomllib.loads((project / "pyproject.toml").read_text())["project"].get("optional-dependencies", {})
+                for extra in match.group(2).split(","):
+                    assert extra in declared, f"{arg}: {project.name} has no extra {extra!r}"
+
+
+@pytest.mark.slow
+def test_each_command_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
+    """In a new virtualenv, run in the repository, the documented clean install and then every other command work."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    commands = documented_commands()
+    # A clean environment first gets the one command that brings the core and
+    # the plugins; the rest (hints shown once the core is installed) follow.
+    first = [args for args in commands if args.startswith("-e . ")]
+    assert first, "no documented one-command install of the core with its plugins"
+    for args in sorted(commands, key=lambda a: a not in first):
+        done = subprocess.run(
+            [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *shlex.split(args)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"pip install {args} ({', '.join(commands[args])}) failed:\n{done.stderr[-3000:]}"
+    plugins = [f"taskyard_{name}" for name in KNOWN_PLUGINS]
+    check = f"import taskyard, {', '.join(plugins)}; print(taskyard.__name__)"
+    done = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_license_matches_the_declared_license() -> None:
+    """The repository's LICENSE is the Apache 2.0 text pyproject.toml declares."""
+    assert 'license = { text = "Apache-2.0" }' in (ROOT / "pyproject.toml").read_text()
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
