@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from taskyard.states import Cancelled, State
 
 if TYPE_CHECKING:
     from taskyard.runners.base import TaskRunner
+    from taskyard.store.recorder import Recorder
     from taskyard.tasks import Task
 
 __all__ = ("Dispatcher", "new_run_id")
@@ -112,6 +114,15 @@ class Dispatcher:
         # not start the next one from inside its own done-callback (recursion).
         self._to_start: deque[tuple[TaskCall[Any], _Held, TaskFuture[Any]]] = deque()
         self._draining = False
+        # Set by the flow engine when the run is recorded (taskyard.store).
+        self.recorder: Recorder | None = None
+        self.cancel_reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the flow run's task runs: outstanding ones end Cancelled, no new one starts."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.runner.shutdown(wait=False, cancel_pending=True)
 
     # -- naming ---------------------------------------------------------------
 
@@ -125,6 +136,7 @@ class Dispatcher:
 
     def submit(self, task: Task[..., Any], parameters: dict[str, Any], wait_for: Any = None) -> TaskFuture[Any]:
         """Hand one call of ``task`` to the runner (now, or once its upstreams are done)."""
+        submitted = time.time()
         ups: list[Upstream] = []
         needs = scan(parameters, ups)
         if wait_for is not None:
@@ -133,6 +145,8 @@ class Dispatcher:
         refused = self._refusal(call)
         future = self._route(call, ups, needs) if refused is None else _finished(call, refused)
         self.futures.append(future)
+        if self.recorder is not None and self.flow_run is not None:
+            self.recorder.track(self.flow_run.id, (call.task_run,), (future,), submitted)
         return future
 
     def map(
@@ -148,6 +162,7 @@ class Dispatcher:
         ``static`` arguments go to every call; call ``i`` gets item ``i`` of
         each sequence in ``mapped``.
         """
+        submitted = time.time()
         base_ups: list[Upstream] = []
         static_needs = scan(static, base_ups)
         if wait_for is not None:
@@ -157,6 +172,7 @@ class Dispatcher:
             static, base_ups, static_needs = resolve(static), [], False
         gated = self._gates_for(task)
         futures: list[TaskFuture[Any] | None] = [None] * length
+        infos: list[TaskRunInfo] = []
         ready: list[TaskCall[Any]] = []
         ready_at: list[int] = []
         names = list(mapped)
@@ -171,6 +187,7 @@ class Dispatcher:
                 if type(value) not in _PLAIN:
                     needs = scan(value, ups) or needs
             call = TaskCall(task, params, self.task_run(task, params, i), self.flow_run)
+            infos.append(call.task_run)
             refused = self._refusal(call) if task.resources else None
             if refused is not None:
                 futures[i] = _finished(call, refused)
@@ -180,10 +197,16 @@ class Dispatcher:
                 ready.append(call)
                 ready_at.append(i)
         if ready:
-            for i, future in zip(ready_at, self.runner.map(ready), strict=True):
+            try:
+                placed = self.runner.map(ready)
+            except RunnerError as exc:  # the flow run is ending (cancelled): nothing new starts
+                placed = [_finished(call, Cancelled(f"not started: {exc}")) for call in ready]
+            for i, future in zip(ready_at, placed, strict=True):
                 futures[i] = future
         result: FutureList[Any] = FutureList(futures)  # type: ignore[arg-type]
         self.futures.extend(result)
+        if self.recorder is not None and self.flow_run is not None:
+            self.recorder.track(self.flow_run.id, infos, result, submitted)
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:

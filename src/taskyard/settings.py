@@ -9,6 +9,7 @@ from pathlib import Path
 __all__ = ("Settings", "current_settings")
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +20,13 @@ class Settings:
         home: ``TASKYARD_HOME``: where runs, results and caches live (default ``~/.taskyard``).
         task_runner: ``TASKYARD_TASK_RUNNER``: the runner for flows that name none.
         persist_results: ``TASKYARD_PERSIST_RESULTS``: persist every result.
+        record: ``TASKYARD_RECORD``: record runs in the store (on unless ``0``).
     """
 
     home: Path
     task_runner: str | None
     persist_results: bool
+    record: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -33,6 +36,7 @@ class Settings:
             home=home,
             task_runner=env.get("TASKYARD_TASK_RUNNER") or None,
             persist_results=env.get("TASKYARD_PERSIST_RESULTS", "").strip().lower() in _TRUE,
+            record=env.get("TASKYARD_RECORD", "1").strip().lower() not in _FALSE,
         )
 
 
