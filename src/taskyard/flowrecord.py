@@ -31,12 +31,13 @@ __all__ = ("preset_run", "take_preset", "begin", "flush_task_runs", "end", "flow
 
 logger = logging.getLogger("taskyard.store")
 
-# (id, name) for the next flow run started in this context: how a process
-# started by taskyard.runs.start_flow_run runs the flow under the id it made.
-preset_run: ContextVar[tuple[str, str] | None] = ContextVar("taskyard_preset_run", default=None)
+# (id, name or None) for the next flow run started in this context: how a
+# process started by taskyard.runs.start_flow_run runs the flow under the id
+# it made, and how `taskyard run` knows the id to print.
+preset_run: ContextVar[tuple[str, str | None] | None] = ContextVar("taskyard_preset_run", default=None)
 
 
-def take_preset() -> tuple[str, str] | None:
+def take_preset() -> tuple[str, str | None] | None:
     """The preset id and name, once: a subflow of that run gets its own."""
     preset = preset_run.get()
     if preset is not None:

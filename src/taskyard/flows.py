@@ -211,7 +211,7 @@ class Flow(Generic[P, R]):
             params = self._validator(params)
         preset = flowrecord.take_preset()
         run_id = preset[0] if preset else new_run_id()
-        if preset:
+        if preset and preset[1]:
             name = preset[1]
         elif self.flow_run_name is None:
             name = f"{self.name}-{run_id[:8]}"

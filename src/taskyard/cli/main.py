@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from taskyard.cli.runs import runs as runs_commands
+
 __all__ = ("main", "cli")
 
 
@@ -70,12 +72,20 @@ def run(flow_ref: str, runner_name: str | None, params: tuple[str, ...]) -> None
     unknown = set(kwargs) - set(flow_obj.binder.all_names)
     if unknown and flow_obj.binder.simple:
         raise UserError(f"flow {flow_obj.name!r} has no parameter {sorted(unknown)[0]!r} (parameters: {', '.join(flow_obj.binder.names) or 'none'})")
+    from taskyard.dispatch import new_run_id
+    from taskyard.flowrecord import preset_run
+
+    run_id = new_run_id()
+    token = preset_run.set((run_id, None))
     try:
         override = task_runner_override(runner_name) if runner_name else contextlib.nullcontext()
         with override:
             state = flow_obj(**kwargs, return_state=True)
     except (RunnerNotFound, ParameterValidationError, TypeError) as exc:
         raise UserError(str(exc)) from None
+    finally:
+        preset_run.reset(token)
+    click.echo(f"flow run {run_id}", err=True)  # stdout keeps only the result, for scripts
     if not state.is_completed():
         raise RunFailed(f"flow run ended {state.name}: {state.message}")
     result = state.result()
@@ -111,6 +121,7 @@ def _add_bench() -> None:
 
 
 _add_bench()
+cli.add_command(runs_commands)
 
 
 def main() -> None:

@@ -59,7 +59,14 @@ def main(argv: list[str]) -> int:
     if not claimed:
         return 1  # cancelled (or started elsewhere) before it could start
     launch = cloudpickle.loads(blob)
-    flow = cloudpickle.loads(launch["flow"]) if launch["flow"] is not None else load_flow(ref)
+    if launch["flow"] is not None:
+        packed = cloudpickle.loads(launch["flow"])
+        flow = packed["flow"]
+        if packed["runner"] is not None:
+            cls, args, kwargs = packed["runner"]
+            flow = flow.with_options(task_runner=cls(*args, **kwargs))
+    else:
+        flow = load_flow(ref)
     threading.Thread(target=_backstop, args=(run_id,), name="taskyard-cancel-backstop", daemon=True).start()
     override = task_runner_override(runner) if runner else contextlib.nullcontext()
     preset_run.set((run_id, name))

@@ -115,8 +115,17 @@ def _flow_and_launch(conn: sqlite3.Connection, flow: Any) -> tuple[Flow[..., Any
     if isinstance(flow, Flow):
         import cloudpickle
 
+        from taskyard.runners.base import TaskRunner
+
         # By value where it cannot be imported (a script's __main__), by reference otherwise.
-        return flow, flow_source(flow) or f"<object {flow.name}>", cloudpickle.dumps(flow)
+        # A runner instance holds locks and pools: it travels as its class and arguments.
+        runner = flow.task_runner
+        if isinstance(runner, TaskRunner):
+            args, kwargs = runner._init_args
+            packed = {"flow": flow.with_options(task_runner=None), "runner": (type(runner), args, kwargs)}
+        else:
+            packed = {"flow": flow, "runner": None}
+        return flow, flow_source(flow) or f"<object {flow.name}>", cloudpickle.dumps(packed)
     if not isinstance(flow, str):
         raise TypeError(f"flow must be a @flow object, 'module:function', 'file.py:function' or a flow name, not {flow!r}")
     if ":" in flow:
