@@ -187,9 +187,15 @@ class Recorder:
             except Exception:  # a store that cannot be written must not stop the flow
                 logger.exception("recording runs in %s failed", self.home)
             with self._lock:
-                if not self._runs and not self._statements and not self._logs:
+                idle = not self._runs and not self._statements and not self._logs
+                if idle:
                     self._thread = None
-                    return
+            if idle:  # nothing to record: release the database until the next run
+                with self._write_lock:
+                    if self._conn is not None:
+                        self._conn.close()
+                        self._conn = None
+                return
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
