@@ -4,8 +4,6 @@
 
     Flow._prepare ── begin() ── registered for cancellation (cancelling.py)
                              └─ recorder.start_run (when TASKYARD_RECORD is on)
-    flow body ends ── flush_task_runs() ── finished task runs written while the
-                                           runner still holds their states
     runner shut down ── end() ── final state + every task run written; unregistered
 """
 
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
     from taskyard.settings import Settings
     from taskyard.store.recorder import Recorder
 
-__all__ = ("preset_run", "take_preset", "begin", "flush_task_runs", "end", "flow_source")
+__all__ = ("preset_run", "take_preset", "begin", "end", "flow_source")
 
 logger = logging.getLogger("taskyard.store")
 
@@ -112,16 +110,6 @@ def begin(flow: Any, info: FlowRunInfo, dispatcher: Dispatcher, settings: Settin
     taskyard_logger = logging.getLogger("taskyard")
     if _log_recorder not in taskyard_logger.handlers:
         taskyard_logger.addHandler(_log_recorder)
-
-
-def flush_task_runs(dispatcher: Dispatcher) -> None:
-    """Write the run's finished task runs now, before its runner shuts down."""
-    recorder = dispatcher.recorder
-    if recorder is not None and dispatcher.flow_run is not None:
-        try:
-            recorder.flush_tasks(dispatcher.flow_run.id)
-        except Exception:
-            logger.exception("recording the task runs of %r failed", dispatcher.flow_run.name)
 
 
 def end(dispatcher: Dispatcher, info: FlowRunInfo, state: State[Any]) -> None:

@@ -337,7 +337,6 @@ def _finish(run: FlowRunState, drive_run: Callable[[], State[Any]]) -> State[Any
 def _close(run: FlowRunState, state: State[Any]) -> None:
     runner = run.dispatcher.runner
     if state.is_completed():
-        flowrecord.flush_task_runs(run.dispatcher)  # while the runner still holds their states
         runner.shutdown(wait=True)
     else:  # failed or timed out: what is still outstanding is not wanted
         runner.shutdown(wait=False, cancel_pending=True)

@@ -31,8 +31,7 @@ from taskyard.exceptions import FlowRunError, RunNotFound
 from taskyard.flowrecord import flow_source
 from taskyard.flows import Flow
 from taskyard.runs.control import wait_for_flow_run
-from taskyard.runs.reading import open_store
-from taskyard.settings import current_settings
+from taskyard.runs.reading import open_store, store_home
 from taskyard.store.codec import dumps_json
 from taskyard.store.db import HOST, write
 
@@ -80,8 +79,8 @@ def start_flow_run(
         ParameterValidationError: A parameter does not fit the flow.
         FlowRunError: ``wait=True`` and the run did not complete.
     """
-    settings = current_settings()
-    conn = open_store(settings.home)
+    home = store_home()
+    conn = open_store(home)
     try:
         flow_obj, ref, blob = _flow_and_launch(conn, flow)
         params = _validated(flow_obj, dict(parameters or {}))
@@ -94,7 +93,7 @@ def start_flow_run(
         key = idempotency_key if idempotency_key is not None else _key_from_task_run(flow_obj.name)
         run_id, created = _insert(conn, flow_obj, params, run_name, key, start_at, task_runner, sorted(set(tags or ())), ref, blob)
         if created:
-            _spawn(conn, run_id, settings.home)
+            _spawn(conn, run_id, home)
     finally:
         conn.close()
     if wait:

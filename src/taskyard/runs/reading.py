@@ -25,6 +25,7 @@ from taskyard.store.db import HOST, connect, pid_alive, write
 from taskyard.store.recorder import HEARTBEAT_S
 
 __all__ = (
+    "store_home",
     "open_store",
     "resolve_id",
     "flow_run_row",
@@ -45,9 +46,19 @@ _COLUMNS = (
 )
 
 
+def store_home() -> Path:
+    """The TASKYARD_HOME in effect: the current flow run's (inside a run, wherever it runs), else the environment's."""
+    from taskyard.context import flow_run_var
+
+    current = flow_run_var.get()
+    if current is not None and current.home:
+        return Path(current.home)
+    return current_settings().home
+
+
 def open_store(home: Path | str | None = None) -> sqlite3.Connection:
-    """A connection to the run store of ``home`` (default: TASKYARD_HOME as set now)."""
-    conn = connect(home if home is not None else current_settings().home)
+    """A connection to the run store of ``home`` (default: :func:`store_home`)."""
+    conn = connect(home if home is not None else store_home())
     conn.row_factory = sqlite3.Row
     return conn
 

@@ -141,13 +141,6 @@ class Recorder:
             if flow_run_id in self._runs:
                 self._logs.append((flow_run_id, task_run_id, created, level, name, message))
 
-    def is_recording(self, flow_run_id: str) -> bool:
-        return flow_run_id in self._runs
-
-    def flush_tasks(self, run_id: str) -> None:
-        """Write the run's finished task runs now (before its runner shuts down)."""
-        self._write_pass()
-
     def finish(self, run_id: str, state: State[Any]) -> None:
         """The flow run ended: write its final state and every task run, then return."""
         now = time.time()
@@ -310,14 +303,17 @@ class Recorder:
 _Batch = tuple[Sequence["TaskRunInfo"], Sequence[Any], float]
 
 
-def _peek(held: Sequence[Any]) -> list[State[Any] | None]:
-    """The final state of each future (None where not done); the hot path of a 10k-task map.
+def _peek(held: Sequence[Any], finishing: bool) -> list[State[Any] | None]:
+    """The final state of each future (None where not known yet); the hot path of a 10k-task map.
 
-    A plain TaskFuture is read directly; a runner's own future class is asked
-    through its public methods (Dask's fetches its state lazily).
+    A plain TaskFuture is read directly. A runner's own future class may
+    keep its state elsewhere until read (Dask keeps it on the cluster, and
+    reading it would bring the result here): it is read only when the flow
+    run is finishing, after its runner shut down and installed the states.
     """
     return [
-        h._state if type(h) is TaskFuture else h if type(h) is State else h.state if h.done() else None for h in held
+        h._state if type(h) is TaskFuture else h if type(h) is State else h.state if finishing and h.done() else None
+        for h in held
     ]
 
 
@@ -329,7 +325,7 @@ def _split(batches: list[_Batch], finishing: bool) -> tuple[list[_Batch], list[_
     ready: list[_Batch] = []
     rest: list[_Batch] = []
     for infos, held, at in batches:
-        states = _peek(held)
+        states = _peek(held, finishing)
         if None not in states:
             ready.append((infos, states, at))
         elif finishing:
