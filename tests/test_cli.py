@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,13 +69,14 @@ class TestRun:
         """run prints the flow's result; --param values are parsed as JSON or kept as strings."""
         result = CliRunner().invoke(cli, ["run", f"{flow_file}:total", "--param", "n=4", "--param", "label=squares"])
         assert result.exit_code == 0, result.output
-        assert result.output.strip() == "squares=14"
+        assert result.stdout.strip() == "squares=14"
+        assert re.fullmatch(r"flow run [0-9a-f]{32}", result.stderr.strip())  # the run id, for `taskyard runs`
 
     @pytest.mark.parametrize("runner", ["sequential", "threads", "processes"])
     def test_runner_flag(self, flow_file: Path, runner: str) -> None:
         """--runner runs the flow on the named runner."""
         result = CliRunner().invoke(cli, ["run", f"{flow_file}:total", "--runner", runner])
-        assert result.exit_code == 0 and result.output.strip() == "sum=5"
+        assert result.exit_code == 0 and result.stdout.strip() == "sum=5"
 
     @pytest.mark.parametrize(
         ("args", "message"),
@@ -238,4 +240,4 @@ def test_str_parameters_keep_their_text(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(cli, ["run", f"{path}:show", "--param", "label=123", "--param", "n=4"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "'123'/4"
+    assert result.stdout.strip() == "'123'/4"

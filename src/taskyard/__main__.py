@@ -1,6 +1,8 @@
-"""``python -m taskyard``: the ``taskyard`` command line."""
+"""``python -m taskyard``: the same command line as ``taskyard``."""
 
-from taskyard.cli.main import main
+from taskyard.cli import main
+
+__all__ = ("main",)
 
 if __name__ == "__main__":
     main()

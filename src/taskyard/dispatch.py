@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ from taskyard.transactions import open_transaction
 if TYPE_CHECKING:
     from taskyard.progress import RunCounter
     from taskyard.runners.base import TaskRunner
+    from taskyard.store.recorder import Recorder
     from taskyard.tasks import Task
 
 __all__ = ("Dispatcher", "new_run_id")
@@ -118,6 +120,15 @@ class Dispatcher:
         self._draining = False
         # Set by the flow run when a live progress display may be shown.
         self.counter: RunCounter | None = None
+        # Set by the flow engine when the run is recorded (taskyard.store).
+        self.recorder: Recorder | None = None
+        self.cancel_reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the flow run's task runs: outstanding ones end Cancelled, no new one starts."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.runner.shutdown(wait=False, cancel_pending=True)
 
     # -- naming ---------------------------------------------------------------
 
@@ -136,6 +147,7 @@ class Dispatcher:
 
     def submit(self, task: Task[..., Any], parameters: dict[str, Any], wait_for: Any = None) -> TaskFuture[Any]:
         """Hand one call of ``task`` to the runner (now, or once its upstreams are done)."""
+        submitted = time.time()
         ups: list[Upstream] = []
         needs = scan(parameters, ups)
         if wait_for is not None:
@@ -149,6 +161,8 @@ class Dispatcher:
             txn.note_future(task, call.task_run, future)
         if self.counter is not None:
             self.counter.track(task.name, (future,))
+        if self.recorder is not None and self.flow_run is not None:
+            self.recorder.track(self.flow_run.id, (call.task_run,), (future,), submitted)
         return future
 
     def map(
@@ -169,6 +183,7 @@ class Dispatcher:
             # flow run's summary line count the runs.
             log = RunLoggerAdapter(logging.getLogger("taskyard.flow_runs"), run_extra(self.flow_run, None))
             log.info("Submitting %s run%s of task %r", f"{length:,}", "" if length == 1 else "s", task.name)
+        submitted = time.time()
         base_ups: list[Upstream] = []
         static_needs = scan(static, base_ups)
         if wait_for is not None:
@@ -178,6 +193,7 @@ class Dispatcher:
             static, base_ups, static_needs = resolve(static), [], False
         gated = self._gates_for(task)
         futures: list[TaskFuture[Any] | None] = [None] * length
+        infos: list[TaskRunInfo] = []
         ready: list[TaskCall[Any]] = []
         ready_at: list[int] = []
         names = list(mapped)
@@ -203,7 +219,11 @@ class Dispatcher:
                 ready.append(call)
                 ready_at.append(i)
         if ready:
-            for i, future in zip(ready_at, self.runner.map(ready), strict=True):
+            try:
+                placed = self.runner.map(ready)
+            except RunnerError as exc:  # the flow run is ending (cancelled): nothing new starts
+                placed = [_finished(call, Cancelled(f"not started: {exc}")) for call in ready]
+            for i, future in zip(ready_at, placed, strict=True):
                 futures[i] = future
         result: FutureList[Any] = FutureList(futures)  # type: ignore[arg-type]
         self.futures.extend(result)
@@ -213,6 +233,8 @@ class Dispatcher:
                 txn.note_future(task, run, future)
         if length and self.counter is not None:
             self.counter.track(task.name, result, mapped=True)
+        if self.recorder is not None and self.flow_run is not None:
+            self.recorder.track(self.flow_run.id, runs, result, submitted)
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:

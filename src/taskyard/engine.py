@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import traceback
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -200,16 +201,16 @@ def _run_task(call: TaskCall[R], params: dict[str, Any], remote: bool) -> Steps[
     return state
 
 
-def _judge_local(outcome: Outcome, run_count: int) -> State[Any]:
+def _judge_local(outcome: Outcome, run_count: int, started: datetime) -> State[Any]:
     if outcome.ok:
-        return Completed(outcome.value, run_count=run_count)
-    return failed_state(outcome.value, run_count)
+        return Completed(outcome.value, run_count=run_count, start_time=started)
+    return failed_state(outcome.value, run_count, start_time=started)
 
 
-def _judge_remote(outcome: Outcome, run_count: int) -> State[Any]:
+def _judge_remote(outcome: Outcome, run_count: int, started: datetime) -> State[Any]:
     if outcome.ok:
-        return Completed(outcome.value, run_count=run_count)
-    return failed_state(outcome.value, run_count, remote=True)
+        return Completed(outcome.value, run_count=run_count, start_time=started)
+    return failed_state(outcome.value, run_count, remote=True, start_time=started)
 
 
 def _always(state: State[Any]) -> bool:
@@ -220,10 +221,16 @@ def retry_loop(
     policy: _RetryPolicy,
     info: TaskRunInfo | FlowRunInfo,
     invoke: Invoke,
-    judge: Callable[[Outcome, int], State[Any]],
+    judge: Callable[[Outcome, int, datetime], State[Any]],
     condition: Callable[[State[Any]], bool] = _always,
 ) -> Steps[State[Any]]:
-    """Invoke until a run completes or its retries are spent; shared by tasks and flows."""
+    """Invoke until a run completes or its retries are spent; shared by tasks and flows.
+
+    The final state carries the start of the first attempt (``start_time``)
+    and, after retries, the states passed through (``history``).
+    """
+    started = datetime.now(UTC)
+    history: list[State[Any]] = []
     while True:
         info.run_count += 1
         outcome = yield invoke
@@ -232,12 +239,15 @@ def retry_loop(
         if nested is not None:  # the attempt submitted runs: wait for them (taskyard.nested)
             info.nested = None  # type: ignore[union-attr]
             nested.close(outcome.ok)
-        state = judge(outcome, info.run_count)
+        state = judge(outcome, info.run_count, started)
         if not state.is_bad() or info.run_count > policy.retries or not _ask(condition, state, info):
+            if history:  # rare: only runs that retried pay for the copy
+                state = state.model_copy(update={"history": tuple(history)})
             return state
         delay = retry_delay(policy, info.run_count - 1)
         retrying = Retrying(f"retry {info.run_count} of {policy.retries} in {delay:.3g} s after: {state.message}", run_count=info.run_count)
         check_transition(state.type, retrying.type)
+        history.append(retrying)
         run_log(info).log(
             _level(info, logging.INFO), "Retrying in %.3g s (attempt %d of %d) after: %s",
             delay, info.run_count + 1, policy.retries + 1, state.message,
@@ -289,7 +299,9 @@ def retry_delay(policy: _RetryPolicy, retry_index: int) -> float:
     return max(0.0, delay)
 
 
-def failed_state(exc: BaseException, run_count: int, remote: bool = False) -> State[Any]:
+def failed_state(
+    exc: BaseException, run_count: int, remote: bool = False, start_time: datetime | None = None
+) -> State[Any]:
     """The final state for an exception raised by user code.
 
     In another process than the flow's (``remote``), the traceback is kept
@@ -297,9 +309,9 @@ def failed_state(exc: BaseException, run_count: int, remote: bool = False) -> St
     it as the ``__cause__`` of the exception it re-raises.
     """
     if isinstance(exc, TaskTimeoutError):
-        return TimedOut(exc, run_count=run_count)
+        return TimedOut(exc, run_count=run_count, start_time=start_time)
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if remote else None
-    return Failed(exc, run_count=run_count, traceback=text)
+    return Failed(exc, run_count=run_count, traceback=text, start_time=start_time)
 
 
 def hook_steps(hooks: Iterable[Callable[..., object]], owner: object, info: object, state: State[Any]) -> Steps[None]:

@@ -23,8 +23,10 @@ either::
     │   ├── CancelledRunError                 cancelled before it finished
     │   ├── UnsatisfiableResourcesError       that asked for more than the runner has
     │   └── MissingResultError                whose result was not kept
+    │   └── FlowRunError                      a flow run started with wait=True did not complete
     ├── TaskTimeoutError (TimeoutError)       a task or flow over timeout_seconds
-    └── MissingContextError (RuntimeError)    get_run_context() outside a run
+    ├── MissingContextError (RuntimeError)    get_run_context() outside a run
+    └── RunNotFound (LookupError)             no recorded flow run with that id
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ __all__ = (
     "MissingResultError",
     "TaskTimeoutError",
     "MissingContextError",
+    "FlowRunError",
+    "RunNotFound",
 )
 
 
@@ -136,3 +140,24 @@ class TaskTimeoutError(TaskyardError, TimeoutError):
 
 class MissingContextError(TaskyardError, RuntimeError):
     """A run-context helper was called outside any flow or task run."""
+
+
+class FlowRunError(RunError):
+    """A flow run started by ``taskyard.runs`` did not complete.
+
+    Attributes:
+        flow_run_id: The id of that flow run.
+        state: Its final State (Failed, Crashed or Cancelled).
+    """
+
+    def __init__(self, message: str, flow_run_id: str, state: object) -> None:
+        super().__init__(message)
+        self.flow_run_id = flow_run_id
+        self.state = state
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.flow_run_id, self.state))
+
+
+class RunNotFound(TaskyardError, LookupError):
+    """No flow run (or task run) with the given id is recorded in the store."""

@@ -26,10 +26,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from taskyard import flowrecord
 from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, in_sync_run, task_run_var
 from taskyard.dispatch import Dispatcher, new_run_id
 from taskyard.engine import failed_state, hook_steps, retry_loop, run_hooks
@@ -316,8 +318,11 @@ class Flow(Generic[P, R]):
                 params = self._validator(params)
             except ParameterValidationError as exc:
                 return Failed(exc, message=f"the flow run did not start: {exc}", run_count=0)
-        run_id = new_run_id()
-        if self.flow_run_name is None:
+        preset = flowrecord.take_preset()
+        run_id = preset[0] if preset else new_run_id()
+        if preset and preset[1]:
+            name = preset[1]
+        elif self.flow_run_name is None:
             name = f"{self.name}-{run_id[:8]}"
         elif callable(self.flow_run_name):
             name = call_name_fn(self.flow_run_name, "flow_run_name")
@@ -345,7 +350,9 @@ class Flow(Generic[P, R]):
         report.begin(self.name, runner)
         dispatcher = Dispatcher(runner, info, self.tag_concurrency)
         dispatcher.counter = report.counter
-        return FlowRunState(self, info, dispatcher, report)
+        run = FlowRunState(self, info, dispatcher, report)
+        flowrecord.begin(self, info, dispatcher, settings)
+        return run
 
     def _runner_for_run(self, default: str | None) -> TaskRunner[Any]:
         spec = _override.get() or self.task_runner or default or "threads"
@@ -389,8 +396,10 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
     print_token = printing_to(flow.log_prints) if flow.log_prints is not None else None
     try:
         yield from hook_steps(flow.on_running, flow, info, Running())
-        state = yield from retry_loop(flow, info, invoke, _judge)
-        if state.is_completed() and info.persist_results:
+        state = yield from retry_loop(flow, info, invoke, _judge, lambda _: dispatcher.cancel_reason is None)
+        if dispatcher.cancel_reason is not None:
+            state = Cancelled(dispatcher.cancel_reason, run_count=state.run_count)
+        elif state.is_completed() and info.persist_results:
             state = _persist(flow, info, state)
     finally:
         if print_token is not None:
@@ -398,7 +407,8 @@ def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
         task_run_var.reset(task_token)
         flow_state_var.reset(state_token)
         flow_run_var.reset(flow_token)
-    yield from hook_steps(flow.on_completion if state.is_completed() else flow.on_failure, flow, info, state)
+    hooks = flow.on_cancellation if state.is_cancelled() else flow.on_completion if state.is_completed() else flow.on_failure
+    yield from hook_steps(hooks, flow, info, state)
     return state
 
 
@@ -433,13 +443,15 @@ def _attempt(flow: Flow[..., Any], dispatcher: Dispatcher) -> Callable[..., Any]
     return attempt
 
 
-def _judge(outcome: Outcome, run_count: int) -> State[Any]:
+def _judge(outcome: Outcome, run_count: int, started: datetime) -> State[Any]:
     if not outcome.ok:
-        return failed_state(outcome.value, run_count)
+        return failed_state(outcome.value, run_count, start_time=started)
     try:
-        return state_from_return(outcome.value, run_count)
+        state = state_from_return(outcome.value, run_count)
     except Exception as exc:  # an upstream's result could not be loaded
-        return Failed(exc, message=f"the flow returned a run that did not complete: {exc}", run_count=run_count)
+        message = f"the flow returned a run that did not complete: {exc}"
+        return Failed(exc, message=message, run_count=run_count, start_time=started)
+    return state if state.start_time is not None else state.model_copy(update={"start_time": started})
 
 
 def _finish(run: FlowRunState, drive_run: Callable[[], State[Any]]) -> State[Any]:
@@ -459,18 +471,23 @@ def _close(run: FlowRunState, state: State[Any]) -> None:
     else:  # failed or timed out: what is still outstanding is not wanted
         runner.shutdown(wait=False, cancel_pending=True)
     run.report.end(state, run.dispatcher.futures)
+    flowrecord.end(run.dispatcher, run.info, state)
 
 
 def _abort(run: FlowRunState, exc: BaseException) -> None:
     """Ctrl-C (or another BaseException) in a flow run: cancel its work, run its hooks."""
-    run.dispatcher.runner.shutdown(wait=False, cancel_pending=True)
     run.report.abort(exc)
     flow, info = run.flow, run.info
     cancelled_error = getattr(sys.modules.get("asyncio"), "CancelledError", KeyboardInterrupt)
     if isinstance(exc, (KeyboardInterrupt, cancelled_error)):
-        run_hooks(flow.on_cancellation, flow, info, Cancelled(f"interrupted: {type(exc).__name__}"))
+        run.dispatcher.cancel(f"interrupted: {type(exc).__name__}")
+        state = Cancelled(run.dispatcher.cancel_reason or "interrupted", run_count=info.run_count)
+        run_hooks(flow.on_cancellation, flow, info, state)
     else:
-        run_hooks(flow.on_crashed, flow, info, Crashed(f"the flow run was lost: {exc!r}", exc=exc))
+        run.dispatcher.runner.shutdown(wait=False, cancel_pending=True)
+        state = Crashed(f"the flow run was lost: {exc!r}", exc=exc, run_count=info.run_count)
+        run_hooks(flow.on_crashed, flow, info, state)
+    flowrecord.end(run.dispatcher, info, state)
 
 
 @overload

@@ -31,6 +31,7 @@ class Settings:
             of maps, shown only when standard output is a terminal.
         progress_delay: ``TASKYARD_PROGRESS_DELAY`` (default 1 s): how long a
             flow run goes before the display appears.
+        record: ``TASKYARD_RECORD``: record runs in the store (on unless ``0``).
     """
 
     home: Path
@@ -41,6 +42,7 @@ class Settings:
     logging_format: str = DEFAULT_LOG_FORMAT
     progress: bool = True
     progress_delay: float = 1.0
+    record: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +62,7 @@ class Settings:
             logging_format=env.get("TASKYARD_LOGGING_FORMAT") or DEFAULT_LOG_FORMAT,
             progress=_flag(env, "TASKYARD_PROGRESS", True),
             progress_delay=_seconds(env, "TASKYARD_PROGRESS_DELAY", 1.0),
+            record=env.get("TASKYARD_RECORD", "1").strip().lower() not in _FALSE,
         )
 
 

@@ -97,6 +97,11 @@ class State(BaseModel, Generic[R]):
             process than the flow's; attached as ``__cause__`` when the
             exception is re-raised.
         result_location: Where the result was persisted, if it was.
+        start_time: When the run's first attempt started (None for a run
+            that never started, or a state that is not a run's final one).
+        history: The states a run passed through on its way to this one
+            (``Retrying`` before each retry), oldest first; empty unless it
+            retried.
         log_records: Log records made in another process during the run,
             replayed in the flow process when the state arrives there.
     """
@@ -111,6 +116,8 @@ class State(BaseModel, Generic[R]):
     run_count: int = 0
     traceback: str | None = None
     result_location: str | None = None
+    start_time: datetime | None = None
+    history: tuple[State, ...] = Field(default=(), repr=False)  # type: ignore[type-arg]
     log_records: tuple[dict[str, Any], ...] | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
@@ -253,8 +260,15 @@ def Retrying(message: str | None = None, *, run_count: int = 1) -> State[Any]:
     return _make(StateType.RUNNING, "Retrying", message, run_count=run_count)
 
 
-def Completed(data: Any = None, *, message: str | None = None, run_count: int = 1, name: str = "Completed") -> State[Any]:
-    return _make(StateType.COMPLETED, name, message, data, run_count=run_count)
+def Completed(
+    data: Any = None,
+    *,
+    message: str | None = None,
+    run_count: int = 1,
+    name: str = "Completed",
+    start_time: datetime | None = None,
+) -> State[Any]:
+    return _make(StateType.COMPLETED, name, message, data, run_count=run_count, start_time=start_time)
 
 
 def Cached(data: Any = None, *, message: str | None = None, run_count: int = 0) -> State[Any]:
@@ -269,17 +283,18 @@ def Failed(
     name: str = "Failed",
     traceback: str | None = None,
     data: Any = None,
+    start_time: datetime | None = None,
 ) -> State[Any]:
     """A FAILED state holding ``exc`` (Prefect's ``Failed(data=exc, message=...)`` works too)."""
     if exc is None and data is not None:
         exc = data
     if message is None and exc is not None:
         message = f"{type(exc).__name__}: {exc}"
-    return _make(StateType.FAILED, name, message, exc, run_count=run_count, traceback=traceback)
+    return _make(StateType.FAILED, name, message, exc, run_count=run_count, traceback=traceback, start_time=start_time)
 
 
-def TimedOut(exc: BaseException, *, run_count: int = 1) -> State[Any]:
-    return Failed(exc, run_count=run_count, name="TimedOut")
+def TimedOut(exc: BaseException, *, run_count: int = 1, start_time: datetime | None = None) -> State[Any]:
+    return Failed(exc, run_count=run_count, name="TimedOut", start_time=start_time)
 
 
 def NotReady(upstream: str, upstream_state: State[Any]) -> State[Any]:

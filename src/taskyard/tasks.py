@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -160,13 +161,15 @@ class Task(TaskOptions, Generic[P, R]):
             return self._run_async(call, ups, return_state)
         for future in pending_futures(ups):
             future.wait()
-        return _unwrap(_noted(call, drive(_steps(call))), return_state)
+        submitted = time.time()
+        return _unwrap(_noted(call, drive(_steps(call)), submitted), return_state)
 
     async def _run_async(self, call: TaskCall[R], ups: list[Upstream], return_state: bool) -> Any:
         for upstream in ups:
             if isinstance(upstream.future, TaskFuture) and not upstream.future.done():
                 await _done(upstream.future)
-        return _unwrap(_noted(call, await drive_async(_steps(call))), return_state)
+        submitted = time.time()
+        return _unwrap(_noted(call, await drive_async(_steps(call)), submitted), return_state)
 
     def _call_here(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> tuple[TaskCall[R], list[Upstream]]:
         params = self.binder.bind(args, kwargs)
@@ -366,11 +369,16 @@ def _steps(call: TaskCall[R]) -> Any:
     return task_steps(call)
 
 
-def _noted(call: TaskCall[R], state: State[R]) -> State[R]:
-    """Tell the open transaction block, if any, that a run started in it ended."""
+def _noted(call: TaskCall[R], state: State[R], submitted: float) -> State[R]:
+    """Tell the open transaction block, if any, that a run started in it ended; record it with its flow run."""
     txn = open_transaction()
     if txn is not None:
         txn.note_run(call.task, call.task_run, state)
+    dispatcher = _dispatcher_or_none()
+    if dispatcher is None or dispatcher.recorder is None or task_run_var.get() is not None:
+        return state  # not recorded, or called inside a task run (as on every runner: not seen by the flow)
+    if call.flow_run is dispatcher.flow_run:
+        dispatcher.recorder.track_done(call.flow_run.id, call.task_run, state, submitted)  # type: ignore[union-attr]
     return state
 
 

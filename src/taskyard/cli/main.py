@@ -11,6 +11,7 @@ import click
 
 from taskyard.cli.errors import RunFailed, UserError
 from taskyard.cli.run import parse_param, run
+from taskyard.cli.runs import runs as runs_commands
 
 __all__ = ("main", "cli", "UserError", "RunFailed", "parse_param")
 
@@ -51,6 +52,7 @@ def _add_bench() -> None:
 
 
 _add_bench()
+cli.add_command(runs_commands)
 
 
 def main() -> None:

@@ -122,6 +122,11 @@ def _run(flow_obj: Any, kwargs: dict[str, Any], runner_name: str | None, show_tr
     from taskyard.exceptions import ParameterValidationError, RunnerNotFound
     from taskyard.flows import task_runner_override
 
+    from taskyard.dispatch import new_run_id
+    from taskyard.flowrecord import preset_run
+
+    run_id = new_run_id()
+    token = preset_run.set((run_id, None))
     try:
         override = task_runner_override(runner_name) if runner_name else contextlib.nullcontext()
         with override:
@@ -135,8 +140,11 @@ def _run(flow_obj: Any, kwargs: dict[str, Any], runner_name: str | None, show_tr
             _print_traceback(exc)
         hint = "" if show_traceback else " (--traceback shows where)"
         raise RunFailed(f"the flow run could not start: {type(exc).__name__}: {exc}{hint}") from None
+    finally:
+        preset_run.reset(token)
     if isinstance(state.data, ParameterValidationError):  # refused before it started
         raise UserError(str(state.data))
+    click.echo(f"flow run {run_id}", err=True)  # stdout keeps only the result, for scripts
     return state
 
 

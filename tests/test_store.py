@@ -1,0 +1,274 @@
+"""The embedded run store: schema, chunks, and what a flow run records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskyard import flow, get_run_context, tags, task
+from taskyard.runs import list_flow_runs, read_flow_run
+from taskyard.store.codec import TASK_FIELDS, decode_chunk, encode_chunk, json_safe
+from taskyard.store.db import connect, database_path, pid_alive
+from taskyard.store.schema import LATEST, migrate
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task(retries=1)
+def flaky_once(marker: str) -> str:
+    if get_run_context().task_run.run_count == 1:  # type: ignore[union-attr]
+        raise ValueError("first attempt fails")
+    return marker
+
+
+@flow
+def map_flow(n: int) -> list[int]:
+    return double.map(range(n)).result()
+
+
+class TestSchema:
+    def test_new_database_is_at_the_latest_version_in_wal_mode(self, tmp_path: Path) -> None:
+        """Opening a store creates it, migrated to the latest version, in WAL mode."""
+        conn = connect(tmp_path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert database_path(tmp_path).is_file()
+
+    def test_migration_from_the_first_version_keeps_runs(self) -> None:
+        """A version-1 database is migrated on open, and its flow runs still read back."""
+        home = Path(os.environ["TASKYARD_HOME"])
+        path = database_path(home)
+        old = sqlite3.connect(path, isolation_level=None)
+        assert migrate(old, target=1) == 1
+        now = time.time()
+        old.execute(
+            "INSERT INTO flow_runs (id, name, flow_name, state_type, state_name, state_time, created, start_time, end_time) "
+            "VALUES ('a' || hex(randomblob(15)), 'old-run', 'old_flow', 'COMPLETED', 'Completed', ?, ?, ?, ?)",
+            (now, now, now, now),
+        )
+        assert old.execute("SELECT count(*) FROM sqlite_master WHERE name = 'logs'").fetchone()[0] == 0
+        old.close()
+        conn = connect(home)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'logs'").fetchone()[0] == 1
+        (run,) = list_flow_runs()
+        assert (run.name, run.flow_name, run.state.name) == ("old-run", "old_flow", "Completed")
+
+
+class TestCodec:
+    def test_chunk_round_trip(self) -> None:
+        """A chunk gives back its task runs, with squeezed and joined columns expanded."""
+        rows = [
+            ("id1", "t-1", "t", 0, ("a",), 1.0, "COMPLETED", "Completed", None, 1, 1.5, 2.0, None, None),
+            ("id2", "t-2", "t", 1, ("a",), 1.0, "FAILED", "Failed", "boom", 2, 1.6, 2.1, "/r", (("RUNNING", "Retrying", "m", 1.7),)),
+        ]
+        columns: list[list[Any] | None] = [list(c) for c in zip(*rows, strict=True)]
+        assert decode_chunk(encode_chunk(2, columns)) == rows
+        columns[TASK_FIELDS.index("state_type")] = None  # implied by the state names
+        assert decode_chunk(encode_chunk(2, columns)) == rows
+
+    def test_chunks_never_unpickle_objects(self) -> None:
+        """A chunk holding anything but plain data is refused, not loaded."""
+        import pickle
+
+        evil = pickle.dumps((1, [[os.getcwd]]), protocol=5)
+        with pytest.raises(pickle.UnpicklingError, match="plain data"):
+            decode_chunk(evil)
+
+    def test_json_safe_parameters(self) -> None:
+        """JSON-able values stay; anything else becomes a short repr."""
+        value = {"n": 1, "xs": [1, "a", None], "obj": object(), "big": list(range(1000))}
+        safe = json_safe(value)
+        assert safe["n"] == 1 and safe["xs"] == [1, "a", None]
+        assert safe["obj"].startswith("<object object at")
+        assert isinstance(safe["big"], str) and len(safe["big"]) <= 200
+
+
+class TestRecording:
+    def test_every_task_run_of_a_large_map_is_recorded_when_the_flow_returns(self) -> None:
+        """A 1,500-task map on threads: every task run is in the store, final, in map order."""
+        state = map_flow(1500, return_state=True)
+        assert state.is_completed()
+        (run,) = list_flow_runs()
+        record = read_flow_run(run.id)
+        assert record.state.name == "Completed" and record.task_runner == "threads"
+        assert record.task_counts == {"Completed": 1500}
+        assert [t.map_index for t in record.task_runs] == list(range(1500))
+        assert all(t.state.is_completed() and t.run_count == 1 for t in record.task_runs)
+        assert all(t.start_time is not None and t.end_time is not None and t.start_time <= t.end_time for t in record.task_runs)
+        assert record.parameters == {"n": 1500}
+        assert [s.name for s in record.state_history] == ["Running", "Completed"]
+
+    def test_process_runner_task_runs_are_recorded(self) -> None:
+        """Task runs executed in worker processes are recorded from the states they send back."""
+        state = map_flow.with_options(task_runner="processes")(6, return_state=True)
+        assert state.result() == [0, 2, 4, 6, 8, 10]
+        record = read_flow_run(list_flow_runs()[0].id)
+        assert record.task_runner == "processes"
+        assert sorted(t.map_index for t in record.task_runs) == list(range(6))
+        assert all(t.state.is_completed() for t in record.task_runs)
+
+    def test_retries_tags_inline_calls_and_failures(self) -> None:
+        """A retried run keeps its Retrying state and run count; tags, inline calls and failures are recorded."""
+
+        @task
+        def boom() -> None:
+            raise RuntimeError("no")
+
+        @flow
+        def mixed() -> str:
+            with tags("nightly"):
+                flaky_once.submit("ok").wait()
+            double(4)  # called inline in the flow body
+            boom.submit()
+            return "done"
+
+        state = mixed(return_state=True)
+        assert state.is_failed() is False
+        record = read_flow_run(list_flow_runs()[0].id)
+        by_task = {t.task_name: t for t in record.task_runs}
+        flaky = by_task["flaky_once"]
+        assert flaky.run_count == 2 and flaky.tags == ["nightly"] and flaky.state.is_completed()
+        assert [s.name for s in flaky.state_history] == ["Pending", "Running", "Retrying"]
+        assert by_task["double"].state.is_completed() and by_task["double"].map_index == -1
+        assert by_task["boom"].state.name == "Failed" and "RuntimeError: no" in (by_task["boom"].state.message or "")
+        assert record.task_counts == {"Completed": 2, "Failed": 1}
+
+    def test_subflows_and_flows_called_in_tasks_name_their_parents(self) -> None:
+        """A subflow names its parent flow run; a flow called inside a task names that task run too."""
+
+        @flow
+        def inner() -> int:
+            return 1
+
+        @task
+        def calls_a_flow() -> int:
+            return inner()
+
+        @flow
+        def outer() -> int:
+            return inner() + calls_a_flow()
+
+        assert outer() == 2
+        runs = {r.name: r for r in list_flow_runs()}
+        (outer_run,) = [r for r in runs.values() if r.flow_name == "outer"]
+        inners = [r for r in runs.values() if r.flow_name == "inner"]
+        assert len(inners) == 2 and all(r.parent_flow_run_id == outer_run.id for r in inners)
+        (task_run,) = [t for t in read_flow_run(outer_run.id).task_runs if t.task_name == "calls_a_flow"]
+        assert sorted(str(r.parent_task_run_id) for r in inners) == sorted(["None", task_run.id])
+
+    def test_unserialisable_parameters_are_recorded_as_a_short_repr(self) -> None:
+        """A parameter JSON cannot hold is recorded as its repr."""
+
+        class Thing:
+            def __repr__(self) -> str:
+                return "Thing()"
+
+        @flow(validate_parameters=False)
+        def takes(thing: Any, n: int = 2) -> int:
+            return n
+
+        takes(Thing())
+        assert list_flow_runs()[0].parameters == {"thing": "Thing()"}
+
+    def test_taskyard_record_0_turns_recording_off_per_flow_run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKYARD_RECORD=0 is read when each flow run starts."""
+        monkeypatch.setenv("TASKYARD_RECORD", "0")
+        map_flow(3)
+        assert list_flow_runs() == []
+        monkeypatch.setenv("TASKYARD_RECORD", "1")
+        map_flow(3)
+        assert len(list_flow_runs()) == 1
+
+
+_SCRIPT = """
+import os, sys, time
+from taskyard import flow, task
+
+@task
+def inc(x):
+    {body}
+    return x + 1
+
+@flow(name="worker_{index}")
+def work(n: int):
+    return inc.map(range(n)).result()
+
+if __name__ == "__main__":
+    start = float(sys.argv[1])
+    while time.time() < start:
+        time.sleep(0.005)
+    work({n})
+"""
+
+
+def _script(tmp_path: Path, index: int, n: int, body: str = "pass") -> Path:
+    path = tmp_path / f"worker_{index}.py"
+    path.write_text(textwrap.dedent(_SCRIPT.format(index=index, n=n, body=body)))
+    return path
+
+
+class TestManyProcesses:
+    def test_eight_flow_processes_writing_at_once_lose_nothing(self, tmp_path: Path) -> None:
+        """8 flow processes started together, each mapping 500 tasks: every run recorded, no lock error."""
+        start = time.time() + 2.0
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(_script(tmp_path, i, 500))] + [str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(8)
+        ]
+        errors = []
+        for proc in procs:
+            try:
+                _, err = proc.communicate(timeout=240)
+            finally:
+                proc.kill()
+            assert proc.returncode == 0, err
+            errors.append(err)
+        assert not any("locked" in e for e in errors)
+        runs = list_flow_runs()
+        assert sorted(r.flow_name for r in runs) == sorted(f"worker_{i}" for i in range(8))
+        for run in runs:
+            record = read_flow_run(run.id)
+            assert record.state.is_completed()
+            assert sorted(t.map_index for t in record.task_runs) == list(range(500))
+            assert record.task_counts == {"Completed": 500}
+
+
+class TestCrashes:
+    def test_a_sigkilled_flow_process_reads_back_as_crashed(self, tmp_path: Path) -> None:
+        """A flow process killed with SIGKILL leaves its run Crashed on the next read, not Running."""
+        script = _script(tmp_path, 0, 4, body="time.sleep(60)")
+        proc = subprocess.Popen([sys.executable, str(script), "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not list_flow_runs() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (run,) = list_flow_runs()
+            assert run.state.name == "Running"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+        assert not pid_alive(proc.pid)
+        record = read_flow_run(run.id)
+        assert record.state.is_crashed() and str(proc.pid) in (record.state.message or "")
+        assert record.end_time is not None
+        assert read_flow_run(run.id).state.is_crashed()  # written once, read again the same
