@@ -193,7 +193,6 @@ class Dispatcher:
             static, base_ups, static_needs = resolve(static), [], False
         gated = self._gates_for(task)
         futures: list[TaskFuture[Any] | None] = [None] * length
-        infos: list[TaskRunInfo] = []
         ready: list[TaskCall[Any]] = []
         ready_at: list[int] = []
         names = list(mapped)

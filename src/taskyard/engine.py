@@ -25,7 +25,6 @@ import logging
 import os
 import random
 import traceback
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
