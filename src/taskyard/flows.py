@@ -37,6 +37,7 @@ from taskyard.exceptions import ReservedArgumentError
 from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import find_upstreams, pending_futures, resolve
+from taskyard.interrupts import flow_run_signals, shielded
 from taskyard.logs import printing_to, reset_printing
 from taskyard.options import check_result_options, check_retries, check_template, check_timeout, format_name, hooks_list
 from taskyard.runners.base import TaskRunner
@@ -184,19 +185,22 @@ class Flow(Generic[P, R]):
 
                 return asyncio.run(self._run_async(args, kwargs, return_state))
             return self._run_async(args, kwargs, return_state)
-        run = self._prepare(args, kwargs)
-        state = _finish(run, lambda: drive(flow_steps(run)))
+        with flow_run_signals(self.name):
+            run = self._prepare(args, kwargs)
+            state = _finish(run, lambda: drive(flow_steps(run)))
         return state if return_state else state.result()
 
     async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-        run = self._prepare(args, kwargs)
-        steps = flow_steps(run)
-        try:
-            state = await drive_async(steps)
-        except BaseException as exc:
-            _abort(run, exc)
-            raise
-        _close(run, state)
+        with flow_run_signals(self.name):
+            run = self._prepare(args, kwargs)
+            steps = flow_steps(run)
+            try:
+                state = await drive_async(steps)
+            except BaseException as exc:
+                with shielded():
+                    _abort(run, exc)
+                raise
+            _close(run, state)
         return state if return_state else state.result()
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowRunState:
@@ -230,7 +234,12 @@ class Flow(Generic[P, R]):
             result_serializer=self.result_serializer,
         )
         runner = self._runner_for_run(settings.task_runner)
-        runner.start()
+        try:
+            runner.start()
+        except BaseException:  # Ctrl-C while a cluster starts: release what did start
+            with shielded():
+                runner.shutdown(wait=False, cancel_pending=True)
+            raise
         return FlowRunState(self, info, Dispatcher(runner, info, self.tag_concurrency))
 
     def _runner_for_run(self, default: str | None) -> TaskRunner[Any]:
@@ -316,7 +325,8 @@ def _finish(run: FlowRunState, drive_run: Callable[[], State[Any]]) -> State[Any
     try:
         state = drive_run()
     except BaseException as exc:
-        _abort(run, exc)
+        with shielded():
+            _abort(run, exc)
         raise
     _close(run, state)
     return state
