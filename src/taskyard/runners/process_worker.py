@@ -126,7 +126,9 @@ def _unsendable(state: State[Any], exc: BaseException) -> State[Any]:
 # -- the worker process ---------------------------------------------------------------
 
 
-def worker_main(inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, inherited: list[int]) -> None:
+def worker_main(
+    inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, inherited: list[int], initializer: bytes | None = None
+) -> None:
     """Entry point of a worker process.
 
     Args:
@@ -137,6 +139,8 @@ def worker_main(inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, in
             lives exactly as long as the flow process: its death may kill us.
         inherited: Descriptors a forked worker holds by accident (the flow
             process's ends of the pipes): closed, so that end-of-file comes.
+        initializer: ``cloudpickle.dumps((fn, args))`` of the runner's
+            initializer, called once before the first batch.
     """
     for fd in inherited:
         with contextlib.suppress(OSError):
@@ -148,6 +152,9 @@ def worker_main(inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, in
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if forked_from_server:
         set_parent_death_signal(signal.SIGKILL)
+    if initializer is not None:
+        fn, args = cloudpickle.loads(initializer)
+        fn(*args)
     batches: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     threading.Thread(target=_read_batches, args=(inbox.fileno(), batches), name="taskyard-inbox", daemon=True).start()
     out = outbox.fileno()

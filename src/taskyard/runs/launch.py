@@ -139,7 +139,7 @@ def _flow_and_launch(conn: sqlite3.Connection, flow: Any) -> tuple[Flow[..., Any
 
 def _validated(flow: Flow[..., Any], parameters: dict[str, Any]) -> dict[str, Any]:
     params = flow.binder.bind((), parameters)
-    if flow.validate_parameters:
+    if flow.should_validate_parameters:
         params = flow._validator(params)
     return params
 
