@@ -130,7 +130,7 @@ class TestRun:
         """An async flow is awaited and its result printed, on every runner."""
         result = CliRunner().invoke(cli, ["run", f"{flow_file}:asynchronous", "--param", "n=4", "--runner", runner])
         assert result.exit_code == 0, result.output
-        assert result.output.strip() == "14"
+        assert result.stdout.strip() == "14"
 
     def test_a_file_that_fails_to_import_is_a_user_error(self, tmp_path: Path) -> None:
         """A flow file that raises on import: one line naming the error, exit 2; --traceback shows where."""

@@ -87,8 +87,9 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _ours(handler: logging.Handler) -> bool:
-    # The handler log capture puts on the root logger of a worker is not a user's.
-    return handler is _installed or type(handler).__name__ == "_CaptureHandler"
+    # Handlers taskyard itself installs (log capture on a worker's root logger,
+    # the run store's log recorder) are not a user's logging configuration.
+    return handler is _installed or getattr(handler, "taskyard_internal", False)
 
 
 def user_configured(logger: logging.Logger) -> bool:

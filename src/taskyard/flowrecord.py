@@ -46,6 +46,8 @@ def take_preset() -> tuple[str, str | None] | None:
 class _LogRecorder(logging.Handler):
     """Sends the records of taskyard's loggers made for a recorded flow run to its recorder."""
 
+    taskyard_internal = True  # not a user's logging configuration (taskyard.console)
+
     def __init__(self) -> None:
         super().__init__()
         self.recorders: dict[str, Recorder] = {}

@@ -102,6 +102,8 @@ _capture: ContextVar[list[dict[str, Any]] | None] = ContextVar("taskyard_log_cap
 class _CaptureHandler(logging.Handler):
     """On the root logger of a worker process: keeps records of the run in progress."""
 
+    taskyard_internal = True  # not a user's logging configuration (taskyard.console)
+
     def emit(self, record: logging.LogRecord) -> None:
         sink = _capture.get()
         if sink is None or getattr(record, "taskyard_streamed", False):

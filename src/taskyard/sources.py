@@ -61,7 +61,7 @@ def _exec_file(path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise FlowImportError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+        raise FlowImportError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(module)
