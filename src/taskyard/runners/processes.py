@@ -2,38 +2,47 @@
 
 ::
 
-    submit/map ─▶ cloudpickle.dumps(batch of calls) ─▶ ProcessPoolExecutor
-                   │ (fails: Failed state naming        │ worker: loads, run each
-                   │  the argument that won't pickle)   │ call (engine here:
-                   ▼                                    │ retries, timeouts via
-    futures ◀── states ◀── cloudpickle.loads ◀──────────┘ SIGALRM), dumps states
+    submit/map ─▶ cloudpickle.dumps(batch) ─▶ queue ─▶ a worker with room (≤ 2 batches each)
+                   │ (fails: Failed state naming          │ own pipes per worker
+                   │  the argument that won't pickle)     ▼
+    futures ◀── one state per call, as it ends ◀── worker process (process_worker.py)
        ▲
-       └── pool broke (a worker died): the pool is replaced and the lost calls
-           go to a quarantine queue that runs them again one at a time. A
-           call that breaks a pool while running alone is the culprit: it is
-           retried while its retries allow, then ends Crashed; the others
-           complete.
+       └── a worker died: the call it had started (the shared counter says
+           whether it had) is lost — run again while its retries allow, then
+           Crashed; the calls queued on it never started and are placed
+           again; the other workers never notice. A fresh worker takes its
+           place.
+
+The runner assigns every batch to one worker, so it always knows which
+calls a worker holds and which one it is running: a worker that dies costs
+exactly its own run, and a call that kills every worker it touches ends
+Crashed alone while the rest of the map keeps its parallelism.
 
 cloudpickle (not pickle) ships the calls, so tasks defined in ``__main__``,
 in a notebook or as closures work. For the same reason the workers never
 import the parent's ``__main__``: multiprocessing would otherwise re-run a
 script without an ``if __name__ == "__main__"`` guard in every worker (and
 fail outright for code read from stdin). ``map`` sends calls in batches to
-cut the per-call cost of the pool; a batch is small enough that every worker
-gets several.
+cut the per-call cost; a batch is small enough that every worker gets
+several.
+
+Workers end with the flow process: each watches its pipe from the flow
+process and exits when it closes, and (under the fork server) also gets a
+parent-death signal. They ignore SIGINT and SIGTERM sent to the process
+group: the flow process cancels their runs and stops them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.spawn
 import os
-import pickle
+import selectors
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import cloudpickle
@@ -47,24 +56,33 @@ from taskyard.runners.base import (
     TaskFuture,
     TaskRunner,
     local_capacity,
-    run_call,
     unpicklable_argument_error,
 )
-from taskyard.runners.shared import SharedArguments, load_shared
+from taskyard.runners.process_worker import (
+    INIT_FAILED,
+    STOP,
+    UNLOADABLE,
+    FrameBuffer,
+    decode_state,
+    worker_main,
+    write_frame,
+)
+from taskyard.runners.shared import SharedArguments
 from taskyard.states import Failed
 
 __all__ = ("ProcessPoolTaskRunner",)
 
 _MAX_BATCH = 64
-_Item = tuple[TaskCall[Any], TaskFuture[Any]]
+_PREFETCH = 2  # batches a worker holds: one running, one ready, so it never waits for the flow process
+_MAX_ORPHANED = 3  # deaths with this call queued and nothing running before it is blamed
 
 # -- workers start without the parent's __main__ -------------------------------------
 #
 # multiprocessing puts the parent's main module into the data every new worker
 # is prepared with, and the worker imports it. Workers of this runner never
 # need it (cloudpickle ships __main__'s functions by value), so while this
-# runner submits — which is when the pool starts workers — that entry is left
-# out. Other users of multiprocessing are not affected.
+# runner starts workers that entry is left out. Other users of
+# multiprocessing are not affected.
 _launching = threading.local()
 _original_preparation = multiprocessing.spawn.get_preparation_data
 
@@ -82,18 +100,34 @@ def _install_preparation_hook() -> None:
         multiprocessing.spawn.get_preparation_data = _preparation_data
 
 
-def _submit_without_main(pool: ProcessPoolExecutor, payload: bytes) -> Future[bytes]:
-    _launching.active = True
-    try:
-        return pool.submit(_run_batch, payload)
-    finally:
-        _launching.active = False
+class _Entry:
+    """One call in the runner's hands, with what its lost attempts taught."""
+
+    __slots__ = ("call", "future", "losses", "orphaned")
+
+    def __init__(self, call: TaskCall[Any], future: TaskFuture[Any]) -> None:
+        self.call, self.future = call, future
+        self.losses = 0  # attempts lost with the worker running it
+        self.orphaned = 0  # workers that died holding it before it started, while running nothing
 
 
-def _initialize(shipped: bytes) -> None:
-    """Run the user's initializer in a new worker process."""
-    initializer, initargs = cloudpickle.loads(shipped)
-    initializer(*initargs)
+_Batch = tuple[list[_Entry], bytes]
+
+
+class _Worker:
+    """The flow process's handle on one worker process."""
+
+    __slots__ = ("process", "inbox", "outbox", "slot", "frames", "batches", "done")
+
+    def __init__(self, process: Any, inbox: Any, outbox: Any, slot: Any) -> None:
+        self.process, self.inbox, self.outbox, self.slot = process, inbox, outbox, slot
+        self.frames = FrameBuffer()
+        self.batches: deque[list[_Entry]] = deque()  # sent, oldest first; the head one is being run
+        self.done = 0  # states received; the slot counts calls started
+
+    def running(self) -> bool:
+        """True if the worker has started a call it has not answered."""
+        return bool(self.batches) and self.slot.value > self.done
 
 
 class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
@@ -109,6 +143,8 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         initializer: Called as ``initializer(*initargs)`` once in each worker
             process when it starts (as in ``concurrent.futures`` and Prefect);
             shipped with cloudpickle, so a function from ``__main__`` works.
+            If it raises, the runs that were waiting for a worker end Crashed
+            with its error.
         initargs: The arguments for ``initializer``.
     """
 
@@ -135,29 +171,33 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         if self.start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
-        self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._pending: dict[Future[bytes], tuple[ProcessPoolExecutor, list[_Item], bool]] = {}
-        self._losses: dict[str, int] = {}
-        self._quarantine: deque[_Item] = deque()
-        self._quarantine_busy = False
+        self._queue: deque[_Batch] = deque()
+        self._workers: dict[int, _Worker] = {}
+        self._outstanding = 0
+        self._closing = self._cancelling = False
+        self._selector: selectors.BaseSelector | None = None
+        self._wakeup: tuple[int, int] | None = None
+        self._collector: threading.Thread | None = None
         self._shared = SharedArguments()
+        self._initializer_error: str | None = None
 
     def resource_capacity(self) -> Mapping[str, float]:
         return self.resources
 
     def setup(self) -> None:
         _install_preparation_hook()
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        ctx = multiprocessing.get_context(self.start_method)
+        self._ctx: Any = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
-            ctx.set_forkserver_preload(["taskyard.engine", "cloudpickle"])
-        if self.initializer is None:
-            return ProcessPoolExecutor(self.max_workers, mp_context=ctx)
-        shipped = cloudpickle.dumps((self.initializer, self.initargs))
-        return ProcessPoolExecutor(self.max_workers, mp_context=ctx, initializer=_initialize, initargs=(shipped,))
+            self._ctx.set_forkserver_preload(["taskyard.runners.process_worker"])
+        self._init = None if self.initializer is None else cloudpickle.dumps((self.initializer, self.initargs))
+        self._selector = selectors.DefaultSelector()
+        self._wakeup = os.pipe()
+        self._selector.register(self._wakeup[0], selectors.EVENT_READ, None)
+        self._collector = threading.Thread(target=self._collect, name="taskyard-process-runner", daemon=True)
+        self._collector.start()
+
+    # -- placing calls -------------------------------------------------------------
 
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
         return self.map([call])[0]
@@ -166,222 +206,297 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self.check_open()
         futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
         self._shared.replace(calls)
-        items = list(zip(calls, futures, strict=True))
-        size = max(1, min(_MAX_BATCH, len(items) // (self.max_workers * 4)))
-        for start in range(0, len(items), size):
-            self._send(items[start : start + size])
+        entries = [_Entry(call, future) for call, future in zip(calls, futures, strict=True)]
+        size = max(1, min(_MAX_BATCH, len(entries) // (self.max_workers * 4)))
+        batches: list[_Batch] = []
+        for start in range(0, len(entries), size):
+            batches.extend(self._pack(entries[start : start + size], fail=_set_states))
+        with self._lock:
+            if self._closing:
+                cancelled = [e for b, _ in batches for e in b]
+                batches = []
+            else:
+                cancelled = []
+                self._outstanding += sum(len(b) for b, _ in batches)
+                self._queue.extend(batches)
+                self._dispatch()
+        for entry in cancelled:
+            entry.future._set_state(Cancelled("the runner was shut down"))
         return futures
 
-    def _send(self, batch: list[_Item], quarantined: bool = False) -> None:
+    def _pack(self, entries: list[_Entry], fail: Callable[[list[_Entry], State[Any]], None]) -> list[_Batch]:
+        """Pickle a batch; a call that will not pickle is passed to ``fail``, the others go on."""
         try:
-            payload = cloudpickle.dumps([call for call, _ in batch])
+            return [(entries, cloudpickle.dumps([e.call for e in entries]))]
         except Exception:
-            if len(batch) > 1:  # find the call that will not pickle; send the rest
-                for item in batch:
-                    self._send([item], quarantined)
-                return
-            call, future = batch[0]
-            future._set_state(Failed(unpicklable_argument_error(call, "a worker process")))
-            if quarantined:
-                self._quarantine_done()
-            return
-        with self._lock:
-            pool = self._pool
-            if pool is None:
-                for _, future in batch:
-                    future._set_state(Cancelled("the runner was shut down"))
-                return
-            try:
-                done = _submit_without_main(pool, payload)
-            except (BrokenProcessPool, RuntimeError):
-                self._replace_pool(pool)
-                assert self._pool is not None
-                pool = self._pool
-                done = _submit_without_main(pool, payload)
-            self._pending[done] = (pool, batch, quarantined)
-        done.add_done_callback(self._collect)
+            if len(entries) > 1:
+                return [b for e in entries for b in self._pack([e], fail)]
+        fail(entries, Failed(unpicklable_argument_error(entries[0].call, "a worker process")))
+        return []
 
-    def _collect(self, done: Future[bytes]) -> None:
-        # A done-callback: whatever happens, every future of the batch is completed.
-        with self._lock:
-            pool, batch, quarantined = self._pending.pop(done, (None, [], False))
+    def _dispatch(self) -> None:
+        """Hand queued batches to workers with room, starting workers as needed (lock held)."""
+        while self._queue and not self._cancelling:
+            if self._initializer_error is not None:
+                self._fail_queue(RunError(f"the worker initializer raised: {self._initializer_error}"))
+                return
+            worker = min(self._workers.values(), key=lambda w: len(w.batches), default=None)
+            if (worker is None or worker.batches) and len(self._workers) < self.max_workers:
+                try:
+                    worker = self._start_worker()
+                except Exception as exc:
+                    if self._workers:
+                        return  # the running workers take the queue
+                    self._fail_queue(exc)
+                    return
+            if worker is None or len(worker.batches) >= _PREFETCH:
+                return
+            entries, payload = self._queue.popleft()
+            worker.batches.append(entries)
+            try:
+                write_frame(worker.inbox.fileno(), payload)
+            except OSError:
+                pass  # the worker died; its end-of-file puts this batch back in the queue
+
+    def _fail_queue(self, exc: BaseException) -> None:
+        # The lock is held: the states are set from another thread.
+        lost = [e for entries, _ in self._queue for e in entries]
+        self._queue.clear()
+        state = Crashed(f"no worker process could be started: {exc!r}", exc=exc)
+        threading.Thread(target=self._finish, args=(lost, state), daemon=True).start()
+
+    def _start_worker(self) -> _Worker:
+        ctx = self._ctx
+        inbox_r, inbox_w = ctx.Pipe(duplex=False)
+        outbox_r, outbox_w = ctx.Pipe(duplex=False)
+        slot = ctx.RawValue("q", 0)
+        # A forked child gets a copy of every descriptor: it must close the
+        # flow process's ends of the pipes, or it would never see them close.
+        inherited = [inbox_w.fileno(), outbox_r.fileno()] + [
+            fd for w in self._workers.values() for fd in (w.inbox.fileno(), w.outbox.fileno())
+        ]
+        process = ctx.Process(
+            target=worker_main,
+            args=(
+                inbox_r, outbox_w, slot, self.start_method == "forkserver",
+                inherited if self.start_method == "fork" else [], self._init,
+            ),  # fmt: skip
+            name="taskyard-worker",
+        )
+        _launching.active = True
         try:
-            if done.cancelled():
-                for _, future in batch:
-                    future._set_state(Cancelled("the flow run was cancelled before this run started"))
-                return
-            exc = done.exception()
-            if exc is None:
-                self._deliver(batch, done.result(), quarantined)
-                return
-            elif isinstance(exc, BrokenProcessPool):
-                self._recover(pool, batch, quarantined)
-                return
-            else:
-                for call, future in batch:
-                    future._set_state(Crashed(f"the process pool failed running {call.task_run.name!r}: {exc!r}", exc=exc))
-        except BaseException as exc:
-            for call, future in batch:
-                future._set_state(Crashed(f"the result of {call.task_run.name!r} could not be collected: {exc!r}", exc=exc))
-            if not isinstance(exc, Exception):
-                raise
-        if quarantined:
-            self._quarantine_done()
+            process.start()
+        finally:
+            _launching.active = False
+            inbox_r.close()
+            outbox_w.close()
+        worker = _Worker(process, inbox_w, outbox_r, slot)
+        self._workers[outbox_r.fileno()] = worker
+        assert self._selector is not None
+        self._selector.register(outbox_r.fileno(), selectors.EVENT_READ, worker)
+        return worker
 
-    def _deliver(self, batch: list[_Item], payload: bytes, quarantined: bool) -> None:
-        if payload == _UNLOADABLE:
-            if len(batch) > 1:  # nothing ran: send each call alone to find the one at fault
-                for item in batch:
-                    self._send([item], quarantined)
-                return
-            call, future = batch[0]
-            error = UnpicklableArgumentError(
-                f"the call {call.task_run.name!r} could not be unpickled in the worker process; "
-                "its arguments must be rebuildable from their pickle there"
-            )
-            future._set_state(Failed(error, message=str(error), run_count=0))
-        else:
+    # -- collecting states (one thread) ----------------------------------------------
+
+    def _collect(self) -> None:
+        selector, wakeup = self._selector, self._wakeup
+        assert selector is not None and wakeup is not None
+        while True:
+            for key, _ in selector.select():
+                if key.data is None:
+                    os.read(wakeup[0], 4096)
+                else:
+                    self._read(key.data)
+            with self._lock:
+                finished = self._closing and self._outstanding == 0
+                if finished:
+                    workers = list(self._workers.values())
+                    self._workers.clear()
+            if finished:
+                break
+        _stop(workers, kill=self._cancelling)
+        selector.close()
+        for fd in wakeup:
+            os.close(fd)
+        self._shared.close()
+
+    def _read(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.outbox.fileno(), 1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            self._lost(worker)
+            return
+        for frame in worker.frames.feed(data):
+            if frame.startswith(INIT_FAILED):
+                with self._lock:
+                    self._initializer_error = frame[len(INIT_FAILED) :].decode(errors="replace")
+                continue
+            if frame == UNLOADABLE:
+                self._unloadable(worker)
+                continue
+            with self._lock:
+                worker.done += 1
+                if not worker.batches:  # taken by a cancellation
+                    continue
+                head = worker.batches[0]
+                entry = head.pop(0)
+                if not head:
+                    worker.batches.popleft()
+                    self._dispatch()
             try:
-                states: list[State[Any]] = cloudpickle.loads(payload)
-            except Exception as exc:  # the worker checked this loads; a second line of defence
-                states = [Failed(RunError(f"the outcome of this run could not be unpickled here: {exc!r}"))] * len(batch)
-            for (_, future), state in zip(batch, states, strict=True):
-                future._set_state(state)
-        if quarantined:
-            self._quarantine_done()
+                state = decode_state(frame)
+            except Exception as exc:  # the worker checked it loads; a second line of defence
+                state = Failed(RunError(f"the outcome of this run could not be unpickled here: {exc!r}"))
+            self._finish([entry], state)
 
-    def _recover(self, pool: ProcessPoolExecutor | None, batch: list[_Item], quarantined: bool) -> None:
+    def _finish(self, entries: list[_Entry], state: State[Any]) -> None:
+        _set_states(entries, state)
         with self._lock:
-            if pool is not None and self._pool is pool and self.started:
-                self._replace_pool(pool)
-        suspects = []
-        for call, future in batch:
-            if not self.started:
-                future._set_state(Cancelled("the runner shut down while this run's worker process was lost"))
-                continue
-            if not quarantined:  # lost beside others: not to blame (yet)
-                suspects.append((call, future))
-                continue
-            key = call.task_run.id
-            losses = self._losses.get(key, 0) + 1
-            self._losses[key] = losses
-            if losses > call.task.retries:
-                message = f"a worker process died while running {call.task_run.name!r} (attempt {losses})"
-                future._set_state(Crashed(message, run_count=losses))
-            else:
-                call.task_run.run_count = losses  # the lost attempts count against its retries
-                suspects.append((call, future))
-        with self._lock:
-            self._quarantine.extend(suspects)
-            if quarantined:
-                self._quarantine_busy = False
-        self._pump_quarantine()
+            self._outstanding -= len(entries)
+            wake = self._closing and self._outstanding == 0
+        if wake:
+            self._wake()
 
-    def _quarantine_done(self) -> None:
-        with self._lock:
-            self._quarantine_busy = False
-        self._pump_quarantine()
+    def _wake(self) -> None:
+        assert self._wakeup is not None
+        with contextlib.suppress(OSError):
+            os.write(self._wakeup[1], b"x")
 
-    def _pump_quarantine(self) -> None:
+    def _unloadable(self, worker: _Worker) -> None:
         with self._lock:
-            if self._quarantine_busy or not self._quarantine:
+            if not worker.batches:  # taken by a cancellation
                 return
-            self._quarantine_busy = True
-            item = self._quarantine.popleft()
-        self._send([item], quarantined=True)
+            entries = worker.batches.popleft()
+        if len(entries) > 1:  # nothing ran: send each call alone to find the one at fault
+            self._requeue([[e] for e in entries])
+            return
+        call = entries[0].call
+        error = UnpicklableArgumentError(
+            f"the call {call.task_run.name!r} could not be unpickled in the worker process; "
+            "its arguments must be rebuildable from their pickle there"
+        )
+        self._finish(entries, Failed(error, message=str(error), run_count=0))
 
-    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
-        if self._pool is broken:
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died: blame the call it was running, place the ones it held again."""
+        assert self._selector is not None
+        self._selector.unregister(worker.outbox.fileno())
+        worker.process.join(5)
+        with self._lock:
+            self._workers.pop(worker.outbox.fileno(), None)
+            running = worker.running()
+            batches, worker.batches = list(worker.batches), deque()
+            cancelling = self._cancelling
+        _close_pipes(worker)
+        if cancelling or not batches:
+            self._finish([e for b in batches for e in b], Cancelled("the flow run was cancelled"))
+            return
+        if self._initializer_error is not None:  # it never ran a call: nothing to blame
+            self._requeue(batches)
+            return
+        how = _exit_reason(worker.process.exitcode)
+        again: list[list[_Entry]] = []
+        if running:
+            culprit = batches[0].pop(0)
+            culprit.losses += 1
+            if culprit.losses > culprit.call.task.retries:
+                message = f"a worker process died ({how}) while running {culprit.call.task_run.name!r} (attempt {culprit.losses})"
+                self._finish([culprit], Crashed(message, run_count=culprit.losses))
+            else:
+                culprit.call.task_run.run_count = culprit.losses  # lost attempts count against its retries
+                again.append([culprit])
+        elif batches:  # it died between calls: loading the next batch, or killed from outside
+            for entry in batches[0]:
+                entry.orphaned += 1
+        for batch in batches:
+            again.extend([[e] for e in batch] if any(e.orphaned for e in batch) else [batch])
+        self._requeue([b for b in again if b])
+
+    def _requeue(self, batches: list[list[_Entry]]) -> None:
+        """Put batches at the front of the queue (they were queued first)."""
+        ready: list[_Batch] = []
+        for entries in batches:
+            if len(entries) == 1 and entries[0].orphaned >= _MAX_ORPHANED:
+                entry = entries[0]
+                message = f"worker processes died {entry.orphaned} times holding {entry.call.task_run.name!r} before it started; loading its arguments may kill them"
+                self._finish(entries, Crashed(message, run_count=0))
+                continue
+            ready.extend(self._pack(entries, fail=self._finish))
+        with self._lock:
+            if self._cancelling:
+                lost = [e for b, _ in ready for e in b]
+            else:
+                lost = []
+                self._queue.extendleft(reversed(ready))
+                self._dispatch()
+        if lost:
+            self._finish(lost, Cancelled("the flow run was cancelled before this run started"))
+
+    # -- shutting down ---------------------------------------------------------------
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         if not self.begin_shutdown():
             return
-        with self._lock:
-            pool, self._pool = self._pool, None
-            running = [item for _, batch, _ in self._pending.values() for item in batch] if cancel_pending else []
-            leftover = list(self._quarantine)
-            self._quarantine.clear()
-        for _, future in leftover:
-            future._set_state(Cancelled("the runner shut down before this lost run could run again"))
-        if pool is None:
+        if self._collector is None:  # never started
             self._shared.close()
             return
+        with self._lock:
+            self._closing = True
+            if cancel_pending:
+                self._cancelling = True
+                queued = [e for entries, _ in self._queue for e in entries]
+                self._queue.clear()
+                running, waiting = [], list(queued)
+                for worker in self._workers.values():
+                    held = [e for b in worker.batches for e in b]
+                    if worker.running():
+                        running.append(held.pop(0))
+                    waiting.extend(held)
+                    worker.batches.clear()
+                workers = list(self._workers.values())
         if cancel_pending:
-            # Queued work is dropped; running work is stopped by ending the
-            # worker processes (the pool offers no other way to interrupt).
-            processes = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:
-                proc.terminate()
-            for _, future in running:
-                future._set_state(Cancelled("the flow run was cancelled before this run finished"))
-            if wait:
-                for proc in processes:
-                    proc.join()
-            self._shared.close()
-        elif wait:
-            pool.shutdown(wait=True)
-            self._shared.close()
-        else:  # the shared files must outlive the calls still running
-            pool.shutdown(wait=False)
-            threading.Thread(target=self._close_after, args=(pool,), daemon=True).start()
-
-    def _close_after(self, pool: ProcessPoolExecutor) -> None:
-        pool.shutdown(wait=True)
-        self._shared.close()
+            for worker in workers:  # stop the running calls now; the collector reaps them
+                with contextlib.suppress(OSError):
+                    worker.process.kill()
+            self._finish(running, Cancelled("the flow run was cancelled while this run was running"))
+            self._finish(waiting, Cancelled("the flow run was cancelled before this run started"))
+        self._wake()
+        if wait:
+            self._collector.join()
 
 
-_UNLOADABLE = b""  # the worker's answer to a batch it could not unpickle
+def _set_states(entries: list[_Entry], state: State[Any]) -> None:
+    for entry in entries:
+        entry.future._set_state(state)
 
 
-def _run_batch(payload: bytes) -> bytes:
-    """Worker side: run a batch of calls and send their states back.
-
-    A batch that does not unpickle here is answered with ``_UNLOADABLE`` (none
-    of it ran; the flow process sends its calls again one by one). The states
-    go back as one pickle that this process has checked it can load again;
-    a state that cannot make the trip is replaced by a Failed one saying why.
-    """
-    try:
-        calls: list[TaskCall[Any]] = cloudpickle.loads(payload)
-    except Exception:
-        return _UNLOADABLE
-    states = [_run_one(call) for call in calls]
-    try:
-        data: bytes = cloudpickle.dumps(states)
-        pickle.loads(data)
-        return data
-    except Exception:
-        portable: bytes = cloudpickle.dumps([_portable(state) for state in states])
-        return portable
+def _stop(workers: list[_Worker], kill: bool) -> None:
+    """Let idle workers exit (or kill them), and reap them."""
+    for worker in workers:
+        if kill:
+            with contextlib.suppress(OSError):
+                worker.process.kill()
+        else:
+            with contextlib.suppress(OSError):
+                write_frame(worker.inbox.fileno(), STOP)
+    for worker in workers:
+        worker.process.join(10)
+        if worker.process.exitcode is None:
+            worker.process.kill()
+            worker.process.join()
+        _close_pipes(worker)
 
 
-def _run_one(call: TaskCall[Any]) -> State[Any]:
-    try:
-        load_shared(call)
-    except Exception as exc:
-        error = UnpicklableArgumentError(f"a shared argument could not be loaded in the worker process: {exc!r}")
-        return Failed(error, message=str(error), run_count=0)
-    try:
-        return run_call(call)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # never let one call take its batch down with it
-        return Crashed(f"{call.task_run.name!r} was interrupted in its worker process: {exc!r}", exc=None)
+def _close_pipes(worker: _Worker) -> None:
+    for conn in (worker.inbox, worker.outbox):
+        with contextlib.suppress(OSError):
+            conn.close()
 
 
-def _portable(state: State[Any]) -> State[Any]:
-    """The state if it survives a pickle round trip, else a Failed state saying why."""
-    try:
-        pickle.loads(cloudpickle.dumps(state))
-        return state
-    except Exception as exc:
-        what = "result" if state.is_completed() else "exception"
-        error = RunError(
-            f"the {what} of this run cannot be sent back from the worker process ({type(exc).__name__}: {exc}); "
-            "return values and exceptions must be rebuildable from their pickle (e.g. an exception's "
-            "__init__ must accept its args)"
-        )
-        return Failed(error, message=str(error), run_count=state.run_count)
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
