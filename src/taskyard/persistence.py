@@ -18,6 +18,7 @@ from taskyard.exceptions import TaskyardError
 from taskyard.options import format_name
 from taskyard.results import CorruptResultError, PersistedResult, decode, encode, get_serializer, get_storage
 from taskyard.settings import current_settings
+from taskyard.signing import result_key
 
 __all__ = ("ResultPlan", "result_plan", "CacheKeyError", "MISS")
 
@@ -34,6 +35,7 @@ class ResultPlan:
 
     def __init__(self, task: Any, call: Any, params: dict[str, Any], cache_key: str | None, persist: bool, home: str) -> None:
         self.task = task
+        self.home = home
         self.cache_key = cache_key
         self.persist = persist
         flow_run = call.flow_run
@@ -58,7 +60,7 @@ class ResultPlan:
             data = self.storage.read(self.key)
             if data is None:
                 return MISS
-            record = decode(data, self.serializer, where)
+            record = decode(data, self.serializer, where, result_key(self.home))
         except CorruptResultError as exc:
             logger.warning("cache record unusable, running the task instead: %s", exc)
             return MISS
@@ -79,10 +81,11 @@ class ResultPlan:
         if self.cache_key is not None and expiration is not None:
             seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else float(expiration)
             expires_at = time.time() + seconds
-        return str(self.storage.write(self.key, encode(value, self.serializer, expires_at, self.cache_key)))
+        record = encode(value, self.serializer, expires_at, self.cache_key, result_key(self.home))
+        return str(self.storage.write(self.key, record))
 
     def reference(self) -> PersistedResult:
-        return PersistedResult(self.storage, self.key, self.serializer)
+        return PersistedResult(self.storage, self.key, self.serializer, self.home)
 
 
 def result_plan(call: Any, params: dict[str, Any]) -> ResultPlan | None:

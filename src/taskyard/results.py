@@ -2,13 +2,15 @@
 
 A record is one file (or object) holding::
 
-    b"TYRS1\\n" + header (JSON, one line) + b"\\n" + payload
+    b"TYRS2\\n" + header (JSON, one line) + b"\\n" + payload
 
-The header names the serializer, the payload's length and SHA-256, and an
-optional expiry (for caches). A record is written to a temporary name and
-renamed into place, so a process killed mid-write leaves either the old
-record or none; a record whose checksum does not match is reported as
-corrupt, never read as a result.
+The header names the serializer, the payload's length and SHA-256, an
+optional expiry and cache key (for caches), and an HMAC-SHA256 of all that
+under the result key (signing.py). A record is written to a temporary name
+and renamed into place, so a process killed mid-write leaves either the
+old record or none; a record whose checksum does not match is reported as
+corrupt, and one whose signature does not verify is never unpickled (only
+JSON payloads, which cannot run code, are read without it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from taskyard import signing, writers
 from taskyard.exceptions import TaskyardError
 
 __all__ = (
@@ -35,14 +38,20 @@ __all__ = (
     "get_storage",
     "ResultRecord",
     "CorruptResultError",
+    "UntrustedResultError",
     "PersistedResult",
 )
 
-_MAGIC = b"TYRS1\n"
+_MAGIC = b"TYRS2\n"
+_UNSIGNED_MAGIC = b"TYRS1\n"  # records written before signing: untrusted
 
 
 class CorruptResultError(TaskyardError, ValueError):
     """A stored result record is damaged or incomplete."""
+
+
+class UntrustedResultError(CorruptResultError):
+    """A record's signature does not verify with the result key: it is not unpickled."""
 
 
 @runtime_checkable
@@ -129,25 +138,41 @@ class ResultRecord:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
 
-def encode(value: Any, serializer: Any, expires_at: float | None = None, cache_key: str | None = None) -> bytes:
+def encode(
+    value: Any, serializer: Any, expires_at: float | None = None, cache_key: str | None = None, key: bytes | None = None
+) -> bytes:
+    """A signed record of ``value`` (``key``: the result key; None looks it up for the current settings)."""
     payload: bytes = serializer.dumps(value)
-    header = {
+    header: dict[str, Any] = {
         "serializer": _serializer_name(serializer),
         "length": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "expires_at": expires_at,
         "cache_key": cache_key,
     }
+    header["hmac"] = signing.sign(key or signing.result_key(), _canonical(header))
     return _MAGIC + json.dumps(header).encode() + b"\n" + payload
 
 
-def decode(data: bytes, serializer: Any, where: str) -> ResultRecord:
+def _canonical(header: dict[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in header.items() if k != "hmac"}, sort_keys=True).encode()
+
+
+def _needs_trust(serializer: Any) -> bool:
+    # Unpickling (or an unknown serializer) can run code; parsing JSON cannot.
+    return not isinstance(serializer, JSONSerializer)
+
+
+def decode(data: bytes, serializer: Any, where: str, key: bytes | None = None) -> ResultRecord:
     """Check and decode a record.
 
     Raises:
+        UntrustedResultError: The serializer can run code (pickle) and the
+            record's signature does not verify with the result key.
         CorruptResultError: The record is truncated, damaged or not a record.
     """
-    if not data.startswith(_MAGIC):
+    unsigned = data.startswith(_UNSIGNED_MAGIC)
+    if not (data.startswith(_MAGIC) or unsigned):
         raise CorruptResultError(f"{where} is not a taskyard result record")
     head, sep, payload = data[len(_MAGIC) :].partition(b"\n")
     try:
@@ -163,6 +188,16 @@ def decode(data: bytes, serializer: Any, where: str) -> ResultRecord:
         raise CorruptResultError(f"{where} is incomplete or damaged (checksum mismatch)")
     if header.get("serializer") != _serializer_name(serializer):
         raise CorruptResultError(f"{where} was written with serializer {header.get('serializer')!r}, not {_serializer_name(serializer)!r}")
+    if _needs_trust(serializer):
+        if unsigned:
+            raise UntrustedResultError(
+                f"{where} was written before taskyard signed its records; it is not unpickled (write it again)"
+            )
+        if not signing.verify(key or signing.result_key(), header.get("hmac"), _canonical(header)):
+            raise UntrustedResultError(
+                f"{where} is not signed with this process's result key, so it is not unpickled; records written "
+                f"on another host need the same key there: set {signing.KEY_SETTING} to one secret on every host"
+            )
     return ResultRecord(serializer.loads(payload), expires_at, cache_key)
 
 
@@ -193,10 +228,11 @@ class LocalResultStorage:
 
     def write(self, key: str, data: bytes) -> str:
         path = self.root / key
-        import tempfile
-
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if writers.should_sweep(str(path.parent)):
+            writers.sweep_local(path.parent)
+        tmp = path.parent / writers.temp_name(path.name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -244,11 +280,28 @@ class FsspecResultStorage:
     def write(self, key: str, data: bytes) -> str:
         fs, root = self._fs()
         path = f"{root}/{key}"
-        tmp = f"{root}/.tmp-{os.urandom(8).hex()}-{key.replace('/', '_')}"
+        if writers.should_sweep(self.url):
+            self._sweep(fs, root)
+        tmp = f"{root}/{writers.temp_name(key.replace('/', '_'))}"
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         fs.pipe_file(tmp, data)
         fs.mv(tmp, path)
         return self.location(key)
+
+    @staticmethod
+    def _sweep(fs: Any, root: str) -> None:
+        """Remove temporary objects of dead writers at the root (best effort)."""
+        try:
+            listing = fs.ls(root, detail=True)
+        except (OSError, NotImplementedError):
+            return
+        for info in listing:
+            name = str(info.get("name", "")).rsplit("/", 1)[-1]
+            mtime = info.get("mtime") or info.get("created")
+            stamp = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
+            if writers.is_stale(name, float(stamp) if isinstance(stamp, (int, float)) else None):
+                with contextlib.suppress(OSError):
+                    fs.rm_file(info["name"])
 
     def read(self, key: str) -> bytes | None:
         fs, root = self._fs()
@@ -286,10 +339,11 @@ def check_storage(spec: Any, owner: str) -> None:
 class PersistedResult:
     """Where a persisted result lives; ``State.result()`` loads it on demand."""
 
-    __slots__ = ("storage", "key", "serializer")
+    __slots__ = ("storage", "key", "serializer", "home")
 
-    def __init__(self, storage: Any, key: str, serializer: Any) -> None:
+    def __init__(self, storage: Any, key: str, serializer: Any, home: str | None = None) -> None:
         self.storage, self.key, self.serializer = storage, key, serializer
+        self.home = home  # TASKYARD_HOME of the run that wrote it: where its result key is
 
     def __repr__(self) -> str:
         return f"PersistedResult({self.storage.location(self.key)!r})"
@@ -300,4 +354,4 @@ class PersistedResult:
             from taskyard.exceptions import MissingResultError
 
             raise MissingResultError(f"no result stored at {self.storage.location(self.key)}")
-        return decode(data, self.serializer, self.storage.location(self.key)).value
+        return decode(data, self.serializer, self.storage.location(self.key), signing.result_key(self.home)).value
