@@ -134,6 +134,8 @@ def parse_resources(value: Mapping[str, Any] | None, option: str = "resources") 
 
 def format_amount(name: str, amount: float) -> str:
     """``gpu=1``, ``memory=4 GiB``: an amount as people write it."""
+    if math.isinf(amount):
+        return f"{name}=unlimited"
     if name == "memory":
         for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
             if amount >= size:

@@ -7,6 +7,7 @@ that ``dask worker --nworkers 2`` forks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -74,10 +75,9 @@ class DaskProcesses:
         return pids
 
 
-@pytest.fixture(scope="session")
-def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
-    """``dask scheduler`` plus ``dask worker --nworkers 2 --nthreads 1`` on loopback."""
-    logs = tmp_path_factory.mktemp("dask-logs")
+@contextlib.contextmanager
+def _start_cluster(logs: Path, worker_args: list[str], count: int) -> Iterator[DaskProcesses]:
+    """A ``dask scheduler`` and ``dask worker ... worker_args`` on loopback, stopped by pid at the end."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {
@@ -94,13 +94,13 @@ def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskPro
         )
     with open(logs / "workers.log", "wb") as out:
         workers = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1", "--nworkers", "2",
-             "--nthreads", "1", "--no-dashboard", "--memory-limit", "0"],
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1", "--no-dashboard",
+             *worker_args],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )
     started = DaskProcesses(address, scheduler, workers)
     try:
-        _wait_for_workers(address, 2, scheduler, workers)
+        _wait_for_workers(address, count, scheduler, workers)
         yield started
     finally:
         procs = []
@@ -112,6 +112,23 @@ def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskPro
         _stop(procs)
         for popen in (workers, scheduler):
             popen.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
+    """``dask scheduler`` plus ``dask worker --nworkers 2 --nthreads 1`` on loopback."""
+    logs = tmp_path_factory.mktemp("dask-logs")
+    with _start_cluster(logs, ["--nworkers", "2", "--nthreads", "1", "--memory-limit", "0"], 2) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def dask_resource_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second scheduler whose one worker (2 threads, 1 GiB) declares GPU=1 and contract_widget=2."""
+    logs = tmp_path_factory.mktemp("dask-resource-logs")
+    args = ["--nworkers", "1", "--nthreads", "2", "--memory-limit", "1GiB", "--resources", "GPU=1 contract_widget=2"]
+    with _start_cluster(logs, args, 1) as started:
+        yield started.address
 
 
 def _wait_for_workers(address: str, count: int, *procs: subprocess.Popen[bytes]) -> None:

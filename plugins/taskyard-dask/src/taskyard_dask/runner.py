@@ -49,6 +49,7 @@ from taskyard.runners.base import (
 )
 from taskyard.states import Failed, Pending, Running
 from taskyard_dask.options import current_dask_options, options_for_tags
+from taskyard_dask.resources import ClusterResources
 
 __all__ = ("DaskTaskRunner", "DaskTaskFuture")
 
@@ -127,6 +128,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     After ``start()``, ``client`` is the connected ``distributed.Client`` and
     ``cluster`` the cluster the runner started (None with ``address``).
+
+    A task's ``resources`` request becomes Dask worker resources (``gpu`` →
+    ``GPU``; see ``taskyard_dask.resources``); a request no worker can ever
+    meet ends Failed at once.
     """
 
     name = "dask"
@@ -165,6 +170,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._shared: dict[int, tuple[Any, Any]] = {}
         self._closing = False
         self._log_name = f"taskyard-logs-{os.urandom(4).hex()}"
+        self._resources: ClusterResources | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -196,6 +202,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                     self._cluster.adapt(**self.adapt_kwargs)
                 self._client = distributed.Client(self._cluster, **client_kwargs)  # type: ignore[no-untyped-call]
             self._forward_logs()
+            self._resources = ClusterResources(self._client, self._cluster, bool(self.adapt_kwargs))
         except BaseException:
             self._close_backend()
             raise
@@ -307,13 +314,18 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     # -- submission -------------------------------------------------------------------
 
+    def resource_capacity(self) -> None:
+        """None: requests become Dask worker resources (see ``taskyard_dask.resources``)."""
+        return None
+
     def submit(self, call: TaskCall[Any]) -> DaskTaskFuture:
         self.check_open()
         batch = _Batch(self)
         self._batches.add(batch)
         future = DaskTaskFuture(call.task_run.id, call.task_run.name, batch)
         self._note_run(call)
-        self._place(_Entry(call, future, _options_for(call), ()))
+        if not self._refused(call, future):
+            self._place(_Entry(call, future, self._options(call), ()))
         return future
 
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[DaskTaskFuture]:  # type: ignore[override]
@@ -322,20 +334,34 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             return []
         batch = _Batch(self)
         self._batches.add(batch)
-        futures = [DaskTaskFuture(c.task_run.id, c.task_run.name, batch) for c in calls]
+        futures = every = [DaskTaskFuture(c.task_run.id, c.task_run.name, batch) for c in calls]
         for call in {id(c.flow_run): c for c in calls}.values():
             self._note_run(call)
+        if any(c.task.resources for c in calls):  # the calls no worker can run end here
+            kept = [i for i, c in enumerate(calls) if not self._refused(c, futures[i])]
+            calls, futures = [calls[i] for i in kept], [futures[i] for i in kept]
         plain = [i for i, c in enumerate(calls) if not c.upstreams]
         if len(plain) < len(calls):  # calls with upstreams go one by one
             for call, future in zip(calls, futures, strict=True):
                 if call.upstreams:
-                    self._place(_Entry(call, future, _options_for(call), ()))
+                    self._place(_Entry(call, future, self._options(call), ()))
         plain_calls, shared = self._share([calls[i] for i in plain])
-        options = _options_for(plain_calls[0]) if plain_calls else {}
+        options = self._options(plain_calls[0]) if plain_calls else {}
         entries = [_Entry(call, futures[i], options, shared) for i, call in zip(plain, plain_calls, strict=True)]
         if entries:
             self._send_batch(entries)
-        return futures
+        return every
+
+    def _refused(self, call: TaskCall[Any], future: DaskTaskFuture) -> bool:
+        """End ``future`` at once if no worker can ever meet the call's resource request."""
+        refused = self._resources.refusal(call) if self._resources is not None else None
+        if refused is not None:
+            future._set_state(refused)
+        return refused is not None
+
+    def _options(self, call: TaskCall[Any]) -> Mapping[str, Any]:
+        options = _options_for(call)
+        return self._resources.options(call, options) if self._resources is not None else options
 
     def _share(self, calls: list[TaskCall[Any]]) -> tuple[list[TaskCall[Any]], tuple[Any, ...]]:
         """Scatter large parameter values that every call shares; put placeholders in their place."""
