@@ -120,7 +120,10 @@ class ClusterResources:
     def _view(self, refresh: bool) -> tuple[list[Mapping[str, Any]], frozenset[str]]:
         with self._lock:
             if refresh or time.monotonic() - self._seen_at > _FRESH_SECONDS:
-                workers = list(self._client.scheduler_info().get("workers", {}).values())
+                try:
+                    workers = list(self._client.scheduler_info().get("workers", {}).values())
+                except Exception:  # the scheduler is unreachable: judge by what was seen last
+                    return self._workers, self._declared
                 if self._spec is not None:
                     workers.append(self._spec)
                 self._workers = workers
