@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from taskyard import flow, task, tags
+from taskyard import flow, tags, task, wait
 from taskyard.exceptions import UnsatisfiableResourcesError
 from taskyard.runners import ProcessPoolTaskRunner, SequentialTaskRunner, ThreadPoolTaskRunner
 
@@ -359,3 +361,53 @@ class TestUnsatisfiableRequests:
         """A bad capacity fails where the runner is made, naming its resources argument."""
         with pytest.raises(ValueError, match=r"the runner's resources\['memory'\]"):
             ThreadPoolTaskRunner(resources={"memory": "lots"})
+
+
+class TestLimitsTogether:
+    def test_seeded_random_mixes_of_limits_and_requests_all_finish_within_every_limit(self) -> None:
+        """Random mixes of max_concurrency, tag limits and resource requests all finish, never over a limit."""
+        rng = random.Random(8)
+        lock = threading.Lock()
+        now: Counter[str] = Counter()
+        peak: Counter[str] = Counter()
+
+        def work(holds: dict[str, float], seconds: float) -> None:
+            with lock:
+                now.update(holds)
+                for key in holds:
+                    peak[key] = max(peak[key], now[key])
+            time.sleep(seconds)
+            with lock:
+                now.subtract(holds)
+
+        @task
+        def step(holds: dict[str, float], seconds: float) -> None:
+            work(holds, seconds)
+
+        variants = []
+        for i in range(6):
+            gpu = rng.choice([0, 0.5, 1, 2])
+            limit = rng.choice([None, 1, 2])
+            tagged = rng.sample(["a", "b"], rng.randint(0, 2))
+            holds = {"gpu": float(gpu), f"task-{i}": 1.0, **{f"tag-{t}": 1.0 for t in tagged}}
+            options: dict[str, Any] = {"name": f"step-{i}", "max_concurrency": limit, "tags": tagged}
+            if gpu:
+                options["resources"] = {"gpu": gpu}
+            variants.append((step.with_options(**options), holds, limit))
+
+        runner = ThreadPoolTaskRunner(max_workers=6, resources={"gpu": 2})
+
+        @flow(task_runner=runner, tag_concurrency={"a": 2, "b": 1})
+        def f() -> int:
+            futures = []
+            for _ in range(300):
+                variant, holds, _ = rng.choice(variants)
+                futures.append(variant.submit(holds, rng.random() / 500))
+            done, not_done = wait(futures, timeout=120)
+            assert not not_done, f"{len(not_done)} runs were stranded"
+            return sum(x.state.is_completed() for x in futures)
+
+        assert f() == 300
+        assert peak["gpu"] <= 2 and peak["tag-a"] <= 2 and peak["tag-b"] <= 1
+        for i, (_, _, limit) in enumerate(variants):
+            assert limit is None or peak[f"task-{i}"] <= limit

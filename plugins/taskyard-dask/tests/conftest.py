@@ -151,3 +151,21 @@ def _wait_for_workers(address: str, count: int, *procs: subprocess.Popen[bytes])
 @pytest.fixture(scope="session")
 def dask_address(dask_processes: DaskProcesses) -> str:
     return dask_processes.address
+
+
+@pytest.fixture
+def extra_resource_worker(dask_resource_address: str, tmp_path: Path) -> Iterator[None]:
+    """A second worker, with only contract_other=1, joined to the resource cluster for one test."""
+    with open(tmp_path / "worker.log", "wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", dask_resource_address, "--host", "127.0.0.1",
+             "--nthreads", "1", "--no-dashboard", "--resources", "contract_other=1"],
+            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+    try:
+        _wait_for_workers(dask_resource_address, 2, popen)
+        yield
+    finally:
+        proc = psutil.Process(popen.pid)
+        _stop([*proc.children(recursive=True), proc])
+        popen.wait(timeout=5)

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from typing import Any
 
-import psutil
 import pytest
-from conftest import _stop, _wait_for_workers
 
 from taskyard import flow, task
 from taskyard.exceptions import UnsatisfiableResourcesError
@@ -28,24 +21,6 @@ def restrictions(i: int = 0) -> dict[str, float]:
 
     worker = get_worker()
     return dict(worker.state.tasks[worker.get_current_task()].resource_restrictions or {})
-
-
-@pytest.fixture
-def extra_worker(dask_resource_address: str, tmp_path: Any) -> Iterator[None]:
-    """A second worker, with only contract_other=1, joined to the resource cluster for one test."""
-    with open(tmp_path / "worker.log", "wb") as out:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", dask_resource_address, "--host", "127.0.0.1",
-             "--nthreads", "1", "--no-dashboard", "--resources", "contract_other=1"],
-            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )  # fmt: skip
-    try:
-        _wait_for_workers(dask_resource_address, 2, popen)
-        yield
-    finally:
-        proc = psutil.Process(popen.pid)
-        _stop([*proc.children(recursive=True), proc])
-        popen.wait(timeout=5)
 
 
 class TestMapping:
@@ -107,7 +82,7 @@ class TestOnTheCluster:
         assert done and isinstance(exc, UnsatisfiableResourcesError)
         assert "memory=2 GiB" in message and "the largest Dask worker has memory=1 GiB" in message
 
-    @pytest.mark.usefixtures("extra_worker")
+    @pytest.mark.usefixtures("extra_resource_worker")
     def test_parts_on_different_workers_are_refused(self, dask_resource_address: str) -> None:
         """A request whose parts exist only on different workers is refused: a run goes to one worker."""
         split = restrictions.with_options(resources={"gpu": 1, "contract_other": 1})
