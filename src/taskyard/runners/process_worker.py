@@ -41,11 +41,12 @@ from taskyard.runners.lifeline import set_parent_death_signal
 from taskyard.runners.shared import load_shared
 from taskyard.states import Failed, StateType
 
-__all__ = ("worker_main", "write_frame", "FrameBuffer", "UNLOADABLE", "STOP", "decode_state")
+__all__ = ("worker_main", "write_frame", "FrameBuffer", "UNLOADABLE", "STOP", "INIT_FAILED", "decode_state")
 
 _HEADER = struct.Struct("!I")
 UNLOADABLE = b"u"  # worker → flow: the batch did not unpickle here; none of it ran
 STOP = b"s"  # flow → worker: no more work; exit when idle
+INIT_FAILED = b"i"  # worker → flow: the user's initializer raised (the message follows); exiting
 _STATE = b"t"
 
 
@@ -127,7 +128,7 @@ def _unsendable(state: State[Any], exc: BaseException) -> State[Any]:
 
 
 def worker_main(
-    inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, inherited: list[int], initializer: bytes | None = None
+    inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, inherited: list[int], init: bytes | None = None
 ) -> None:
     """Entry point of a worker process.
 
@@ -139,8 +140,7 @@ def worker_main(
             lives exactly as long as the flow process: its death may kill us.
         inherited: Descriptors a forked worker holds by accident (the flow
             process's ends of the pipes): closed, so that end-of-file comes.
-        initializer: ``cloudpickle.dumps((fn, args))`` of the runner's
-            initializer, called once before the first batch.
+        init: The user's ``(initializer, initargs)``, cloudpickled, or None.
     """
     for fd in inherited:
         with contextlib.suppress(OSError):
@@ -152,12 +152,16 @@ def worker_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if forked_from_server:
         set_parent_death_signal(signal.SIGKILL)
-    if initializer is not None:
-        fn, args = cloudpickle.loads(initializer)
-        fn(*args)
     batches: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     threading.Thread(target=_read_batches, args=(inbox.fileno(), batches), name="taskyard-inbox", daemon=True).start()
     out = outbox.fileno()
+    if init is not None:
+        try:
+            initializer, initargs = cloudpickle.loads(init)
+            initializer(*initargs)
+        except BaseException as exc:
+            write_frame(out, INIT_FAILED + f"{type(exc).__name__}: {exc}".encode())
+            raise SystemExit(1) from None
     started = 0
     while (payload := batches.get()) is not None:
         try:

@@ -58,7 +58,15 @@ from taskyard.runners.base import (
     local_capacity,
     unpicklable_argument_error,
 )
-from taskyard.runners.process_worker import STOP, UNLOADABLE, FrameBuffer, decode_state, worker_main, write_frame
+from taskyard.runners.process_worker import (
+    INIT_FAILED,
+    STOP,
+    UNLOADABLE,
+    FrameBuffer,
+    decode_state,
+    worker_main,
+    write_frame,
+)
 from taskyard.runners.shared import SharedArguments
 from taskyard.states import Failed
 
@@ -135,8 +143,8 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         initializer: Called as ``initializer(*initargs)`` once in each worker
             process when it starts (as in ``concurrent.futures`` and Prefect);
             shipped with cloudpickle, so a function from ``__main__`` works.
-            A worker whose initializer raises exits; the calls it held are
-            placed on other workers, and end Crashed if every worker fails.
+            If it raises, the runs that were waiting for a worker end Crashed
+            with its error.
         initargs: The arguments for ``initializer``.
     """
 
@@ -172,6 +180,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._wakeup: tuple[int, int] | None = None
         self._collector: threading.Thread | None = None
         self._shared = SharedArguments()
+        self._initializer_error: str | None = None
 
     def resource_capacity(self) -> Mapping[str, float]:
         return self.resources
@@ -181,12 +190,12 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._ctx: Any = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             self._ctx.set_forkserver_preload(["taskyard.runners.process_worker"])
+        self._init = None if self.initializer is None else cloudpickle.dumps((self.initializer, self.initargs))
         self._selector = selectors.DefaultSelector()
         self._wakeup = os.pipe()
         self._selector.register(self._wakeup[0], selectors.EVENT_READ, None)
         self._collector = threading.Thread(target=self._collect, name="taskyard-process-runner", daemon=True)
         self._collector.start()
-        self._init_payload = None if self.initializer is None else cloudpickle.dumps((self.initializer, self.initargs))
 
     # -- placing calls -------------------------------------------------------------
 
@@ -228,6 +237,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _dispatch(self) -> None:
         """Hand queued batches to workers with room, starting workers as needed (lock held)."""
         while self._queue and not self._cancelling:
+            if self._initializer_error is not None:
+                self._fail_queue(RunError(f"the worker initializer raised: {self._initializer_error}"))
+                return
             worker = min(self._workers.values(), key=lambda w: len(w.batches), default=None)
             if (worker is None or worker.batches) and len(self._workers) < self.max_workers:
                 try:
@@ -267,7 +279,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             target=worker_main,
             args=(
                 inbox_r, outbox_w, slot, self.start_method == "forkserver",
-                inherited if self.start_method == "fork" else [], self._init_payload,
+                inherited if self.start_method == "fork" else [], self._init,
             ),  # fmt: skip
             name="taskyard-worker",
         )
@@ -317,6 +329,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._lost(worker)
             return
         for frame in worker.frames.feed(data):
+            if frame.startswith(INIT_FAILED):
+                with self._lock:
+                    self._initializer_error = frame[len(INIT_FAILED) :].decode(errors="replace")
+                continue
             if frame == UNLOADABLE:
                 self._unloadable(worker)
                 continue
@@ -376,6 +392,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         _close_pipes(worker)
         if cancelling or not batches:
             self._finish([e for b in batches for e in b], Cancelled("the flow run was cancelled"))
+            return
+        if self._initializer_error is not None:  # it never ran a call: nothing to blame
+            self._requeue(batches)
             return
         how = _exit_reason(worker.process.exitcode)
         again: list[list[_Entry]] = []
