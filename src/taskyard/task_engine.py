@@ -227,7 +227,8 @@ def _prepare(
         if dispatcher is not None and context is None and task_run_id is None:
             task_run = dispatcher.task_run(task, params)
         else:
-            task_run = TaskRunInfo(run_id, task.run_name(params, run_id), task.name, frozenset(task.tags) | tags)
+            flow_run_id = flow_run.id if flow_run is not None else None
+            task_run = TaskRunInfo(run_id, task.run_name(params, run_id), task.name, tags | frozenset(task.tags), flow_run_id=flow_run_id)
             txn = open_transaction()
             task_run.transaction = txn.id if txn is not None else None
     return TaskCall(task, params, task_run, flow_run, ups), ups
