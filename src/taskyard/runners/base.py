@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
+    RunError,
     RunnerNotStartedError,
     RunnerShutdownError,
     UnpicklableArgumentError,
@@ -57,6 +58,7 @@ __all__ = (
     "unpicklable_argument_error",
     "unsatisfiable_resources",
     "local_capacity",
+    "sendable_state",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])
@@ -291,3 +293,37 @@ def unsatisfiable_resources(
         return None
     message = f"task run {call.task_run.name!r} cannot run: {reason}"
     return Failed(UnsatisfiableResourcesError(message), message=message, run_count=0)
+
+
+class _Sink:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def sendable_state(state: State[Any], where: str) -> State[Any]:
+    """``state`` if it can be pickled to travel back to the flow process, else a Failed state saying why.
+
+    For code that runs calls elsewhere (``where``: "its Dask worker"): check
+    the state before the backend tries to send it, so a result or exception
+    that cannot be pickled ends that run Failed with one clear message
+    instead of the backend's own serialization errors. The check pickles
+    into nothing (large buffers out of band), so it costs little even for
+    big results.
+    """
+    import pickle
+
+    import cloudpickle
+
+    problem: BaseException | None = None
+    for pickler in (pickle.Pickler, cloudpickle.Pickler):
+        try:
+            pickler(_Sink(), protocol=5, buffer_callback=lambda _: None).dump(state)
+            return state
+        except Exception as exc:
+            problem = problem or exc
+    what = "result" if state.is_completed() else "exception"
+    error = RunError(
+        f"the {what} of this run cannot be sent back from {where} ({type(problem).__name__}: {problem}); "
+        "return values and exceptions must be picklable"
+    )
+    return Failed(error, message=str(error), run_count=state.run_count)

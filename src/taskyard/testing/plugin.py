@@ -3,6 +3,9 @@
 Tests that take ``task_runner`` run once per registered runner whose package
 is installed; runners whose plugin is missing are skipped with the install
 hint as the reason. Set ``TASKYARD_TEST_RUNNERS=threads,dask`` to choose.
+
+It also provides ``flow_process`` (taskyard.testing.faults): flow scripts run
+as real processes for fault tests — signalled, then checked for survivors.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any
 
 import pytest
 
-__all__ = ("pytest_generate_tests", "task_runner")
+from taskyard.testing.faults import flow_process
+
+__all__ = ("pytest_generate_tests", "task_runner", "flow_process")
 
 
 def _names() -> list[str]:

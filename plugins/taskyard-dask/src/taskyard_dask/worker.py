@@ -28,6 +28,7 @@ from taskyard.context import flow_run_var, task_run_var
 from taskyard.engine import TaskCall
 from taskyard.exceptions import MissingResultError
 from taskyard.states import Crashed, State
+from taskyard.runners.base import sendable_state
 
 __all__ = (
     "SharedArg",
@@ -92,9 +93,11 @@ def _run(call: TaskCall[Any], states: Mapping[str, State[Any]] | None, shared: t
         params = {k: shared[v.index] if type(v) is SharedArg else v for k, v in call.parameters.items()}
         call = TaskCall(call.task, params, call.task_run, call.flow_run, call.upstreams)
     try:
-        return call.run(states or None)
+        state = call.run(states or None)
     except Exception as exc:  # the engine itself failed: infrastructure, not user code
         return Crashed(f"the engine failed running {call.task_run.name!r} on a Dask worker: {exc!r}", exc=exc)
+    # Found here, an unpicklable result fails its run with one line, not distributed's error logs.
+    return sendable_state(state, "its Dask worker")
 
 
 class ReleasedResult:
