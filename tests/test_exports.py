@@ -45,3 +45,24 @@ def test_all_names_exist(module_name: str) -> None:
     assert isinstance(exported, tuple), f"{module_name}.__all__ should be a tuple of its public names"
     missing = [name for name in exported if not hasattr(module, name)]
     assert not missing, f"{module_name}.__all__ names missing attributes: {missing}"
+
+
+# Prefect's import paths that a ported flow keeps (docs/coming-from-prefect.md).
+PREFECT_PATHS = {
+    "taskyard.task_runners": {"TaskRunner", "ThreadPoolTaskRunner", "ProcessPoolTaskRunner"},
+    "taskyard.cache_policies": {"INPUTS", "TASK_SOURCE", "RUN_ID", "FLOW_PARAMETERS", "DEFAULT", "NONE", "NO_CACHE"},
+    "taskyard.logging": {"get_run_logger"},
+    "taskyard.utilities.annotations": {"unmapped", "quote", "allow_failure"},
+    "taskyard.runtime": {"flow_run", "task_run"},
+    "taskyard.futures": {"wait", "as_completed", "resolve_futures_to_states", "resolve_futures_to_results"},
+    "taskyard.states": {"State", "StateType", "Completed", "Failed", "Crashed", "Cancelled", "Pending", "Running"},
+    "taskyard.tasks": {"Task", "task", "task_input_hash", "exponential_backoff"},
+    "taskyard.flows": {"Flow", "flow"},
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PREFECT_PATHS))
+def test_prefect_import_paths_exist(module_name: str) -> None:
+    """Each Prefect-shaped module exports the names a Prefect flow imports from it."""
+    module = importlib.import_module(module_name)
+    assert PREFECT_PATHS[module_name] <= set(module.__all__)

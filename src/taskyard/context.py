@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from taskyard.exceptions import MissingContextError
@@ -95,7 +95,8 @@ class TaskRunInfo:
     The engine fills in, where the run happens: ``parameters`` (its bound
     arguments), ``state_type``/``state_name`` (``RUNNING``/``Running`` while
     it runs, its final state's in hooks), ``start_time`` (first attempt) and
-    ``end_time`` (UTC datetimes), as Prefect's ``TaskRun`` has them.
+    ``end_time`` (UTC datetimes, from ``started``/``ended``), as Prefect's
+    ``TaskRun`` has them.
 
     ``transaction`` is the id of the transaction block the run was started
     in, if any (its cache record is then staged until the block commits).
@@ -112,10 +113,22 @@ class TaskRunInfo:
     parameters: dict[str, Any] = field(default_factory=dict)
     state_type: str | None = None
     state_name: str | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
+    # time.time() of the first attempt's start and of the end (cheaper than
+    # datetimes on every run); read as start_time / end_time.
+    started: float | None = None
+    ended: float | None = None
     # The runs submitted inside this run (taskyard.nested), while it runs.
     nested: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def start_time(self) -> datetime | None:
+        """When the first attempt started (UTC), as in Prefect's ``TaskRun.start_time``."""
+        return None if self.started is None else datetime.fromtimestamp(self.started, UTC)
+
+    @property
+    def end_time(self) -> datetime | None:
+        """When the run reached its final state (UTC); set before its hooks run."""
+        return None if self.ended is None else datetime.fromtimestamp(self.ended, UTC)
 
     def __getstate__(self) -> tuple[Any, ...]:
         # A run's nested pool never travels with it.

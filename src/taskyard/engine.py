@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 import random
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from taskyard.exceptions import TaskTimeoutError
 from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
 from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
 from taskyard.logs import LogCapture, RunLoggerAdapter, printing_to, reset_printing, run_extra
+from taskyard.options import raw_hooks
 from taskyard.persistence import MISS, result_plan
 from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut, check_transition
 
@@ -134,8 +136,8 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
     capture = LogCapture(flow_run.log_level) if remote else None  # type: ignore[union-attr]
     log_prints = task.log_prints if task.log_prints is not None else bool(flow_run and flow_run.log_prints)
     info.parameters = params
-    if info.start_time is None:
-        info.start_time = datetime.now(UTC)
+    if info.started is None:
+        info.started = time.time()
     info.state_type, info.state_name = "RUNNING", "Running"
     task_token = task_run_var.set(info)
     flow_token = flow_run_var.set(flow_run) if flow_run is not None else None
@@ -145,12 +147,14 @@ def task_steps(call: TaskCall[R], upstream_states: Mapping[str, State[Any]] | No
         capture.__enter__()
     try:
         state = yield from _run_task(call, params, remote)
-        info.state_type, info.state_name, info.end_time = state.type.value, state.name, datetime.now(UTC)
+        info.state_type, info.state_name, info.ended = state.type.value, state.name, time.time()
         if state.is_completed():
-            yield from hook_steps(task.on_completion, task, info, state)
+            hooks = raw_hooks(task, "on_completion")
         else:
             _log_failure(info, state)
-            yield from hook_steps(task.on_failure, task, info, state)
+            hooks = raw_hooks(task, "on_failure")
+        if hooks:
+            yield from hook_steps(hooks, task, info, state)
     finally:
         if capture is not None:
             capture.__exit__()

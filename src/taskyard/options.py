@@ -13,7 +13,7 @@ from typing import Any
 
 from taskyard.resources import parse_resources
 
-__all__ = ("TaskOptions", "Hooks", "HookOption", "hooks_list", "check_retries", "check_timeout", "format_name", "call_name_fn")
+__all__ = ("TaskOptions", "Hooks", "HookOption", "hooks_list", "raw_hooks", "check_retries", "check_timeout", "format_name", "call_name_fn")
 
 _TASK_DEFAULTS: dict[str, Any] = {
     "name": None,
@@ -96,6 +96,12 @@ class HookOption:
 
     def __set__(self, owner: Any, value: Any) -> None:
         owner.__dict__[self.slot] = hooks_list(value, self.option)
+
+
+def raw_hooks(owner: Any, option: str) -> tuple[Callable[..., object], ...]:
+    """The hooks set for ``option`` as a plain tuple: the engine's fast path, once per run."""
+    hooks: tuple[Callable[..., object], ...] = owner.__dict__.get(f"_{option}_hooks", ())
+    return hooks
 
 
 def check_retries(retries: Any, delay: Any, jitter: Any, owner: str) -> Any:
