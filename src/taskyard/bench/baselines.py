@@ -188,7 +188,7 @@ class RayBackend(RawBackend):
     passes_futures = True
 
     def __init__(self) -> None:
-        import ray  # type: ignore[import-not-found]
+        import ray
 
         self._ray = ray
         self._remote: dict[Callable[..., Any], Any] = {}

@@ -137,11 +137,11 @@ def _open_dask(cls: Any, name: str) -> Iterator[Target]:
 @contextlib.contextmanager
 def _open_ray(cls: Any, name: str) -> Iterator[Target]:
     try:
-        import ray  # type: ignore[import-not-found]
+        import ray
     except ImportError as exc:
         raise SkipTarget(f"runner 'ray' needs ray: {exc}") from None
     workers = os.cpu_count() or 1
-    info = ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")
+    info: Any = ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         address = info.address_info["address"]
         yield Target(name, cls(address=address), RayBackend(), workers, f"local Ray, {workers} CPUs")

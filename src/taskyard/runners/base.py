@@ -12,11 +12,24 @@ To write a runner, subclass :class:`TaskRunner`, implement ``submit`` and
 under the entry-point group ``taskyard.runners``, and subclass
 ``taskyard.testing.TaskRunnerContract`` in your tests.
 
-A runner's future is completed with ``future._set_state(state)`` — reserved
-for runner implementations, like ``set_result`` on a CPython future. A
-runner that installs states another way (fetched lazily from a cluster)
-passes each through ``received_state`` first, so log records the run made
-elsewhere reach the flow process.
+Everything a runner needs is importable from this module:
+
+* the types it handles — :class:`TaskCall`, :class:`TaskFuture`, :class:`State`;
+* the states it may add — :func:`Crashed` (the infrastructure lost the run),
+  :func:`Failed` (the run cannot be shipped or its outcome cannot come back),
+  :func:`Cancelled`;
+* :func:`set_state` — completes a future (once); reserved for runners, like
+  ``set_result`` on a CPython future. A runner that installs states another
+  way (fetched lazily from a cluster) passes each through
+  :func:`received_state` first, so log records the run made elsewhere reach
+  the flow process;
+* :func:`run_call`, :func:`unpicklable_argument_error`,
+  :func:`unreadable_outcome_state`, :func:`count_lost_attempts` and
+  :func:`unsatisfiable_resources`.
+
+Runners on a cluster backend find the parts Dask and Ray share — upstreams
+passed as native futures, shared values shipped once, lost workers turned
+into Crashed with retries, cancel-on-exit — in :mod:`taskyard.runners.toolkit`.
 
 Resource requests (``@task(resources=...)``, read as ``call.task.resources``)
 are kept one of two ways, chosen by ``resource_capacity()``: a runner that
@@ -36,6 +49,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
+    CrashedRunError,
     RunError,
     RunnerNotStartedError,
     RunnerShutdownError,
@@ -44,7 +58,7 @@ from taskyard.exceptions import (
 )
 from taskyard.futures import TaskFuture, received_state
 from taskyard.resources import local_capacity, shortfall
-from taskyard.states import Cancelled, Crashed, Failed, State
+from taskyard.states import Cancelled, Crashed, Failed, Pending, State
 
 __all__ = (
     "TaskRunner",
@@ -53,12 +67,18 @@ __all__ = (
     "State",
     "Crashed",
     "Cancelled",
+    "Failed",
+    "Pending",
+    "CrashedRunError",
+    "set_state",
     "run_call",
     "received_state",
     "unpicklable_argument_error",
     "unsatisfiable_resources",
     "local_capacity",
     "sendable_state",
+    "unreadable_outcome_state",
+    "count_lost_attempts",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])
@@ -240,6 +260,29 @@ class TaskRunner(abc.ABC, Generic[F]):
         """
 
 
+def set_state(future: TaskFuture[Any], state: State[Any]) -> None:
+    """Complete ``future`` with its final ``state`` (the first call wins; later ones are ignored).
+
+    The one way a runner completes the futures it returned. Log records the
+    run shipped with its state are replayed into this process's loggers,
+    and the future's done-callbacks run in the calling thread.
+    """
+    future._set_state(state)
+
+
+def count_lost_attempts(call: TaskCall[Any], lost: int) -> None:
+    """Record that ``lost`` attempts of ``call`` died with their worker, before placing it again.
+
+    A runner that runs a call again after the backend lost it (a killed
+    worker, a lost node) calls this first, so the engine counts on from the
+    lost attempts: ``task_run.run_count`` is then ``lost + 1`` in the new
+    attempt, and a task with ``retries=N`` runs at most ``1 + N`` times in
+    all. Place a lost call again only while ``lost <= call.task.retries``;
+    after that, complete it with ``Crashed(..., run_count=lost)``.
+    """
+    call.task_run.run_count = lost
+
+
 def run_call(call: TaskCall[Any]) -> State[Any]:
     """Run a call in this thread; a failure of the engine itself becomes Crashed.
 
@@ -327,3 +370,19 @@ def sendable_state(state: State[Any], where: str) -> State[Any]:
         "return values and exceptions must be picklable"
     )
     return Failed(error, message=str(error), run_count=state.run_count)
+
+
+def unreadable_outcome_state(task_run_name: str, exc: BaseException, destination: str) -> State[Any]:
+    """The state for a run whose result or exception could not be brought back.
+
+    For runners that ship states back from elsewhere: when unpickling a
+    finished run's state fails because of what the run returned (not
+    because the backend was lost), the run ends Failed — as on every
+    runner — with the unpickling error as the cause.
+    """
+    failure = RunError(
+        f"the result or exception of task run {task_run_name!r} cannot be sent back from {destination} "
+        f"({type(exc).__name__}: {exc}); return values and exceptions must be picklable"
+    )
+    failure.__cause__ = exc
+    return Failed(failure, message=str(failure))

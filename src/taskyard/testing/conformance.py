@@ -49,6 +49,8 @@ from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
 from taskyard.testing.fidelity import TaskRunnerPrefectContract
 from taskyard.testing.generator_contract import TaskRunnerGeneratorContract
+from taskyard.testing.failures import TaskRunnerFailureContract
+from taskyard.testing.hermetic import HermeticHome
 from taskyard.testing.resource_contract import TaskRunnerResourceContract
 
 __all__ = (
@@ -59,6 +61,7 @@ __all__ = (
     "TaskRunnerPrefectContract",
     "TaskRunnerResourceContract",
     "TaskRunnerGeneratorContract",
+    "TaskRunnerFailureContract",
     "ContractError",
 )
 
@@ -157,7 +160,7 @@ class Box(BaseModel):
 # -- the contract -----------------------------------------------------------------------
 
 
-class TaskRunnerCoreContract:
+class TaskRunnerCoreContract(HermeticHome):
     """Results, mapping, dependencies, failures, async, lifecycle."""
 
     @pytest.fixture
@@ -660,7 +663,7 @@ def _peak_overlap(lines: list[str]) -> int:
     return peak
 
 
-class TaskRunnerPolicyContract:
+class TaskRunnerPolicyContract(HermeticHome):
     """Engine behaviours that must hold wherever the runner runs the task."""
 
     def test_retries_rerun_until_success(self, runner: TaskRunner[Any], tmp_path: Path) -> None:
@@ -814,7 +817,7 @@ def tagged_interval(path: str, seconds: float) -> None:
         fh.write(f"{start} {time.time()}\n")
 
 
-class TaskRunnerPersistenceContract:
+class TaskRunnerPersistenceContract(HermeticHome):
     """Results persisted and limits kept wherever the run happens."""
 
     def test_results_are_persisted_where_the_flow_says(self, runner: TaskRunner[Any], tmp_path: Path) -> None:
@@ -858,6 +861,7 @@ class TaskRunnerContract(
     TaskRunnerResourceContract,
     TaskRunnerPrefectContract,
     TaskRunnerGeneratorContract,
+    TaskRunnerFailureContract,
 ):
     """The whole contract for a task runner; subclass and provide ``runner``.
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from taskyard import flow, task
 from taskyard.runners.base import TaskRunner
+from taskyard.testing.hermetic import HermeticHome
 
 __all__ = ("TaskRunnerPrefectContract",)
 
@@ -65,7 +66,7 @@ def _write_async_hook(directory: Path) -> Any:
     return hook
 
 
-class TaskRunnerPrefectContract:
+class TaskRunnerPrefectContract(HermeticHome):
     """Prefect behaviours every runner keeps alike."""
 
     def test_submit_and_map_inside_a_task_run(self, runner: TaskRunner[Any], tmp_path: Path) -> None:

@@ -35,19 +35,32 @@ from typing import Any
 
 import cloudpickle
 
-from taskyard.exceptions import CrashedRunError, RunError, RunnerNotStartedError
-from taskyard.futures import TaskFuture
-from taskyard.futures import wait as wait_futures
+from taskyard.exceptions import CrashedRunError, RunnerNotStartedError
 from taskyard.runners.base import (
     Cancelled,
     Crashed,
+    Failed,
     State,
     TaskCall,
+    TaskFuture,
     TaskRunner,
     received_state,
+    set_state,
     unpicklable_argument_error,
+    unreadable_outcome_state,
 )
-from taskyard.states import Failed, Pending, Running
+from taskyard.runners.toolkit import (
+    LogRelay,
+    Outstanding,
+    estimate_size,
+    find_shared,
+    lose_attempt,
+    lost_state,
+    split_upstreams,
+    submit_failure_state,
+    with_placeholders,
+)
+from taskyard.states import Pending, Running
 from taskyard_dask.options import current_dask_options, options_for_tags
 from taskyard_dask.resources import ClusterResources
 
@@ -61,7 +74,6 @@ _MAX_PLACEMENTS = 20
 SHARE_MIN_BYTES = 100_000
 # Reading one result of a map gathers finished siblings too, up to this many bytes.
 FETCH_BATCH_BYTES = 16_000_000
-_SMALL = frozenset({int, float, bool, complex, type(None)})
 _SUBMIT_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
 # The state of a run that finished on the cluster and has not been read yet.
 _REMOTE: State[Any] = Running("finished on the Dask cluster; the state is fetched when read", name="Remote")
@@ -161,14 +173,11 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._cluster: Any = None
         self._future_class: Any = None
         self._killed_worker: Any = None
-        self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()
-        self._inflight: dict[str, _Entry] = {}
-        self._deferred: dict[int, _Entry] = {}
+        self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
         self._batches: weakref.WeakSet[_Batch] = weakref.WeakSet()
-        self._run_ids: set[str] = set()
+        self._logs = LogRelay()
         self._shared: dict[int, tuple[Any, Any]] = {}
-        self._closing = False
         self._log_name = f"taskyard-logs-{os.urandom(4).hex()}"
         self._resources: ClusterResources | None = None
 
@@ -223,21 +232,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._close_backend()
 
     def _wait_outstanding(self) -> None:
-        while True:
-            with self._lock:
-                futures = [e.future for e in (*self._inflight.values(), *self._deferred.values())]
-            if not futures:
-                return
-            wait_futures(futures)
+        self._outstanding.wait_all()
 
     def _cancel_outstanding(self) -> None:
-        self._closing = True
-        with self._lock:
-            entries = [*self._inflight.values(), *self._deferred.values()]
-            self._inflight.clear()
-            self._deferred.clear()
-        for entry in entries:
-            entry.future._set_state(Cancelled("the flow run was cancelled before this run finished"))
+        entries = self._outstanding.cancel_all()
         natives = [e.native for e in entries if e.native is not None]
         if natives:
             try:
@@ -250,16 +248,20 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         remote = {f.native.key: f for batch in list(self._batches) for f in list(batch.remote.values())}
         if not remote:
             return
-        from taskyard_dask.worker import state_headers
-
         headers: dict[str, State[Any]] = {}
         if self._client.status == "running":
             try:
-                for found in self._client.run(state_headers, list(remote), on_error="return").values():
-                    if isinstance(found, dict):
-                        headers.update(found)
+                headers = self._read_headers(list(remote))
             except Exception as exc:
-                logger.warning("could not read the states of %d finished runs: %r", len(remote), exc)
+                if len(remote) == 1:  # e.g. a result or exception that cannot be pickled back
+                    (key, future), = remote.items()
+                    headers[key] = unreadable_outcome_state(future.task_run_name, exc, "its Dask worker")
+                else:  # find the runs whose states cannot come back
+                    for key, future in remote.items():
+                        try:
+                            headers.update(self._read_headers([key]))
+                        except Exception as one:
+                            headers[key] = unreadable_outcome_state(future.task_run_name, one, "its Dask worker")
         with self._fetch_lock:
             for key, future in remote.items():
                 if future._state is _REMOTE:
@@ -269,6 +271,15 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                         "could not be read before the runner shut down"
                     )
                 future._batch.remote.pop(future.task_run_id, None)
+
+    def _read_headers(self, keys: list[str]) -> dict[str, State[Any]]:
+        from taskyard_dask.worker import state_headers
+
+        headers: dict[str, State[Any]] = {}
+        for found in self._client.run(state_headers, keys, on_error="return").values():
+            if isinstance(found, dict):
+                headers.update(found)
+        return headers
 
     def _close_backend(self) -> None:
         client, cluster = self._client, self._cluster
@@ -299,18 +310,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._client.register_plugin(LogForwarder(self._log_name, level, os.getpid()), name=self._log_name)
 
     def _on_log_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        msg = dict(event[1])
-        if msg.get("flow_run_id") not in self._run_ids and msg.get("task_run_id") not in self._run_ids:
-            return
-        msg.update(args=None, taskyard_forwarded=True)
-        record = logging.makeLogRecord(msg)
-        target = logging.getLogger(record.name)
-        if target.isEnabledFor(record.levelno):
-            target.handle(record)
-
-    def _note_run(self, call: TaskCall[Any]) -> None:
-        flow_run = call.flow_run
-        self._run_ids.add(flow_run.id if flow_run is not None else call.task_run.id)
+        self._logs.deliver(dict(event[1]))
 
     # -- submission -------------------------------------------------------------------
 
@@ -323,7 +323,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         batch = _Batch(self)
         self._batches.add(batch)
         future = DaskTaskFuture(call.task_run.id, call.task_run.name, batch)
-        self._note_run(call)
+        self._logs.watch(call)
         if not self._refused(call, future):
             self._place(_Entry(call, future, self._options(call), ()))
         return future
@@ -336,7 +336,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._batches.add(batch)
         futures = every = [DaskTaskFuture(c.task_run.id, c.task_run.name, batch) for c in calls]
         for call in {id(c.flow_run): c for c in calls}.values():
-            self._note_run(call)
+            self._logs.watch(call)
         if any(c.task.resources for c in calls):  # the calls no worker can run end here
             kept = [i for i, c in enumerate(calls) if not self._refused(c, futures[i])]
             calls, futures = [calls[i] for i in kept], [futures[i] for i in kept]
@@ -356,7 +356,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         """End ``future`` at once if no worker can ever meet the call's resource request."""
         refused = self._resources.refusal(call) if self._resources is not None else None
         if refused is not None:
-            future._set_state(refused)
+            set_state(future, refused)
         return refused is not None
 
     def _options(self, call: TaskCall[Any]) -> Mapping[str, Any]:
@@ -365,24 +365,13 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _share(self, calls: list[TaskCall[Any]]) -> tuple[list[TaskCall[Any]], tuple[Any, ...]]:
         """Scatter large parameter values that every call shares; put placeholders in their place."""
-        if len(calls) < 2:
-            return calls, ()
         from dask.sizeof import sizeof
 
-        from taskyard_dask.worker import SharedArg
-
-        names = []
-        first = calls[0].parameters
-        for name, value in first.items():
-            if type(value) in _SMALL:
-                continue
-            if all(c.parameters.get(name, first) is value for c in calls) and sizeof(value) >= SHARE_MIN_BYTES:
-                names.append(name)
+        names = find_shared(calls, lambda v: max(sizeof(v), estimate_size(v)), SHARE_MIN_BYTES)
         if not names:
             return calls, ()
-        shared = tuple(self._scatter(first[name]) for name in names)
-        swap = {name: SharedArg(i) for i, name in enumerate(names)}
-        return [TaskCall(c.task, {**c.parameters, **swap}, c.task_run, c.flow_run, c.upstreams) for c in calls], shared
+        shared = tuple(self._scatter(calls[0].parameters[name]) for name in names)
+        return with_placeholders(calls, names), shared
 
     def _scatter(self, value: Any) -> Any:
         # Kept by identity for the runner's life, so later maps reuse the copy on the cluster.
@@ -395,28 +384,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _place(self, entry: _Entry) -> None:
         """Submit ``entry`` with its upstreams as Dask futures, or as states when they have none."""
-        ids: list[str] = []
-        values: list[Any] = []
-        waiting: list[TaskFuture[Any]] = []
-        seen: set[str] = set()
-        for upstream, _ in entry.call.upstreams:
-            if not isinstance(upstream, TaskFuture):
-                continue
-            run_id = upstream.task_run_id
-            if run_id in seen:
-                continue
-            seen.add(run_id)
-            native = self._usable(upstream.native)
-            if native is not None:
-                ids.append(run_id)
-                values.append(native)
-            elif upstream.done():
-                ids.append(run_id)
-                values.append(upstream.state)
-            else:  # a future of another runner, or one being submitted again
-                waiting.append(upstream)
-        if waiting:
-            self._defer(entry, waiting)
+        ids, values, waiting = split_upstreams(entry.call, lambda up: self._usable(up.native))
+        if waiting:  # a future of another runner, or one being submitted again
+            self._outstanding.defer(entry, waiting, self._place)
             return
         values.extend(entry.shared)
         from taskyard_dask.worker import run_call_on_worker
@@ -427,7 +397,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                     run_call_on_worker, entry.call, tuple(ids), *values, key=entry.key, pure=False, **_submit_kwargs(entry.options)
                 )
         except Exception as exc:
-            entry.future._set_state(_submit_failure(entry.call, exc))
+            set_state(entry.future, submit_failure_state(entry.call, exc, "a Dask worker"))
             return
         self._track(entry, native)
 
@@ -449,19 +419,19 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 )
         except Exception as exc:
             if len(entries) == 1:
-                entries[0].future._set_state(_submit_failure(entries[0].call, exc))
+                set_state(entries[0].future, submit_failure_state(entries[0].call, exc, "a Dask worker"))
                 return
             good = []
             for entry in entries:  # find the calls that will not pickle; send the rest
                 try:
                     cloudpickle.dumps(entry.call)
                 except Exception:
-                    entry.future._set_state(Failed(unpicklable_argument_error(entry.call, "a Dask worker")))
+                    set_state(entry.future, Failed(unpicklable_argument_error(entry.call, "a Dask worker")))
                 else:
                     good.append(entry)
             if len(good) == len(entries):
                 for entry in entries:
-                    entry.future._set_state(_submit_failure(entry.call, exc))
+                    set_state(entry.future, submit_failure_state(entry.call, exc, "a Dask worker"))
             elif good:
                 self._send_batch(good)
             return
@@ -477,52 +447,32 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             return native
         return None
 
-    def _defer(self, entry: _Entry, waiting: list[TaskFuture[Any]]) -> None:
-        with self._lock:
-            self._deferred[id(entry)] = entry
-        remaining = [len(waiting)]
-
-        def upstream_done(_: TaskFuture[Any]) -> None:
-            with self._lock:
-                remaining[0] -= 1
-                if remaining[0] or self._deferred.pop(id(entry), None) is None:
-                    return
-            if self._closing:
-                entry.future._set_state(Cancelled("the flow run was cancelled before this run started"))
-            else:
-                self._place(entry)
-
-        for upstream in waiting:
-            upstream.add_done_callback(upstream_done)
-
     def _track(self, entry: _Entry, native: Any) -> None:
         entry.native = native
         entry.future.native = native
-        with self._lock:
-            self._inflight[native.key] = entry
+        self._outstanding.add(native.key, entry)
         native.add_done_callback(self._on_done)
 
     # -- completion (Dask's callback thread) ---------------------------------------------
 
     def _on_done(self, native: Any) -> None:
-        with self._lock:
-            entry = self._inflight.pop(native.key, None)
+        entry = self._outstanding.pop(native.key)
         if entry is None or entry.native is not native:
             return
         future, status = entry.future, native.status
         if status == "finished":
             future._batch.remote[future.task_run_id] = future
-            future._set_state(_REMOTE)
+            future._set_state(_REMOTE)  # a marker for this subclass's lazy `state`, not a final state
         elif status == "error":
             self._on_error(entry, native)
-        elif status == "cancelled" and self._closing:
-            future._set_state(Cancelled("the flow run was cancelled before this run finished"))
+        elif status == "cancelled" and self._outstanding.closing:
+            set_state(future, Cancelled("the flow run was cancelled before this run finished"))
         else:
             message = (
                 f"Dask dropped task run {future.task_run_name!r} ({status}): "
                 "the connection to the scheduler was lost, or the cluster went away"
             )
-            future._set_state(Crashed(message, run_count=entry.losses + 1))
+            set_state(future, Crashed(message, run_count=entry.losses + 1))
 
     def _on_error(self, entry: _Entry, native: Any) -> None:
         try:
@@ -538,7 +488,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             entry.placements += 1
             if entry.placements > _MAX_PLACEMENTS:
                 message = f"task run {entry.call.task_run.name!r} could not be placed: its upstreams kept failing on Dask"
-                entry.future._set_state(Crashed(message, exc=CrashedRunError(message)))
+                set_state(entry.future, Crashed(message, exc=CrashedRunError(message)))
                 return
             # A new key: Dask answers a resubmitted key with the errored future it already has.
             entry.key = f"{entry.call.task_run.task_name}-{entry.call.task_run.id}-p{entry.placements}"
@@ -546,22 +496,21 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             return
         entry.losses += 1
         call = entry.call
-        if killed and entry.losses <= call.task.retries and not self._closing:
+        if killed and lose_attempt(call, entry.losses, self._outstanding.closing):
             logger.warning(
                 "a Dask worker died running task run %r; running it again (retry %d of %d)",
                 call.task_run.name, entry.losses, call.task.retries,
             )
-            call.task_run.run_count = entry.losses  # the engine counts on from the lost attempts
             entry.key = f"{call.task_run.task_name}-{call.task_run.id}-{entry.losses}"
             self._place(entry)
             return
         if killed:
-            message = f"a Dask worker process died while running task run {call.task_run.name!r} (lost {entry.losses}x)"
-        else:
-            message = f"Dask failed running task run {call.task_run.name!r}: {exc!r}"
+            set_state(entry.future, lost_state(call, entry.losses, "a Dask worker process died", exc))
+            return
+        message = f"Dask failed running task run {call.task_run.name!r}: {exc!r}"
         crash = CrashedRunError(message)
         crash.__cause__ = exc if isinstance(exc, BaseException) else None
-        entry.future._set_state(Crashed(message, exc=crash, run_count=entry.losses))
+        set_state(entry.future, Crashed(message, exc=crash, run_count=entry.losses))
 
     def _errored(self, upstream: Any) -> bool:
         native = getattr(upstream, "native", None)
@@ -611,12 +560,7 @@ def _gather_one(future: DaskTaskFuture) -> State[Any]:
         error.__cause__ = exc
         return Crashed(message, exc=error)
     except Exception as exc:  # the outcome itself cannot make the trip (as on the process runner)
-        failure = RunError(
-            f"the result or exception of task run {future.task_run_name!r} cannot be sent back from its Dask "
-            f"worker ({type(exc).__name__}: {exc}); return values and exceptions must be picklable"
-        )
-        failure.__cause__ = exc
-        return Failed(failure, message=str(failure))
+        return unreadable_outcome_state(future.task_run_name, exc, "its Dask worker")
 
 
 def _options_for(call: TaskCall[Any]) -> Mapping[str, Any]:
@@ -639,17 +583,6 @@ def _annotated(options: Mapping[str, Any]) -> Iterator[None]:
 
     with dask.annotate(**annotations):  # type: ignore[attr-defined]
         yield
-
-
-def _submit_failure(call: TaskCall[Any], exc: BaseException) -> State[Any]:
-    try:
-        cloudpickle.dumps(call)
-    except Exception:
-        return Failed(unpicklable_argument_error(call, "a Dask worker"))
-    message = f"Dask refused task run {call.task_run.name!r}: {exc!r}"
-    error = CrashedRunError(message)
-    error.__cause__ = exc
-    return Crashed(message, exc=error)
 
 
 def _load_class(spec: type[Any] | str) -> type[Any]:

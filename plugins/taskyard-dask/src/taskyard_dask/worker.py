@@ -5,7 +5,7 @@
     client.submit(run_call_on_worker, call, ids, *upstreams_then_shared)
                                    │ Dask materialises the upstream Dask futures
                                    ▼ (their States) and the scattered shared values
-    run_call_on_worker: swap SharedArg placeholders back, call.run({id: state})
+    run_call_on_worker → toolkit.run_on_worker: shared values back in place, call.run({id: state})
                                    │ the engine runs here: retries, timeout, hooks
                                    ▼
                      final State ── kept on the worker as the Dask result
@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from taskyard.context import flow_run_var, task_run_var
-from taskyard.engine import TaskCall
-from taskyard.exceptions import MissingResultError
-from taskyard.states import Crashed, State
-from taskyard.runners.base import sendable_state
+from taskyard.runners.base import State, TaskCall, sendable_state
+from taskyard.runners.toolkit import ReleasedResult, record_payload, run_on_worker
 
 __all__ = (
-    "SharedArg",
     "run_call_on_worker",
     "run_mapped_call_on_worker",
     "state_headers",
@@ -60,59 +55,15 @@ def _register_sizeof() -> None:
 _register_sizeof()
 
 
-class SharedArg:
-    """Placeholder for a parameter scattered once and shared by many calls."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __reduce__(self) -> tuple[type[SharedArg], tuple[int]]:
-        return SharedArg, (self.index,)
-
-    def __repr__(self) -> str:
-        return f"SharedArg({self.index})"
-
-
 def run_call_on_worker(call: TaskCall[Any], ids: tuple[str, ...], *values: Any) -> State[Any]:
     """Run one call: ``values`` are the upstream states (one per id), then shared values."""
-    n = len(ids)
-    states = dict(zip(ids, values[:n], strict=True))
-    return _run(call, states, values[n:])
+    return sendable_state(run_on_worker(call, ids, values, "a Dask worker"), "its Dask worker")
 
 
 def run_mapped_call_on_worker(call: TaskCall[Any], shared: tuple[Any, ...] = ()) -> State[Any]:
     """Run one call of a batch (no upstreams); ``shared`` are the scattered values."""
-    return _run(call, None, shared)
-
-
-def _run(call: TaskCall[Any], states: Mapping[str, State[Any]] | None, shared: tuple[Any, ...]) -> State[Any]:
-    if shared:
-        # A new call, not an edit: with in-process workers the call is the flow's own object.
-        params = {k: shared[v.index] if type(v) is SharedArg else v for k, v in call.parameters.items()}
-        call = TaskCall(call.task, params, call.task_run, call.flow_run, call.upstreams)
-    try:
-        state = call.run(states or None)
-    except Exception as exc:  # the engine itself failed: infrastructure, not user code
-        return Crashed(f"the engine failed running {call.task_run.name!r} on a Dask worker: {exc!r}", exc=exc)
     # Found here, an unpicklable result fails its run with one line, not distributed's error logs.
-    return sendable_state(state, "its Dask worker")
-
-
-class ReleasedResult:
-    """The result of a run that stayed on the cluster after its flow run ended."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-    def __taskyard_load__(self) -> Any:
-        raise MissingResultError(self.message)
-
-    def __repr__(self) -> str:
-        return f"ReleasedResult({self.message!r})"
+    return sendable_state(run_on_worker(call, (), shared, "a Dask worker"), "its Dask worker")
 
 
 def state_headers(keys: list[str], dask_worker: Any = None) -> dict[str, State[Any]]:
@@ -153,29 +104,7 @@ class _EventHandler(logging.Handler):
         if getattr(record, "taskyard_forwarded", False):
             return
         try:
-            flow_run = flow_run_var.get()
-            task_run = task_run_var.get()
-            payload = {
-                "name": record.name,
-                "levelno": record.levelno,
-                "levelname": record.levelname,
-                "msg": record.getMessage(),
-                "pathname": record.pathname,
-                "filename": record.filename,
-                "module": record.module,
-                "lineno": record.lineno,
-                "funcName": record.funcName,
-                "created": record.created,
-                "threadName": record.threadName,
-                "processName": record.processName,
-                "process": record.process,
-                "exc_text": logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text,
-                "flow_run_id": getattr(record, "flow_run_id", None) or (flow_run.id if flow_run else None),
-                "flow_run_name": getattr(record, "flow_run_name", None) or (flow_run.name if flow_run else None),
-                "task_run_id": getattr(record, "task_run_id", None) or (task_run.id if task_run else None),
-                "task_run_name": getattr(record, "task_run_name", None) or (task_run.name if task_run else None),
-                "worker": str(self.worker.address),
-            }
+            payload = record_payload(record, str(self.worker.address))
             self.worker.log_event(self.topic, payload)
             record.taskyard_streamed = True  # the engine need not ship it with the state
         except Exception:

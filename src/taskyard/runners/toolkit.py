@@ -1,0 +1,498 @@
+"""The runner toolkit: what every runner on a cluster backend needs, written once.
+
+The Dask and Ray runners are built from these parts; a third cluster plugin
+should need little more than its backend's submit, wait and cancel calls.
+Everything here is backend-neutral: a part takes the backend's own objects
+(native futures, sizes) through small callables.
+
+::
+
+    flow process                                        worker
+    ────────────                                        ──────
+    split_upstreams(call, native_of)
+      upstream TaskFutures → ids + native futures ───▶  run_on_worker(call, ids, *states)
+      (not yet placed → Outstanding.defer)              (the backend resolved the native
+    find_shared / with_placeholders                      futures into their States)
+      a large value every call shares → SharedArg ───▶  shared values put back in place
+      (the runner ships the value once: scatter/put)    call.run(states): the engine runs here
+    Outstanding: the runs in flight, for
+      shutdown(wait) / shutdown(cancel_pending)
+    lose_attempt / lost_state
+      a worker died → place again while retries allow, else Crashed
+    LogRelay ◀── record_payload(record) ◀────────────── a record logged during a run
+
+The parts:
+
+* **Upstreams passed natively**: :func:`split_upstreams` turns a call's
+  upstream futures into the backend's futures (the runner hands them to the
+  backend as top-level arguments, which every backend resolves before the
+  function runs), and :func:`run_on_worker` gives their states to the engine.
+  An upstream that has no native future yet (a run held back by a
+  concurrency limit, or a future of another runner) is waited for with
+  :meth:`Outstanding.defer` and then passed as its final State.
+* **Shared values shipped once**: :func:`find_shared` names the parameters
+  every call of a map shares and that are large; the runner ships each once
+  (``client.scatter``, ``ray.put``), :func:`with_placeholders` swaps them for
+  :class:`SharedArg` placeholders, and :func:`run_on_worker` puts the
+  values back (the runner passes the shipped values as trailing arguments).
+* **Lost workers**: :func:`lose_attempt` decides whether a run whose worker
+  died runs again (its ``retries`` allow it; the engine then counts on from
+  the lost attempts) and :func:`lost_state` is the Crashed state otherwise.
+* **Cancel on exit**: :class:`Outstanding` tracks the runs in flight; at
+  shutdown the runner either waits for them or takes them all, completes
+  their futures Cancelled, and cancels the native futures.
+* **Results left on the cluster**: a :class:`RemoteTaskFuture` is marked
+  done when its run finishes there (:meth:`RemoteTaskFuture.mark_finished`)
+  and fetches its State only when someone reads it, so a chain A→B→C never
+  moves data through the flow process.
+* **Worker logs**: :func:`record_payload` turns a record logged on a worker
+  into a plain dict a backend can carry (an event, a message), and
+  :class:`LogRelay` hands the payloads of this flow process's runs to its
+  loggers. A runner that streams records this way marks each one
+  ``record.taskyard_streamed = True`` so the engine does not ship it a
+  second time with the state. Without streaming, the engine ships the
+  records of a run with its final state and they are replayed when the
+  future is completed — every runner gets that for free.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from taskyard.runners.base import (
+    Cancelled,
+    Pending,
+    Crashed,
+    CrashedRunError,
+    Failed,
+    State,
+    TaskCall,
+    TaskFuture,
+    count_lost_attempts,
+    received_state,
+    set_state,
+    unpicklable_argument_error,
+)
+
+__all__ = (
+    "SharedArg",
+    "find_shared",
+    "estimate_size",
+    "with_placeholders",
+    "split_upstreams",
+    "Upstreams",
+    "run_on_worker",
+    "Outstanding",
+    "lose_attempt",
+    "lost_state",
+    "submit_failure_state",
+    "record_payload",
+    "LogRelay",
+    "RemoteTaskFuture",
+    "ReleasedResult",
+)
+
+E = TypeVar("E")
+
+_SMALL = frozenset({int, float, bool, complex, type(None)})
+
+
+# -- shared values ------------------------------------------------------------------------
+
+
+class SharedArg:
+    """Stands in a call's parameters for the shared value at ``index`` (shipped once)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[type[SharedArg], tuple[int]]:
+        return SharedArg, (self.index,)
+
+    def __repr__(self) -> str:
+        return f"SharedArg({self.index})"
+
+
+def find_shared(calls: Sequence[TaskCall[Any]], size_of: Callable[[Any], int], min_bytes: int) -> list[str]:
+    """The parameters whose value is the same object in every call and at least ``min_bytes``.
+
+    Args:
+        calls: The calls of one map (fewer than two share nothing).
+        size_of: The backend's size estimate (``dask.sizeof``, a pickle length).
+        min_bytes: Smaller values travel inside the calls, as usual.
+    """
+    if len(calls) < 2:
+        return []
+    first = calls[0].parameters
+    names = []
+    for name, value in first.items():
+        if type(value) in _SMALL:
+            continue
+        if all(c.parameters.get(name, first) is value for c in calls) and size_of(value) >= min_bytes:
+            names.append(name)
+    return names
+
+
+def estimate_size(value: Any, depth: int = 0) -> int:
+    """A cheap size estimate in bytes, without pickling (``nbytes``, lengths, sampled containers)."""
+    if isinstance(value, bytes | bytearray | str | memoryview):
+        return len(value)
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    size = sys.getsizeof(value)
+    if depth > 3:
+        return size
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(itertools.islice(value, 100))
+        if items:
+            size += sum(estimate_size(i, depth + 1) for i in items) * len(value) // len(items)
+    elif isinstance(value, dict):
+        pairs = list(itertools.islice(value.items(), 100))
+        if pairs:
+            per = sum(estimate_size(k, depth + 1) + estimate_size(v, depth + 1) for k, v in pairs)
+            size += per * len(value) // len(pairs)
+    elif hasattr(value, "__dict__"):
+        size += estimate_size(vars(value), depth + 1)
+    return size
+
+
+def with_placeholders(calls: Sequence[TaskCall[Any]], names: Sequence[str]) -> list[TaskCall[Any]]:
+    """New calls with parameter ``names[i]`` replaced by ``SharedArg(i)`` (the originals are untouched)."""
+    swap = {name: SharedArg(i) for i, name in enumerate(names)}
+    return [TaskCall(c.task, {**c.parameters, **swap}, c.task_run, c.flow_run, c.upstreams) for c in calls]
+
+
+# -- upstreams ----------------------------------------------------------------------------
+
+
+class Upstreams(NamedTuple):
+    """A call's upstreams, sorted for placement (see :func:`split_upstreams`)."""
+
+    ids: list[str]
+    """Task run ids, in the order of ``values``."""
+    values: list[Any]
+    """For each id: the backend's native future, or the final State when the upstream has none."""
+    waiting: list[TaskFuture[Any]]
+    """Upstreams with no native future that are not done yet: wait for them, then split again."""
+
+
+def split_upstreams(call: TaskCall[Any], native_of: Callable[[TaskFuture[Any]], Any]) -> Upstreams:
+    """Sort the upstream futures of ``call`` into native futures, final states, and runs to wait for.
+
+    Args:
+        call: A call the dispatcher handed over with ``upstreams`` (a runner
+            with ``resolves_dependencies`` gets them before they are done).
+        native_of: The runner's usable native future for an upstream, or
+            None (no native future yet, one of another runner or backend,
+            or one the backend has lost).
+    """
+    ids: list[str] = []
+    values: list[Any] = []
+    waiting: list[TaskFuture[Any]] = []
+    seen: set[str] = set()
+    for upstream, _ in call.upstreams:
+        if not isinstance(upstream, TaskFuture) or upstream.task_run_id in seen:
+            continue
+        seen.add(upstream.task_run_id)
+        native = native_of(upstream)
+        if native is not None:
+            ids.append(upstream.task_run_id)
+            values.append(native)
+        elif upstream.done():
+            ids.append(upstream.task_run_id)
+            values.append(upstream.state)
+        else:
+            waiting.append(upstream)
+    return Upstreams(ids, values, waiting)
+
+
+def run_on_worker(call: TaskCall[Any], ids: Sequence[str], values: Sequence[Any], where: str = "a worker") -> State[Any]:
+    """Run ``call`` where it landed (worker side) and return its final State.
+
+    Args:
+        call: The call, with :class:`SharedArg` placeholders if it has shared values.
+        ids: The upstream task run ids from :func:`split_upstreams`.
+        values: The upstreams' States (resolved by the backend), one per id,
+            then the shared values in placeholder order.
+        where: Names the place in the message of a Crashed state.
+
+    A failure of the engine itself (not of user code, which ends Failed)
+    becomes Crashed.
+    """
+    n = len(ids)
+    shared = values[n:]
+    if shared:
+        # A new call, not an edit: a worker in the flow's own process shares the object.
+        params = {k: shared[v.index] if type(v) is SharedArg else v for k, v in call.parameters.items()}
+        call = TaskCall(call.task, params, call.task_run, call.flow_run, call.upstreams)
+    states = dict(zip(ids, values[:n], strict=True))
+    try:
+        return call.run(states or None)
+    except Exception as exc:
+        return Crashed(f"the engine failed running {call.task_run.name!r} on {where}: {exc!r}", exc=exc)
+
+
+# -- runs in flight -----------------------------------------------------------------------
+
+
+class Outstanding(Generic[E]):
+    """The runs a runner has placed and not yet completed, for shutdown and cancel-on-exit.
+
+    Entries are the runner's own objects (holding the call, its future and
+    its native future), keyed by anything hashable (the native key).
+    ``future_of`` reads an entry's TaskFuture.
+    """
+
+    def __init__(self, future_of: Callable[[E], TaskFuture[Any]]) -> None:
+        self._future_of = future_of
+        self._lock = threading.Lock()
+        self._placed: dict[Any, E] = {}
+        self._deferred: dict[int, E] = {}
+        self.closing = False
+        """True once the runner is cancelling: deferred runs end Cancelled instead of being placed."""
+
+    def add(self, key: Any, entry: E) -> None:
+        """Track ``entry``, placed on the backend under ``key``."""
+        with self._lock:
+            self._placed[key] = entry
+
+    def pop(self, key: Any) -> E | None:
+        """Stop tracking the entry under ``key`` (it finished); None if unknown or taken."""
+        with self._lock:
+            return self._placed.pop(key, None)
+
+    def entries(self) -> list[E]:
+        """A snapshot of the placed entries."""
+        with self._lock:
+            return list(self._placed.values())
+
+    def defer(self, entry: E, waiting: Iterable[TaskFuture[Any]], place: Callable[[E], None]) -> None:
+        """Call ``place(entry)`` once every future in ``waiting`` is done (at once if they are).
+
+        If the runner starts cancelling meanwhile, the entry's future ends
+        Cancelled instead.
+        """
+        waiting = list(waiting)
+        with self._lock:
+            self._deferred[id(entry)] = entry
+        remaining = [len(waiting)]
+
+        def upstream_done(_: TaskFuture[Any]) -> None:
+            with self._lock:
+                remaining[0] -= 1
+                if remaining[0] or self._deferred.pop(id(entry), None) is None:
+                    return
+            if self.closing:
+                set_state(self._future_of(entry), Cancelled("the flow run was cancelled before this run started"))
+            else:
+                place(entry)
+
+        for upstream in waiting:
+            upstream.add_done_callback(upstream_done)
+
+    def wait_all(self) -> None:
+        """Block until every tracked run (placed or deferred, including ones added meanwhile) is done."""
+        while True:
+            with self._lock:
+                futures = [self._future_of(e) for e in (*self._placed.values(), *self._deferred.values())]
+            pending = [f for f in futures if not f.done()]
+            if not pending:
+                return
+            for future in pending:
+                future.wait()
+
+    def cancel_all(self, message: str = "the flow run was cancelled before this run finished") -> list[E]:
+        """Stop every tracked run: complete their futures Cancelled and return the entries.
+
+        The runner then cancels the native futures of the returned entries
+        on its backend. Runs finishing meanwhile are ignored (their futures
+        are complete already).
+        """
+        self.closing = True
+        with self._lock:
+            entries = [*self._placed.values(), *self._deferred.values()]
+            self._placed.clear()
+            self._deferred.clear()
+        for entry in entries:
+            set_state(self._future_of(entry), Cancelled(message))
+        return entries
+
+
+# -- lost runs ------------------------------------------------------------------------------
+
+
+def lose_attempt(call: TaskCall[Any], lost: int, closing: bool = False) -> bool:
+    """True if ``call``, whose worker died ``lost`` times, should be placed again.
+
+    It should while its ``retries`` allow (and the runner is not
+    cancelling); the run count is then set so the engine counts on from the
+    lost attempts — a task with ``retries=N`` runs at most ``1 + N`` times.
+    Otherwise complete the future with :func:`lost_state`.
+    """
+    if closing or lost > call.task.retries:
+        return False
+    count_lost_attempts(call, lost)
+    return True
+
+
+def lost_state(call: TaskCall[Any], lost: int, what: str, cause: BaseException | None = None) -> State[Any]:
+    """The Crashed state of a run the backend lost ``lost`` times; ``what`` says what happened."""
+    message = f"{what} while running task run {call.task_run.name!r} (lost {lost}x)"
+    error = CrashedRunError(message)
+    error.__cause__ = cause
+    return Crashed(message, exc=error, run_count=lost)
+
+
+def submit_failure_state(call: TaskCall[Any], exc: BaseException, destination: str) -> State[Any]:
+    """The state of a call the backend refused: Failed if the call cannot be pickled, else Crashed."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(call)
+    except Exception:
+        return Failed(unpicklable_argument_error(call, destination))
+    message = f"{destination} refused task run {call.task_run.name!r}: {exc!r}"
+    error = CrashedRunError(message)
+    error.__cause__ = exc
+    return Crashed(message, exc=error)
+
+
+# -- logs -----------------------------------------------------------------------------------
+
+_PAYLOAD_FIELDS = (
+    "name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+    "created", "threadName", "processName", "process",
+)
+
+
+def record_payload(record: logging.LogRecord, where: str = "") -> dict[str, Any]:
+    """A log record made on a worker as a plain, picklable dict (worker side).
+
+    It carries the message (formatted), the exception text, and the run
+    names and ids — from the record, or from the run the worker is executing.
+    """
+    from taskyard.context import flow_run_var, task_run_var
+
+    flow_run = flow_run_var.get()
+    task_run = task_run_var.get()
+    payload = {field: getattr(record, field, None) for field in _PAYLOAD_FIELDS}
+    payload.update(
+        msg=record.getMessage(),
+        exc_text=logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text,
+        flow_run_id=getattr(record, "flow_run_id", None) or (flow_run.id if flow_run else None),
+        flow_run_name=getattr(record, "flow_run_name", None) or (flow_run.name if flow_run else None),
+        task_run_id=getattr(record, "task_run_id", None) or (task_run.id if task_run else None),
+        task_run_name=getattr(record, "task_run_name", None) or (task_run.name if task_run else None),
+        worker=where,
+    )
+    return payload
+
+
+class LogRelay:
+    """Flow side: hands payloads from :func:`record_payload` to this process's loggers.
+
+    Only payloads of runs this process placed (see :meth:`watch`) are
+    delivered; a cluster shared by many flow processes sends every record to
+    every subscriber.
+    """
+
+    def __init__(self) -> None:
+        self._run_ids: set[str] = set()
+
+    def watch(self, call: TaskCall[Any]) -> None:
+        """Deliver the records of ``call``'s flow run (or of the call itself, outside a flow)."""
+        flow_run = call.flow_run
+        self._run_ids.add(flow_run.id if flow_run is not None else call.task_run.id)
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        """Hand one payload to the logger it was logged on, if it belongs to a watched run."""
+        if payload.get("flow_run_id") not in self._run_ids and payload.get("task_run_id") not in self._run_ids:
+            return
+        record = logging.makeLogRecord({**payload, "args": None, "taskyard_forwarded": True})
+        target = logging.getLogger(record.name)
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+
+# -- states left on the cluster ---------------------------------------------------------------
+
+_FINISHED_REMOTELY: State[Any] = State.model_construct(  # a marker, never shown as a final state
+    type=Pending().type, name="FinishedRemotely", message="finished on the cluster; fetched when read"
+)
+
+
+class RemoteTaskFuture(TaskFuture[Any]):
+    """A future whose final State stays on the cluster until someone reads it.
+
+    The runner calls :meth:`mark_finished` when the backend says the run
+    finished: ``done()`` turns True, waiters wake and done-callbacks run,
+    but nothing is transferred. Reading ``state`` (or ``result()``) calls
+    ``fetch(future)`` once, which returns the State (the runner may fetch
+    and :meth:`install` finished siblings in the same round trip).
+    """
+
+    __slots__ = ("_fetch", "_fetch_lock")
+
+    def __init__(
+        self, task_run_id: str, task_run_name: str, fetch: Callable[[RemoteTaskFuture], State[Any]], native: Any = None
+    ) -> None:
+        super().__init__(task_run_id, task_run_name, native)
+        self._fetch = fetch
+        self._fetch_lock = threading.Lock()
+
+    @property
+    def state(self) -> State[Any]:
+        state = self._state
+        if state is _FINISHED_REMOTELY:
+            with self._fetch_lock:
+                if self._state is _FINISHED_REMOTELY:
+                    self.install(self._fetch(self))
+            state = self._state
+        return state if state is not None else Pending()
+
+    @property
+    def remote(self) -> bool:
+        """True while the run has finished but its State has not been fetched."""
+        return self._state is _FINISHED_REMOTELY
+
+    def mark_finished(self) -> None:
+        """The run finished on the cluster: complete the future, leaving its State there."""
+        self._set_state(_FINISHED_REMOTELY)
+
+    def install(self, state: State[Any]) -> None:
+        """Give a finished future its fetched State (log records it carries are replayed once)."""
+        if self._state is _FINISHED_REMOTELY:
+            self._state = received_state(state)
+
+
+class ReleasedResult:
+    """Stands for the result of a run that stayed on the cluster after its flow run ended.
+
+    Put it as the ``data`` of a Completed state whose result is too large to
+    bring back unasked; ``state.result()`` then raises MissingResultError
+    with ``message``.
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __taskyard_load__(self) -> Any:
+        from taskyard.exceptions import MissingResultError
+
+        raise MissingResultError(self.message)
+
+    def __reduce__(self) -> tuple[type[ReleasedResult], tuple[str]]:
+        return ReleasedResult, (self.message,)
+
+    def __repr__(self) -> str:
+        return f"ReleasedResult({self.message!r})"
