@@ -22,6 +22,7 @@ import pytest
 from taskyard import flow, task, wait
 from taskyard.exceptions import UnsatisfiableResourcesError
 from taskyard.runners.base import TaskRunner
+from taskyard.testing.hermetic import HermeticHome
 
 __all__ = ("TaskRunnerResourceContract",)
 
@@ -56,7 +57,7 @@ def _peak(lines: list[str]) -> int:
     return peak
 
 
-class TaskRunnerResourceContract:
+class TaskRunnerResourceContract(HermeticHome):
     """Resource requests: met when they can be, refused at once when they never can."""
 
     #: The capacity ``resource_runner`` must have in total.
