@@ -81,7 +81,8 @@ class TestRunnerSelection:
 
     def test_unknown_name_fails_at_definition(self) -> None:
         """An unknown runner name fails when the flow is defined, listing the registered ones."""
-        with pytest.raises(RunnerNotFound, match=r"'nope'.*processes, sequential, threads"):
+        # the built-ins, with any installed plugins (dask, ray) among them in order
+        with pytest.raises(RunnerNotFound, match=r"'nope'.*processes, (ray, )?sequential, threads"):
 
             @flow(task_runner="nope")
             def f() -> None: ...

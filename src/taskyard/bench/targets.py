@@ -7,7 +7,8 @@
                                                               same start method)
     open_target("dask") ───── a LocalCluster started here; DaskTaskRunner(address=…) for flows;
                               the raw baseline uses the runner's own ``.client`` on that cluster
-    open_target("ray") ────── a local Ray instance; RayTaskRunner(address=…) + ``ray.remote``
+    open_target("ray") ────── a local Ray started by a RayTaskRunner; flows use RayTaskRunner()
+                              (Ray initialised: shared) + ``ray.remote`` / ``ray.get``
     open_target(other) ────── the registered runner by name; no raw baseline
 
 Each flow run duplicates the runner it is given, so a cluster is started here,
@@ -137,16 +138,17 @@ def _open_dask(cls: Any, name: str) -> Iterator[Target]:
 @contextlib.contextmanager
 def _open_ray(cls: Any, name: str) -> Iterator[Target]:
     try:
-        import ray
+        import ray  # noqa: F401 - only to skip cleanly without it
     except ImportError as exc:
         raise SkipTarget(f"runner 'ray' needs ray: {exc}") from None
     workers = os.cpu_count() or 1
-    info: Any = ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")
+    # One local Ray for the whole bench, started the way the runner starts it
+    # (127.0.0.1 only); each flow run's runner and the raw baseline share it.
+    owner = cls(init_kwargs={"num_cpus": workers}).start()
     try:
-        address = info.address_info["address"]
-        yield Target(name, cls(address=address), RayBackend(), workers, f"local Ray, {workers} CPUs")
+        yield Target(name, cls(), RayBackend(), workers, f"local Ray, {workers} CPUs")
     finally:
-        ray.shutdown()
+        owner.shutdown()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,120 @@
+"""Starting, joining and leaving Ray: every ``ray.init`` and ``ray.shutdown`` of the plugin.
+
+Three ways a runner gets Ray (decided in :func:`attach`):
+
+* Ray is already initialised in this process (a notebook, a Ray job, the
+  runner of an enclosing flow): use it and leave it alone at exit.
+* ``address`` given (``"127.0.0.1:6379"``, ``"auto"``, ``"ray://..."``):
+  connect with ``ray.init(address=...)``; at exit disconnect, and leave
+  the cluster running.
+* No address: :func:`start_local_ray` starts a fresh single-node Ray,
+  bound to 127.0.0.1, and ``ray.shutdown()`` stops exactly those processes
+  at exit. It passes ``address="local"``, so neither ``RAY_ADDRESS`` nor a
+  stale ``/tmp/ray/ray_current_cluster`` left by a killed cluster makes it
+  try to join something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ("Connection", "attach", "release", "start_local_ray", "LOCAL_DEFAULTS")
+
+# Small by default: the runner's own Ray shares the machine with the flow.
+LOCAL_DEFAULTS: Mapping[str, Any] = {
+    "object_store_memory": 200 * 1024 * 1024,
+    "include_dashboard": False,
+}
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How a runner holds Ray: whether it must call ``ray.shutdown()`` and whether it started Ray."""
+
+    owned: bool
+    started: bool
+    address: str
+
+
+def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
+    """Get Ray for a runner: the one already initialised, a cluster at ``address``, or a fresh local one.
+
+    Raises:
+        ValueError: Ray is already initialised here, connected to another
+            cluster than ``address``.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address is not None and address != "auto" and not _same(address, current):
+            raise ValueError(
+                f"Ray is already initialised in this process, connected to {current}, not to {address!r}; "
+                "one process talks to one Ray cluster: pass that address, or run the flow in another process"
+            )
+        return Connection(owned=False, started=False, address=current)
+    if address is None:
+        start_local_ray(init_kwargs)
+        return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address)
+    with _loopback_if(address):
+        ray.init(address=address, **init_kwargs)
+    return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address)
+
+
+def start_local_ray(init_kwargs: Mapping[str, Any]) -> None:
+    """Start a fresh single-node Ray in this process, every socket on 127.0.0.1.
+
+    ``init_kwargs`` go to ``ray.init`` over :data:`LOCAL_DEFAULTS`
+    (``num_cpus=2``, ``object_store_memory=...``, ...). This is the one
+    place the plugin starts Ray processes.
+    """
+    import ray
+
+    kwargs = {**LOCAL_DEFAULTS, **init_kwargs}
+    with _loopback_if("127.0.0.1"):
+        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
+
+
+def release(connection: Connection) -> None:
+    """Undo :func:`attach`: shut down what the runner started, disconnect what it joined, nothing else."""
+    if connection.owned:
+        import ray
+
+        ray.shutdown()
+
+
+def _same(address: str, current: str) -> bool:
+    host, _, port = address.rpartition(":")
+    current_host, _, current_port = current.rpartition(":")
+    if "://" in address or not port:
+        return True  # a Ray Client or bare-host address: trust the caller
+    return port == current_port and (host == current_host or (host in _LOOPBACK and current_host in _LOOPBACK))
+
+
+@contextlib.contextmanager
+def _loopback_if(address: str) -> Iterator[None]:
+    """Keep a loopback address on loopback while Ray starts or connects.
+
+    Ray replaces 127.0.0.1 by the machine's address (so that other machines
+    could reach it), and then its servers listen on every interface. On
+    Linux it does not when multi-node clusters are "disabled" — the setting
+    Ray uses on macOS and Windows — which is what a loopback-only Ray is.
+    """
+    host = address.rpartition(":")[0] or address
+    if host.strip("[]") not in _LOOPBACK:
+        yield
+        return
+    from ray._private import ray_constants  # the switch has no public API
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved

@@ -1,0 +1,442 @@
+"""RayTaskRunner: task calls run on Ray, dependencies resolved by Ray.
+
+::
+
+    submit(call) ─ upstream TaskFutures → their ObjectRefs (.native) ──┐
+    map(calls)  ── large shared args ray.put once → SharedArg ────────┤ one .remote() per call,
+                                                                      ▼ in one pass
+           run_on_ray.options(resources...).remote(call, ids, *refs)  → (header ref, state ref)
+                                                                      │ worker: engine → State
+    RemoteTaskFuture ◀── watcher thread: ray.wait on the header refs ◀┘ (the State stays in Ray)
+      .native = the state ObjectRef (what downstream runs are given)
+      header ready → marked done; the State is fetched when first read (finished
+                     siblings of a map in the same ray.get), so a chain A→B→C never
+                     moves data through the flow process
+      header error → a worker or node lost: placed again while the task's retries
+                     allow, else Crashed; an upstream's loss: placed again once the
+                     upstream settles (it then ends NotReady or runs on the retry)
+
+Each remote call returns two objects: a header, read at once — the State
+itself when its result is small, else the State without its result — and
+the full State, left in Ray until someone reads it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from taskyard.runners.base import (
+    Cancelled,
+    Crashed,
+    CrashedRunError,
+    State,
+    TaskCall,
+    TaskFuture,
+    TaskRunner,
+    received_state,
+    set_state,
+    unreadable_outcome_state,
+)
+from taskyard.runners.toolkit import (
+    Outstanding,
+    ReleasedResult,
+    RemoteTaskFuture,
+    estimate_size,
+    find_shared,
+    lose_attempt,
+    lost_state,
+    split_upstreams,
+    submit_failure_state,
+    with_placeholders,
+)
+from taskyard_ray.capacity import Capacity
+from taskyard_ray.connection import Connection, attach, release
+from taskyard_ray.options import current_ray_options, remote_options
+
+__all__ = ("RayTaskRunner",)
+
+logger = logging.getLogger("taskyard.ray")
+
+# Shared arguments at least this large (estimated) are put in Ray's object store once per map.
+SHARE_MIN_BYTES = 100_000
+# Reading one result of a map fetches finished siblings too, up to this many.
+FETCH_BATCH = 1000
+# A run whose upstreams keep being lost is placed again at most this often.
+_MAX_PLACEMENTS = 20
+
+
+class _Batch:
+    """The futures of one submit or map: finished ones are fetched together."""
+
+    __slots__ = ("finished", "__weakref__")
+
+    def __init__(self) -> None:
+        self.finished: dict[str, RemoteTaskFuture] = {}
+
+
+class _Entry:
+    """A call on its way through Ray (kept to place it again)."""
+
+    __slots__ = ("call", "future", "batch", "options", "shared", "header", "seq", "losses", "placements", "upstream_refs")
+
+    def __init__(
+        self, call: TaskCall[Any], future: RemoteTaskFuture, batch: _Batch, options: dict[str, Any], shared: tuple[Any, ...]
+    ) -> None:
+        self.call = call
+        self.future = future
+        self.batch = batch
+        self.options = options
+        self.shared = shared
+        self.header: Any = None  # the header ObjectRef while placed; the header State once read
+        self.seq = 0
+        self.losses = 0
+        self.placements = 0
+        self.upstream_refs: tuple[Any, ...] = ()
+
+
+class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
+    """Runs task calls on Ray: a running cluster, the Ray of this process, or a local one it starts.
+
+    Args:
+        address: A running cluster to connect to (``"127.0.0.1:6379"``,
+            ``"auto"``): the runner connects, and disconnects at exit,
+            leaving the cluster running. Without it, the runner starts a
+            fresh single-node Ray bound to 127.0.0.1 and shuts it down at
+            exit. Either way, if Ray is already initialised in this process
+            (a notebook, a Ray job, an enclosing flow's runner) the runner
+            uses it and leaves it alone.
+        init_kwargs: Keyword arguments for ``ray.init`` (``num_cpus``,
+            ``object_store_memory``, ``runtime_env``, ...). A local Ray gets
+            200 MB of object store and no dashboard unless told otherwise.
+
+    After ``start()``, ``connection`` says whether the runner started Ray
+    (``connection.started``) and the cluster's address.
+    """
+
+    name = "ray"
+    requires_pickling = True
+    resolves_dependencies = True
+    supports_cancel_running = True
+
+    def __init__(self, address: str | None = None, init_kwargs: Mapping[str, Any] | None = None) -> None:
+        init_kwargs = dict(init_kwargs or {})
+        if "address" in init_kwargs:
+            raise ValueError("pass the cluster address as RayTaskRunner(address=...), not in init_kwargs")
+        self.address = address
+        self.init_kwargs = init_kwargs
+        self.connection: Connection | None = None
+        self._ray: Any = None
+        self._remote: Any = None
+        self._capacity: Capacity | None = None
+        self._variants: dict[str, Any] = {}
+        self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
+        self._watching: dict[Any, _Entry] = {}
+        self._watch_lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._stopping = False
+        self._fetch_lock = threading.Lock()
+        self._lazy: dict[str, tuple[RemoteTaskFuture, State[Any], _Batch]] = {}
+        self._bad: set[Any] = set()
+        self._shared: dict[int, tuple[Any, Any]] = {}
+        self._seq = itertools.count()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import ray
+
+        from taskyard_ray.worker import run_on_ray
+
+        self._ray = ray
+        self.connection = attach(self.address, self.init_kwargs)
+        try:
+            # Ray's own retries off: taskyard's retries decide (counting lost attempts).
+            self._remote = ray.remote(num_returns=2, max_retries=0, retry_exceptions=False)(run_on_ray)
+            self._capacity = Capacity(ray)
+            self._watcher = threading.Thread(target=self._watch, name="taskyard-ray-watcher", daemon=True)
+            self._watcher.start()
+        except BaseException:
+            release(self.connection)
+            raise
+
+    def resource_capacity(self) -> None:
+        """None: Ray places resource requests itself (each remote call carries the run's request)."""
+        return None
+
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
+        if not self.begin_shutdown():
+            return
+        if self._remote is not None:
+            if wait and not cancel_pending:
+                self._outstanding.wait_all()
+            else:
+                self._cancel_outstanding()
+        self._stopping = True
+        self._wakeup.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+        self._release_states()
+        self._shared.clear()
+        self._variants.clear()
+        if self.connection is not None:
+            release(self.connection)
+
+    def _cancel_outstanding(self) -> None:
+        entries = self._outstanding.cancel_all()
+        with self._watch_lock:
+            for entry in entries:
+                self._watching.pop(entry.header, None)
+        for entry in entries:
+            if entry.header is not None:
+                try:  # force: a task in code that ignores KeyboardInterrupt still stops
+                    self._ray.cancel(entry.header, force=True)
+                except Exception as exc:  # finished meanwhile, or Ray is gone
+                    logger.debug("ray.cancel of %r failed: %r", entry.call.task_run.name, exc)
+
+    def _release_states(self) -> None:
+        """Give every finished, unread run its header State: large results stay behind, released."""
+        with self._fetch_lock:
+            lazy, self._lazy = self._lazy, {}
+        for future, header, _ in lazy.values():
+            future.install(header)
+
+    # -- submission -----------------------------------------------------------------------
+
+    def submit(self, call: TaskCall[Any]) -> RemoteTaskFuture:
+        self.check_open()
+        entry = self._entry(call, self._new_batch(), self._options_for(call), ())
+        self._place(entry)
+        return entry.future
+
+    def map(self, calls: Sequence[TaskCall[Any]]) -> list[RemoteTaskFuture]:  # type: ignore[override]
+        self.check_open()
+        if not calls:
+            return []
+        batch = self._new_batch()
+        options = self._options_for(calls[0])
+        plain = [c for c in calls if not c.upstreams]
+        names = find_shared(plain, estimate_size, SHARE_MIN_BYTES)
+        shared: tuple[Any, ...] = ()
+        swapped: dict[int, TaskCall[Any]] = {}
+        if names:
+            shared = tuple(self._put_once(plain[0].parameters[name]) for name in names)
+            swapped = {id(c): s for c, s in zip(plain, with_placeholders(plain, names), strict=True)}
+        entries = []
+        for call in calls:
+            if id(call) in swapped:
+                entries.append(self._entry(swapped[id(call)], batch, options, shared))
+            else:
+                entries.append(self._entry(call, batch, options if not call.upstreams else self._options_for(call), ()))
+        for entry in entries:
+            self._place(entry)
+        return [entry.future for entry in entries]
+
+    def _new_batch(self) -> _Batch:
+        return _Batch()
+
+    def _entry(self, call: TaskCall[Any], batch: _Batch, options: dict[str, Any], shared: tuple[Any, ...]) -> _Entry:
+        future = RemoteTaskFuture(call.task_run.id, call.task_run.name, self._fetch)
+        return _Entry(call, future, batch, options, shared)
+
+    def _options_for(self, call: TaskCall[Any]) -> dict[str, Any]:
+        return remote_options(call.task.resources, current_ray_options())
+
+    def _put_once(self, value: Any) -> Any:
+        # Kept by identity for the runner's life, so later maps reuse the copy in Ray.
+        hit = self._shared.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        ref = self._ray.put(value)
+        self._shared[id(value)] = (value, ref)
+        return ref
+
+    def _native_of(self, upstream: TaskFuture[Any]) -> Any:
+        native = upstream.native
+        if isinstance(native, self._ray.ObjectRef) and native not in self._bad:
+            return native
+        return None
+
+    def _place(self, entry: _Entry) -> None:
+        """Submit ``entry`` with its upstreams as ObjectRefs, or as states when they have none."""
+        call = entry.call
+        ids, values, waiting = split_upstreams(call, self._native_of)
+        if waiting:  # held back by a limit, of another runner, or being placed again
+            self._outstanding.defer(entry, waiting, self._place)
+            return
+        assert self._capacity is not None
+        refusal = self._capacity.refusal(entry.options, call.task_run.name)
+        if refusal is not None:
+            set_state(entry.future, refusal)
+            return
+        entry.upstream_refs = tuple(v for v in values if isinstance(v, self._ray.ObjectRef))
+        values.extend(entry.shared)
+        try:
+            header, state_ref = self._variant(entry.options).remote(call, tuple(ids), *values)
+        except Exception as exc:
+            set_state(entry.future, submit_failure_state(call, exc, "a Ray worker"))
+            return
+        entry.header = header
+        entry.seq = next(self._seq)
+        entry.future.native = state_ref
+        self._outstanding.add(header, entry)
+        with self._watch_lock:
+            self._watching[header] = entry
+        self._wakeup.set()
+
+    def _variant(self, options: dict[str, Any]) -> Any:
+        if not options:
+            return self._remote
+        key = repr(sorted(options.items()))
+        variant = self._variants.get(key)
+        if variant is None:
+            variant = self._variants[key] = self._remote.options(**options)
+        return variant
+
+    # -- completion (the watcher thread) ----------------------------------------------------
+
+    def _watch(self) -> None:
+        ray = self._ray
+        while not self._stopping:
+            with self._watch_lock:
+                pending = list(self._watching)
+            if not pending:
+                self._wakeup.wait(0.5)
+                self._wakeup.clear()
+                continue
+            try:
+                ready, _ = ray.wait(pending, num_returns=1, timeout=0.1, fetch_local=False)
+                if ready and len(pending) > 1:
+                    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
+                if ready:
+                    self._settle(ready)
+            except Exception as exc:  # Ray itself is gone: nothing outstanding can finish
+                if not self._stopping:
+                    logger.error("the connection to Ray was lost: %r", exc)
+                    self._lose_everything(exc)
+                return
+
+    def _settle(self, ready: list[Any]) -> None:
+        with self._watch_lock:
+            entries = [e for e in (self._watching.pop(ref, None) for ref in ready) if e is not None]
+        entries.sort(key=lambda e: e.seq)  # upstreams before the runs that depend on them
+        headers = _read_headers(self._ray, [e.header for e in entries])
+        for entry, header in zip(entries, headers, strict=True):
+            if self._outstanding.pop(entry.header) is None:
+                continue  # cancelled meanwhile
+            if isinstance(header, State):
+                self._finished(entry, header)
+            else:
+                self._bad.add(entry.future.native)
+                _consume(self._ray, entry.future.native)
+                self._on_error(entry, header)
+
+    def _finished(self, entry: _Entry, header: State[Any]) -> None:
+        future = entry.future
+        if not isinstance(header.data, ReleasedResult):
+            set_state(future, header)
+            return
+        header = received_state(header)  # its log records, now
+        with self._fetch_lock:
+            self._lazy[future.task_run_id] = (future, header, entry.batch)
+            entry.batch.finished[future.task_run_id] = future
+        future.mark_finished()
+
+    def _on_error(self, entry: _Entry, error: BaseException) -> None:
+        errors = self._ray.exceptions
+        call = entry.call
+        if any(ref in self._bad for ref in entry.upstream_refs) and not self._outstanding.closing:
+            # An upstream was lost: place this run again once that one settles.
+            entry.placements += 1
+            if entry.placements <= _MAX_PLACEMENTS:
+                entry.future.native = None
+                self._place(entry)
+                return
+        if isinstance(error, errors.TaskCancelledError) or self._outstanding.closing:
+            set_state(entry.future, Cancelled("the flow run was cancelled before this run finished"))
+            return
+        if isinstance(error, errors.RayTaskError):
+            # run_on_ray never raises: Ray could not ship the State back, or the call in.
+            set_state(entry.future, unreadable_outcome_state(entry.future.task_run_name, error, "its Ray worker"))
+            return
+        entry.losses += 1
+        if lose_attempt(call, entry.losses, self._outstanding.closing):
+            logger.warning(
+                "Ray lost the worker running task run %r (%s); running it again (retry %d of %d)",
+                call.task_run.name, type(error).__name__, entry.losses, call.task.retries,
+            )
+            entry.future.native = None
+            self._place(entry)
+            return
+        set_state(entry.future, lost_state(call, entry.losses, f"Ray lost the worker ({type(error).__name__})", error))
+
+    def _lose_everything(self, exc: BaseException) -> None:
+        with self._watch_lock:
+            entries = list(self._watching.values())
+            self._watching.clear()
+        for entry in entries:
+            self._outstanding.pop(entry.header)
+            set_state(entry.future, lost_state(entry.call, entry.losses + 1, "the connection to Ray was lost", exc))
+
+    # -- reading states -----------------------------------------------------------------------
+
+    def _fetch(self, future: RemoteTaskFuture) -> State[Any]:
+        """Get ``future``'s State from Ray, with up to FETCH_BATCH finished siblings of its map."""
+        with self._fetch_lock:
+            found = self._lazy.get(future.task_run_id)
+            if found is None:  # released meanwhile: read it alone
+                return self._get_one(future)
+            batch = found[2]
+            take = [future]
+            for other in list(batch.finished.values()):
+                if len(take) >= FETCH_BATCH:
+                    break
+                if other is not future and other.remote:
+                    take.append(other)
+            for f in take:
+                batch.finished.pop(f.task_run_id, None)
+            for f in take:
+                self._lazy.pop(f.task_run_id, None)
+            try:
+                states = self._ray.get([f.native for f in take], timeout=120)
+            except Exception:
+                states = [self._get_one(f) for f in take]
+            for f, state in zip(take[1:], states[1:], strict=True):
+                f.install(state)
+            return states[0]  # type: ignore[no-any-return]
+
+    def _get_one(self, future: RemoteTaskFuture) -> State[Any]:
+        try:
+            return self._ray.get(future.native, timeout=60)  # type: ignore[no-any-return]
+        except Exception as exc:
+            message = f"the state of task run {future.task_run_name!r} could not be read from Ray: {exc!r}"
+            error = CrashedRunError(message)
+            error.__cause__ = exc
+            return Crashed(message, exc=error)
+
+
+def _consume(ray: Any, ref: Any) -> None:
+    """Read the error a failed run's state ref holds, so Ray does not report it as unhandled."""
+    try:
+        ray.get(ref, timeout=0)
+    except Exception:
+        pass
+
+
+def _read_headers(ray: Any, refs: list[Any]) -> list[Any]:
+    """Each header State, or the error Ray holds in its place (the run did not end normally)."""
+    try:
+        return list(ray.get(refs, timeout=60))
+    except Exception:
+        pass
+    out: list[Any] = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref, timeout=60))
+        except Exception as exc:
+            out.append(exc)
+    return out

@@ -1,0 +1,60 @@
+"""The runner conformance suite over RayTaskRunner, against real Ray processes.
+
+Starting Ray costs seconds, so each class keeps one Ray up while its tests
+run: a RayTaskRunner started for the class (local mode: it starts Ray;
+address mode: it connects), and the runner of every flow run in the tests
+uses that Ray — the way the runner of a subflow shares its parent's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from taskyard.testing import TaskRunnerContract
+from taskyard_ray import RayTaskRunner
+
+
+@pytest.fixture(scope="class")
+def local_ray() -> Iterator[RayTaskRunner]:
+    """A local Ray started by a RayTaskRunner, up while the class runs."""
+    capacity = {"num_cpus": 2, "num_gpus": 1, "resources": {"contract_widget": 2}}  # the resource contract's
+    with RayTaskRunner(init_kwargs=capacity) as owner:
+        assert owner.connection is not None and owner.connection.started
+        yield owner
+
+
+@pytest.fixture(scope="class")
+def connected(ray_address: str) -> Iterator[RayTaskRunner]:
+    """A RayTaskRunner connected to the session's cluster while the class runs."""
+    with RayTaskRunner(address=ray_address) as owner:
+        yield owner
+
+
+@pytest.mark.usefixtures("local_ray")
+class TestRayTaskRunnerOnLocalRay(TaskRunnerContract):
+    """Local mode: a Ray started by the runner (2 CPUs, 1 declared GPU, on 127.0.0.1)."""
+
+    @pytest.fixture
+    def runner(self) -> RayTaskRunner:
+        return RayTaskRunner()
+
+    @pytest.fixture
+    def resource_runner(self, runner: RayTaskRunner) -> RayTaskRunner:
+        """Ray declares its resources when it starts: the class's Ray has the contract's capacity."""
+        return runner
+
+
+@pytest.mark.usefixtures("connected")
+class TestRayTaskRunnerOnCluster(TaskRunnerContract):
+    """Address mode: a two-node cluster started with ``ray start``."""
+
+    @pytest.fixture
+    def runner(self, ray_address: str) -> RayTaskRunner:
+        return RayTaskRunner(address=ray_address)
+
+    @pytest.fixture
+    def resource_runner(self, runner: RayTaskRunner) -> RayTaskRunner:
+        """The cluster's second node declares the contract's capacity (gpu 1, contract_widget 2)."""
+        return runner
