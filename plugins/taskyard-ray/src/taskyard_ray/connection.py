@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ("Connection", "attach", "release", "start_local_ray", "LOCAL_DEFAULTS")
+__all__ = ("Connection", "attach", "release", "start_local_ray", "patient_node_lookup", "LOCAL_DEFAULTS")
 
 # Small by default: the runner's own Ray shares the machine with the flow.
 LOCAL_DEFAULTS: Mapping[str, Any] = {
@@ -30,6 +31,8 @@ LOCAL_DEFAULTS: Mapping[str, Any] = {
     "include_dashboard": False,
 }
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Ray gives a starting node a fixed 30 s to register; a busy machine can need longer.
+NODE_START_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,15 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
 def start_local_ray(init_kwargs: Mapping[str, Any]) -> None:
     """Start a fresh single-node Ray in this process, every socket on 127.0.0.1.
 
-    ``init_kwargs`` go to ``ray.init`` over :data:`LOCAL_DEFAULTS`
-    (``num_cpus=2``, ``object_store_memory=...``, ...). This is the one
-    place the plugin starts Ray processes.
+    ``init_kwargs`` go to ``ray.init`` over :data:`LOCAL_DEFAULTS`. This is
+    the one place the plugin starts Ray processes. The node gets
+    :data:`NODE_START_TIMEOUT_S` to register instead of Ray's fixed 30 s,
+    which a busy machine can miss.
     """
     import ray
 
     kwargs = {**LOCAL_DEFAULTS, **init_kwargs}
-    with _loopback_if("127.0.0.1"):
+    with _loopback_if("127.0.0.1"), patient_node_lookup():
         ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
 
 
@@ -118,3 +122,27 @@ def _loopback_if(address: str) -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextlib.contextmanager
+def patient_node_lookup(timeout: float = NODE_START_TIMEOUT_S) -> Iterator[None]:
+    """While Ray starts a node here, keep asking the GCS for it for ``timeout`` s, not Ray's 30 s."""
+    from ray._private import services  # the wait is not configurable otherwise
+
+    original: Any = services.get_node
+
+    def patient(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return original(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    services.get_node = patient
+    try:
+        yield
+    finally:
+        services.get_node = original
