@@ -17,6 +17,7 @@ from typing import Any
 
 from taskyard import flow, task
 from taskyard.runners.base import TaskRunner
+from taskyard.testing.hermetic import HermeticHome
 from taskyard.states import StateType
 
 __all__ = ("TaskRunnerGeneratorContract",)
@@ -65,7 +66,7 @@ def produce_logged(log: list[str], n: int) -> Iterator[int]:
         yield i
 
 
-class TaskRunnerGeneratorContract:
+class TaskRunnerGeneratorContract(HermeticHome):
     """Generator tasks (sync and async): streamed when called, listed when submitted."""
 
     def test_submitted_generator_result_is_the_list_of_values(self, runner: TaskRunner[Any]) -> None:
