@@ -8,8 +8,7 @@ Runners (``--runners``, default ``threads,dask,ray``):
   127.0.0.1), started before timing;
 * ``ray`` — prefect-ray vs taskyard-ray: recorded as skipped, with the
   reason (the pair is not written in this script yet; ``ray``, taskyard-ray
-  or prefect-ray missing are named too). taskyard-ray's own figures against
-  raw Ray are in ``benchmarks/ray-2cpu.json``.
+  or prefect-ray missing are named too).
 
 Prefect is never a taskyard dependency: it is installed, only when asked
 (``--install``), into its own virtualenv, following the recipe in
