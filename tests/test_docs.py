@@ -38,7 +38,7 @@ def _graphviz_missing() -> bool:
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
     """The page's python examples run without error as one script."""
     if any(".visualize(" in block for block in _blocks(page)) and _graphviz_missing():
-        pytest.skip("drawing needs Graphviz: pip install 'taskyard[viz]' and apt-get install graphviz")
+        pytest.skip("drawing needs Graphviz: pip install -e '.[viz]' and apt-get install graphviz")
     script = tmp_path / "page.py"
     script.write_text("\n\n".join(_blocks(page)))
     env = {**os.environ, "TASKYARD_HOME": str(tmp_path / "home")}

@@ -74,7 +74,7 @@ def _dot_available() -> bool:
 
 
 needs_graphviz = pytest.mark.skipif(
-    not _dot_available(), reason="needs the graphviz package and dot: pip install 'taskyard[viz]', apt-get install graphviz"
+    not _dot_available(), reason="needs the graphviz package and dot: pip install -e '.[viz]', apt-get install graphviz"
 )
 
 

@@ -222,7 +222,7 @@ class Flow(Generic[P, R]):
         Raises:
             VisualizationError: The flow needed a real value from a task
                 (set ``viz_return_value``), or Graphviz is not installed
-                (``pip install 'taskyard[viz]'`` and the ``dot`` program).
+                (``pip install -e '.[viz]'`` in the repository, and the ``dot`` program).
         """
         graph = trace_flow(self, args, kwargs)
         if not in_notebook():

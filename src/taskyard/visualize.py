@@ -33,7 +33,7 @@ __all__ = ("FlowGraph", "Placeholder", "VisualizationError", "current_tracer", "
 
 _tracer: ContextVar[_Tracer | None] = ContextVar("taskyard_viz_tracer", default=None)
 _MISSING: Any = object()
-_INSTALL = "pip install 'taskyard[viz]' (the graphviz package) and Graphviz's dot program (apt-get install graphviz, brew install graphviz)"
+_INSTALL = "pip install -e '.[viz]' in the taskyard repository (the graphviz package) and Graphviz's dot program (apt-get install graphviz, brew install graphviz)"
 
 
 class VisualizationError(TaskyardError, RuntimeError):
