@@ -21,6 +21,7 @@ def shout(text: str) -> str:
 
 @flow(log_prints=True)
 def hello(names: list[str], greeting: str = "Hello") -> list[str]:
+    print(f"greeting {len(names)} people")  # log_prints: this becomes a log line of the flow run
     greetings = greet.map(names, unmapped(greeting))
     return shout.map(greetings).result()
 
