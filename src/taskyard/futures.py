@@ -221,6 +221,26 @@ def _call(fn: Callable[[Any], object], future: TaskFuture[Any]) -> None:
         logger.exception("done-callback %r of %r raised", fn, future)
 
 
+def add_done_callbacks(futures: Iterable[TaskFuture[Any]], fn: Callable[[TaskFuture[Any]], object]) -> None:
+    """``future.add_done_callback(fn)`` for many futures, taking the futures' lock once.
+
+    A map of 10,000 runs pays one lock, not 10,000 (the progress display
+    counts every run of a map this way).
+    """
+    finished = []
+    with _LOCK:
+        for future in futures:
+            if future._state is None:
+                if future._callbacks is None:
+                    future._callbacks = [fn]
+                else:
+                    future._callbacks.append(fn)
+            else:
+                finished.append(future)
+    for future in finished:
+        _call(fn, future)
+
+
 class FutureList(list[TaskFuture[R]]):
     """The futures of a ``Task.map``, in the order of the mapped items."""
 

@@ -4,14 +4,14 @@
 
     Dispatcher.submit/map ──track(name, futures)──▶ RunCounter   (total += n; one
                                                         │         done-callback per future)
-    future done (any thread) ──▶ _Count.on_done ────────┘         done += 1, failed += bad
+    future done (any thread) ──▶ _Count.on_done ────────┘         done, failed: list appends
                                                         ▲
     ProgressDisplay thread: waits ``delay`` ──▶ imports rich ──▶ every 0.25 s reads the
                                                               counters and redraws one
                                                               line per task name
 
-Counting is all the flow's workers pay: an increment under a lock when a run
-finishes. Drawing happens on the display's own thread a few times a second,
+Counting is all the flow's workers pay: one list append when a run finishes
+(no lock). Drawing happens on the display's own thread a few times a second,
 whatever the number of runs. rich is imported only when a display appears.
 
 A runner that leaves states on its cluster until they are read (Dask) finishes
@@ -27,37 +27,48 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from taskyard.futures import TaskFuture
+from taskyard.futures import TaskFuture, add_done_callbacks
+from taskyard.states import StateType
 
 __all__ = ("RunCounter", "ProgressDisplay", "display_wanted")
 
-_BAD = ("FAILED", "CRASHED", "CANCELLED")
+_BAD = (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)  # a tuple: `in` compares in C; an enum hashes in Python
 _active = threading.Lock()  # one live display per process at a time
 
 
 class _Count:
-    """The runs of one task name in one flow run."""
+    """The runs of one task name in one flow run.
 
-    __slots__ = ("name", "total", "done", "failed", "start", "end", "_lock")
+    A finished run appends to a list instead of taking a lock: ``list.append``
+    is atomic, and this is the one thing every run pays for the display.
+    """
 
-    def __init__(self, name: str, lock: threading.Lock) -> None:
+    __slots__ = ("name", "total", "_done", "_failed", "start", "end")
+
+    def __init__(self, name: str) -> None:
         self.name = name
         self.total = 0
-        self.done = 0
-        self.failed = 0
+        self._done: list[None] = []
+        self._failed: list[None] = []
         self.start = time.monotonic()
         self.end: float | None = None
-        self._lock = lock
+
+    @property
+    def done(self) -> int:
+        return len(self._done)
+
+    @property
+    def failed(self) -> int:
+        return len(self._failed)
 
     def on_done(self, future: TaskFuture[Any]) -> None:
+        done = self._done
+        done.append(None)
         state = future._state
-        bad = state is not None and state.type in _BAD
-        with self._lock:
-            self.done += 1
-            if bad:
-                self.failed += 1
-            if self.done == self.total:
-                self.end = time.monotonic()
+        if state is not None and state.type in _BAD:
+            self._failed.append(None)
+        if len(done) >= self.total:
+            self.end = time.monotonic()
 
 
 class RunCounter:
@@ -80,12 +91,10 @@ class RunCounter:
         with self._lock:
             count = self.counts.get(name)
             if count is None:
-                count = self.counts[name] = _Count(name, self._lock)
+                count = self.counts[name] = _Count(name)
             count.total += len(futures)
             count.end = None
-        on_done = count.on_done
-        for future in futures:
-            future.add_done_callback(on_done)
+        add_done_callbacks(futures, count.on_done)
         if mapped and self.display is None and self.delay is not None:
             self.display = ProgressDisplay(self, self.delay)
 
