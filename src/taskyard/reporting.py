@@ -76,10 +76,13 @@ class FlowRunReport:
         self.log.error("Finished in state %s in %s%s%s", state.name, _duration(seconds), runs, reason)
 
     def abort(self, exc: BaseException) -> None:
-        """Stop the display after an interrupt (Ctrl-C) or a crash of the run itself."""
+        """Stop the display after an interrupt (Ctrl-C, SIGTERM) or a crash of the run itself.
+
+        No line is logged here: an interrupted run says so in the one line
+        its interruption handler prints.
+        """
         if self.counter is not None:
             self.counter.stop()
-        self.log.error("Flow run interrupted after %s: %s", _duration(time.monotonic() - self.started), type(exc).__name__)
 
 
 def _count_states(futures: Iterable[TaskFuture[Any]]) -> str:
