@@ -81,6 +81,7 @@ class TestCommandsNameThisRepository:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a few minutes on a quiet machine; pip is slow on a busy one
 def test_each_command_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """In a new virtualenv, run in the repository, the documented clean install and then every other command work."""
     venv = tmp_path / "venv"
