@@ -171,11 +171,11 @@ class TestRendering:
 
 class TestMissingGraphviz:
     def test_missing_package_says_what_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Without the graphviz package the error names taskyard[viz] and the dot program."""
+        """Without the graphviz package the error names the viz extra (installed from the repository) and the dot program."""
         monkeypatch.setitem(sys.modules, "graphviz", None)
         from taskyard.visualize import trace_flow
 
-        with pytest.raises(VisualizationError, match=r"taskyard\[viz\].*apt-get install graphviz"):
+        with pytest.raises(VisualizationError, match=r"pip install -e '\.\[viz\]'.*apt-get install graphviz"):
             trace_flow(pipeline, ("db",), {}).pipe("png")
 
     def test_missing_dot_says_what_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
