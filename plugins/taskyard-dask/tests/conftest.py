@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from dask_processes import free_port as _free_port
+from dask_processes import stop_processes as _stop
+from dask_processes import wait_for_workers as _wait_for_workers
 
 HERE = Path(__file__).resolve().parent
 # Test modules define tasks; workers must import them by name.
@@ -35,25 +36,8 @@ def _taskyard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return home
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _stop(procs: list[psutil.Process], timeout: float = 15) -> None:
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
 
 
 class DaskProcesses:
@@ -131,21 +115,6 @@ def dask_resource_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield started.address
 
 
-def _wait_for_workers(address: str, count: int, *procs: subprocess.Popen[bytes]) -> None:
-    from distributed import Client
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"a dask process exited early with code {proc.returncode}")
-        try:
-            with Client(address, timeout=5, set_as_default=False) as client:
-                client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{count} workers did not connect to {address} within 60 s")
 
 
 @pytest.fixture(scope="session")

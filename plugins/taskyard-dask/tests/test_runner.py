@@ -250,7 +250,9 @@ class TestFailures:
 
     def test_lost_scheduler_crashes_outstanding_runs(self, tmp_path: Path) -> None:
         """When the scheduler dies, outstanding runs end Crashed within seconds, not hang."""
-        from conftest import _free_port, _stop, _wait_for_workers
+        from dask_processes import free_port as _free_port
+        from dask_processes import stop_processes as _stop
+        from dask_processes import wait_for_workers as _wait_for_workers
 
         address = f"tcp://127.0.0.1:{_free_port()}"
         port = address.rsplit(":", 1)[1]
