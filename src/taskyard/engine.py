@@ -232,7 +232,9 @@ def retry_loop(
     The final state carries the start of the first attempt (``start_time``)
     and, after retries, the states passed through (``history``).
     """
-    started = datetime.now(UTC)
+    # A task run's start was read just before (task_steps): one clock, one time.
+    first = getattr(info, "started", None)
+    started = datetime.now(UTC) if first is None else datetime.fromtimestamp(first, UTC)
     history: list[State[Any]] = []
     while True:
         info.run_count += 1
