@@ -22,16 +22,14 @@ from taskyard.bench.plot import _draw, axis_scale
 from taskyard.bench.report import noise_warnings
 from taskyard.bench.workloads import WrongResultError
 from taskyard.cli.main import cli
-from taskyard.runners import available_runners
+from taskyard.runners import register_runner
+from taskyard.runners.registry import registry
+from taskyard.runs import list_flow_runs
 
 FIELDS = {
     "workload", "runner", "size", "repeat", "median_s", "min_s", "max_s", "tasks_per_s",
     "raw_median_s", "ratio_to_raw", "peak_rss_mb",
 }  # fmt: skip
-
-
-def _installed(name: str) -> bool:
-    return any(info.name == name and info.installed for info in available_runners())
 
 
 def _bench(*args: str) -> object:
@@ -120,12 +118,20 @@ class TestSmokeRun:
         assert row["error"] is None and row["median_s"] > 0 and row["raw_median_s"] is None
 
     def test_missing_plugin_is_skipped_with_a_note(self) -> None:
-        """A known runner whose plugin is not installed is skipped with a note, not an error."""
-        if _installed("ray"):
-            pytest.skip("taskyard-ray is installed here")
-        run = run_benchmarks(["ray", "sequential"], [WORKLOADS["noop-map"]], size=3, repeat=1)
+        """A registered runner whose package is not installed is skipped with a note, not an error."""
+        register_runner("ghost", "taskyard_ghost_not_installed:GhostTaskRunner")
+        try:
+            run = run_benchmarks(["ghost", "sequential"], [WORKLOADS["noop-map"]], size=3, repeat=1)
+        finally:
+            registry.reset()
         assert [r.runner for r in run.results] == ["sequential"]
-        assert any("ray" in note and "skipped" in note for note in run.notes)
+        assert any("ghost" in note and "skipped" in note for note in run.notes)
+
+    def test_benchmark_runs_stay_out_of_the_run_history(self, tmp_path: Path) -> None:
+        """The flow runs a benchmark makes are recorded in a scratch home, never the user's."""
+        run = run_benchmarks(["threads"], [WORKLOADS["noop-map"]], size=5, repeat=1)
+        assert not run.errors
+        assert list_flow_runs() == []
 
 
 class TestChecking:

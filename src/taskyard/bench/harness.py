@@ -15,14 +15,22 @@
 Each flow run starts its own copy of the runner (that is the flow contract),
 so per-task figures are timed inside the body, as PEERS.md measures; the
 whole flow call (runner start and shutdown included) is kept as ``flow_median_s``.
+
+The flow runs are recorded, as a user's are (recording is part of what a
+task run costs), but into a scratch ``TASKYARD_HOME`` that is deleted at the
+end: a benchmark must not fill the user's run history with thousands of runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import shutil
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,6 +128,36 @@ def run_benchmarks(
     out = BenchRun()
     per_workload = 2 * (repeat + 1)
     listener.begin(len(runners) * len(workloads) * per_workload)
+    with _scratch_home():
+        _run_all(runners, workloads, size, repeat, listener, out, per_workload)
+    return out
+
+
+@contextlib.contextmanager
+def _scratch_home() -> Iterator[None]:
+    """Point TASKYARD_HOME at a throwaway folder (inherited by the workers the runners start)."""
+    before = os.environ.get("TASKYARD_HOME")
+    home = tempfile.mkdtemp(prefix="taskyard-bench-home-")
+    os.environ["TASKYARD_HOME"] = home
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TASKYARD_HOME", None)
+        else:
+            os.environ["TASKYARD_HOME"] = before
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run_all(
+    runners: Sequence[str],
+    workloads: Sequence[Workload],
+    size: int | None,
+    repeat: int,
+    listener: Listener,
+    out: BenchRun,
+    per_workload: int,
+) -> None:
     for name in runners:
         try:
             with open_target(name) as target:
@@ -133,7 +171,6 @@ def run_benchmarks(
             out.notes.append(f"{name}: skipped — {exc}")
             listener.note(f"skipped runner {name!r}: {exc}")
             listener.step(f"skipped {name}", len(workloads) * per_workload)
-    return out
 
 
 def _bench_one(target: Target, workload: Workload, size: int | None, repeat: int, listener: Listener) -> BenchResult:
