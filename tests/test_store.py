@@ -272,3 +272,45 @@ class TestCrashes:
         assert record.state.is_crashed() and str(proc.pid) in (record.state.message or "")
         assert record.end_time is not None
         assert read_flow_run(run.id).state.is_crashed()  # written once, read again the same
+
+    def test_an_interpreter_exiting_normally_flushes_what_is_queued(self, tmp_path: Path) -> None:
+        """Task runs that finished but were not yet written reach the store when the interpreter exits."""
+        script = tmp_path / "exits_mid_flow.py"
+        script.write_text(
+            textwrap.dedent(
+                """
+                import threading
+
+                import taskyard.store.recorder as recorder
+
+                recorder.TICK_S = 3600.0  # the writer never wakes on its own: only the exit flush writes
+
+                from taskyard import flow, task
+
+                quick_done = threading.Event()
+
+
+                @task
+                def quick(x):
+                    return x
+
+
+                @flow(task_runner="threads")
+                def stays_running(n):
+                    quick.map(range(n)).result()
+                    quick_done.set()
+                    threading.Event().wait()  # the flow run never ends
+
+
+                threading.Thread(target=stays_running, args=(20,), daemon=True).start()
+                quick_done.wait(60)
+                """
+            )
+        )
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        (run,) = list_flow_runs()
+        record = read_flow_run(run.id)
+        assert record.task_counts == {"Completed": 20}
+        assert sorted(t.map_index for t in record.task_runs) == list(range(20))
+        assert record.state.is_crashed()  # its process is gone and it never ended
