@@ -64,7 +64,7 @@ class TestRunsCommands:
         """`taskyard run` prints the run id (stderr); `runs ls` shows the run with its task counts."""
         out = _ok("ls")
         header, row = out.splitlines()
-        assert header.split() == ["ID", "NAME", "FLOW", "STATE", "START", "DURATION", "TASK", "RUNS"]
+        assert header.split() == ["ID", "NAME", "FLOW", "DEPLOYMENT", "STATE", "START", "DURATION", "TASK", "RUNS"]
         assert row.startswith(run_id[:8]) and "total" in row and "Completed" in row and "Completed:5" in row
         assert _ok("ls", "--flow", "other").splitlines()[1:] == []
         assert [r["id"] for r in json.loads(_ok("ls", "--json", "--state", "completed", "--since", "1h"))] == [run_id]

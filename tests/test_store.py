@@ -63,8 +63,11 @@ class TestSchema:
         conn = connect(home)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'logs'").fetchone()[0] == 1
+        for table in ("deferred_runs", "deferred_waits", "deployments"):  # version 3
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0] == 1
         (run,) = list_flow_runs()
         assert (run.name, run.flow_name, run.state.name) == ("old-run", "old_flow", "Completed")
+        assert run.deployment is None  # a run from before deployments existed
 
 
 class TestCodec:

@@ -7,6 +7,7 @@ runner), chosen per flow without touching the task code.
 """
 
 from taskyard.annotations import allow_failure, quote, unmapped
+from taskyard.background import serve, serve_tasks
 from taskyard.caching import task_input_hash
 from taskyard.context import get_run_context, tags
 from taskyard.flows import Flow, flow
@@ -37,4 +38,6 @@ __all__ = (
     "FutureList",
     "exponential_backoff",
     "task_input_hash",
+    "serve",
+    "serve_tasks",
 )

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from typing import TYPE_CHECKING
+
 from typing_extensions import ParamSpec
 
 from taskyard import flowrecord
@@ -54,6 +56,9 @@ from taskyard.sources import import_object
 from taskyard.states import Cancelled, Crashed, Failed, Running, State
 from taskyard.validation import ParameterValidator, serialize_parameters
 from taskyard.visualize import FlowGraph, current_tracer, in_notebook, trace_flow
+
+if TYPE_CHECKING:
+    from taskyard.background.deployments import Deployment
 
 __all__ = ("Flow", "flow", "task_runner_override")
 
@@ -228,6 +233,64 @@ class Flow(Generic[P, R]):
         if not in_notebook():
             graph.render(f"{self.name}.png")
         return graph
+
+    def to_deployment(
+        self,
+        name: str | None = None,
+        *,
+        interval: Any = None,
+        cron: Any = None,
+        parameters: dict[str, Any] | None = None,
+        paused: bool | None = None,
+        tags: list[str] | None = None,
+        description: str | None = None,
+    ) -> Deployment:
+        """A deployment of this flow, for ``taskyard.serve(*deployments)`` (see docs/background.md).
+
+        Args:
+            name: The deployment's name (default: the flow's); its runs are
+                recorded as ``"<flow name>/<name>"``.
+            interval: Start a run every so many seconds (a number, a timedelta, or a list of them).
+            cron: Start a run at the times of a cron expression (or a list of them).
+            parameters: Default parameters of its runs.
+            paused: Its schedules start nothing (runs started by name still run).
+            tags: Tags of its runs.
+            description: A description kept with it.
+
+        Raises:
+            ValueError: A bad name or schedule, both ``interval`` and ``cron``,
+                or (with a schedule) parameters that do not make a valid call.
+            ImportError: ``cron`` without cronsim installed.
+        """
+        from taskyard.background.deployments import make_deployment
+
+        return make_deployment(
+            self, name, interval=interval, cron=cron, parameters=parameters, paused=paused, tags=tags, description=description
+        )
+
+    def serve(
+        self,
+        name: str | None = None,
+        *,
+        interval: Any = None,
+        cron: Any = None,
+        parameters: dict[str, Any] | None = None,
+        paused: bool | None = None,
+        tags: list[str] | None = None,
+        description: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        """Serve this flow in this process until Ctrl-C or SIGTERM: runs on schedule, and runs started by name.
+
+        The same as ``taskyard.serve(self.to_deployment(name, ...), limit=limit)``;
+        ``limit`` caps the runs in flight at once. See :meth:`to_deployment`.
+        """
+        from taskyard.background import serve
+
+        deployment = self.to_deployment(
+            name, interval=interval, cron=cron, parameters=parameters, paused=paused, tags=tags, description=description
+        )
+        serve(deployment, limit=limit)
 
     @classmethod
     def from_source(cls, source: str | os.PathLike[str], entrypoint: str) -> Flow[..., Any]:

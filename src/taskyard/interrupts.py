@@ -27,11 +27,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ("TerminationSignal", "flow_run_signals", "shielded", "hurrying")
+__all__ = ("TerminationSignal", "flow_run_signals", "shielded", "hurrying", "service_signals")
 
 
 class TerminationSignal(KeyboardInterrupt):
@@ -113,6 +113,45 @@ def shielded() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def service_signals(what: str, stop: Callable[[bool], None]) -> Iterator[None]:
+    """Around a long-running service in the main thread (a task worker, a flow server).
+
+    SIGINT and SIGTERM do not raise inside it: the first calls ``stop(False)``
+    (finish what it holds, start nothing new), a second ``stop(True)``
+    (hurry: hand back or cancel what is left). When the block ends after a
+    SIGTERM, one line goes to stderr and the process ends by SIGTERM (143),
+    as a flow run does; after a Ctrl-C a KeyboardInterrupt goes on to the
+    caller, printed as one line if nothing catches it. Elsewhere than in the
+    main thread it does nothing (stop the service by its own ``stop``).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop(len(received) > 1)
+
+    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, previous)
+    if signal.SIGTERM in received:
+        _say(f"{what} stopped: the process received SIGTERM")
+        _die_by(signal.SIGTERM)
+    if received:
+        exc = KeyboardInterrupt()
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _MESSAGE, f"interrupted: {what} stopped")
+            if not getattr(sys.excepthook, "_taskyard", False):
+                sys.excepthook = _QuietInterrupts(sys.excepthook)
+        raise exc
+
+
 def _say(text: str) -> None:
     with contextlib.suppress(Exception):
         sys.stdout.flush()
@@ -133,6 +172,7 @@ def _die_by(signum: int) -> None:
 # -- Ctrl-C that nothing caught: one line, not a traceback ------------------------------
 
 _ATTRIBUTE = "__taskyard_flow_run__"
+_MESSAGE = "__taskyard_interrupt_message__"
 
 
 def _quiet_at_top(exc: BaseException, flow_name: str) -> None:
@@ -154,5 +194,9 @@ class _QuietInterrupts:
         name = getattr(exc, _ATTRIBUTE, None)
         if isinstance(exc, KeyboardInterrupt) and name is not None:
             _say(f"interrupted: flow {name!r} was cancelled")
+            return
+        message = getattr(exc, _MESSAGE, None)
+        if isinstance(exc, KeyboardInterrupt) and message is not None:
+            _say(message)
             return
         self.previous(kind, exc, tb)

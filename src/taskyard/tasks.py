@@ -32,6 +32,7 @@ from taskyard.transactions import open_transaction
 from taskyard.visualize import current_tracer
 
 if TYPE_CHECKING:
+    from taskyard.deferred import DeferredFuture
     from taskyard.dispatch import Dispatcher
 
 __all__ = ("Task", "task", "exponential_backoff", "task_input_hash")
@@ -238,10 +239,12 @@ class Task(TaskOptions, Generic[P, R]):
         future given as an argument is waited for and its result mapped over;
         a list of futures maps one future to each run (no waiting).
         ``return_state=True`` waits for the runs and returns their final
-        States in order (as in Prefect).
+        States in order (as in Prefect). ``deferred=True`` enqueues the runs
+        for task workers instead (see :meth:`apply_async`), inside a flow or
+        not.
 
         Raises:
-            NoActiveFlowError: Called outside a flow.
+            NoActiveFlowError: Called outside a flow (without ``deferred=True``).
             MappingLengthMismatch: The iterables have different lengths.
             MappingMissingIterable: No argument is iterable.
         """
@@ -250,7 +253,8 @@ class Task(TaskOptions, Generic[P, R]):
             return tracer.call(self, args, kwargs, "map")
         wait_for = kwargs.pop("wait_for", None)
         return_state = bool(kwargs.pop("return_state", False))
-        dispatcher = _dispatcher(self, "map")
+        deferred = bool(kwargs.pop("deferred", False))
+        dispatcher = None if deferred else _dispatcher(self, "map")
         params = self.binder.bind(args, kwargs)
         static, mapped = self._expand(params)
         lengths = {name: len(values) for name, values in mapped.items()}
@@ -266,11 +270,62 @@ class Task(TaskOptions, Generic[P, R]):
                 "or wrap the one meant for every run in unmapped(...)"
             )
         length = next(iter(lengths.values()))
-        futures = dispatcher.map(self, static, mapped, length, wait_for)
+        if dispatcher is None:
+            futures = self._map_deferred(static, mapped, length, wait_for)
+        else:
+            futures = dispatcher.map(self, static, mapped, length, wait_for)
         if return_state:
             futures.wait()
             return [future.state for future in futures]
         return futures
+
+    def _map_deferred(self, static: dict[str, Any], mapped: dict[str, Sequence[Any]], length: int, wait_for: Any) -> Any:
+        from taskyard.deferred import enqueue_runs
+
+        param_sets = [({**static, **{name: column[i] for name, column in mapped.items()}}, i) for i in range(length)]
+        return FutureList(enqueue_runs(self, param_sets, wait_for))
+
+    # -- deferred runs, for task workers ---------------------------------------------
+
+    def apply_async(
+        self, args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None, wait_for: Any = None
+    ) -> DeferredFuture[R]:
+        """Enqueue a run for a task worker and return its future at once.
+
+        Works inside a flow and in plain code (a web handler). The run is
+        recorded Pending in the run store of TASKYARD_HOME; a worker serving
+        this task (:meth:`serve`, ``taskyard.serve_tasks``, ``taskyard worker``)
+        claims and runs it. The future follows it through the store, from
+        any process (see docs/background.md).
+
+        Args:
+            args: Positional arguments for the task.
+            kwargs: Keyword arguments for the task.
+            wait_for: Futures the run must wait for; deferred ones hold it in
+                the queue until they are final (it ends NotReady if one failed).
+
+        Raises:
+            TypeError: The arguments do not fit the task's signature.
+            UnpicklableArgumentError: An argument cannot be pickled (it is named).
+        """
+        from taskyard.deferred import enqueue_runs
+
+        params = self.binder.bind(tuple(args or ()), dict(kwargs or {}))
+        (future,) = enqueue_runs(self, [(params, -1)], wait_for)
+        return future
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> DeferredFuture[R]:
+        """Enqueue a run for a task worker: ``apply_async`` with the task's own calling convention."""
+        return self.apply_async(args=args, kwargs=kwargs)
+
+    def serve(self, *, limit: int | None = 10, task_runner: Any = None) -> None:
+        """Run a task worker for this task in this process until Ctrl-C or SIGTERM.
+
+        The same as ``taskyard.serve_tasks(self, limit=..., task_runner=...)``.
+        """
+        from taskyard.background import serve_tasks
+
+        serve_tasks(self, limit=limit, task_runner=task_runner)
 
     def _expand(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
         static: dict[str, Any] = {}

@@ -12,6 +12,7 @@ import click
 from taskyard.cli.errors import RunFailed, UserError
 from taskyard.cli.run import parse_param, run
 from taskyard.cli.runs import runs as runs_commands
+from taskyard.cli.worker import worker
 
 __all__ = ("main", "cli", "UserError", "RunFailed", "parse_param")
 
@@ -19,7 +20,7 @@ __all__ = ("main", "cli", "UserError", "RunFailed", "parse_param")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="taskyard")
 def cli() -> None:
-    """Run flows, list task runners and benchmark them."""
+    """Run flows, list task runners, serve deferred task runs and benchmark them."""
 
 
 cli.add_command(run)
@@ -53,6 +54,7 @@ def _add_bench() -> None:
 
 _add_bench()
 cli.add_command(runs_commands)
+cli.add_command(worker)
 
 
 def main() -> None:

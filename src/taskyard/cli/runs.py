@@ -131,22 +131,23 @@ def _since(text: str | None) -> datetime | None:
 @click.option("--flow", "flow_name", metavar="NAME", help="Only runs of this flow.")
 @click.option("--state", metavar="STATE", help="Only runs in this state (a type or name: failed, Crashed, ...).")
 @click.option("--since", metavar="WHEN", help="Only runs created since then (ISO time, or an age: 30m, 2h, 3d).")
+@click.option("--deployment", metavar="FLOW/NAME", help="Only runs of this served deployment.")
 @click.option("--limit", default=100, show_default=True, help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ls(flow_name: str | None, state: str | None, since: str | None, limit: int, as_json: bool) -> None:
-    """List flow runs, newest first."""
+def ls(flow_name: str | None, state: str | None, since: str | None, deployment: str | None, limit: int, as_json: bool) -> None:
+    """List flow runs, newest first (DEPLOYMENT: the served deployment a run came from)."""
     from taskyard.runs import list_flow_runs
 
     with _user_errors():
-        found = list_flow_runs(flow_name=flow_name, state=state, since=_since(since), limit=limit)
+        found = list_flow_runs(flow_name=flow_name, state=state, since=_since(since), limit=limit, deployment=deployment)
     if as_json:
         _echo_json([_flow_run_json(r, details=False) for r in found])
         return
     rows = [
-        [r.id[:8], r.name, r.flow_name, r.state.name, _when(r.start_time), _duration(r.duration), _counts(r.task_counts)]
+        [r.id[:8], r.name, r.flow_name, r.deployment or "-", r.state.name, _when(r.start_time), _duration(r.duration), _counts(r.task_counts)]
         for r in found
     ]
-    _table(None, ["ID", "NAME", "FLOW", "STATE", "START", "DURATION", "TASK RUNS"], rows)
+    _table(None, ["ID", "NAME", "FLOW", "DEPLOYMENT", "STATE", "START", "DURATION", "TASK RUNS"], rows)
 
 
 @runs.command()
@@ -163,6 +164,8 @@ def show(run_id: str, as_json: bool) -> None:
         return
     click.echo(f"{run.name}  ({run.id})")
     click.echo(f"flow {run.flow_name}  on {run.task_runner or '-'}  state {run.state.name}" + (f": {run.state.message}" if run.state.message else ""))
+    if run.deployment:
+        click.echo(f"deployment {run.deployment}")
     click.echo(f"started {_when(run.start_time)}  ran {_duration(run.duration)}  parameters {json.dumps(run.parameters)}")
     if run.tags:
         click.echo(f"tags {', '.join(run.tags)}")

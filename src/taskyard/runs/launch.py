@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -60,8 +61,11 @@ def start_flow_run(
     Args:
         flow: A flow object, ``"module:function"``, ``"path/to/file.py:function"``,
             or the name of a flow that has run before (the store remembers
-            where it came from).
-        parameters: The flow's parameters, validated here against its type hints.
+            where it came from), or ``"flow name/deployment name"``: a run
+            of a served deployment (``Flow.serve``, ``taskyard.serve``), which
+            the process serving it starts; it waits Pending while none does.
+        parameters: The flow's parameters, validated here against its type
+            hints (for a deployment: on top of its default parameters).
         wait: Block until the run is final. If it did not complete, raise
             :class:`~taskyard.exceptions.FlowRunError` carrying its final State.
         run_name: The run's name (default ``<flow name>-<short id>``).
@@ -74,7 +78,7 @@ def start_flow_run(
         tags: Tags for the flow run.
 
     Raises:
-        RunNotFound: ``flow`` is a name no recorded run had.
+        RunNotFound: ``flow`` is a name no recorded run (or served deployment) had.
         LookupError, ValueError, TypeError: ``flow`` cannot be loaded.
         ParameterValidationError: A parameter does not fit the flow.
         FlowRunError: ``wait=True`` and the run did not complete.
@@ -82,18 +86,14 @@ def start_flow_run(
     home = store_home()
     conn = open_store(home)
     try:
-        flow_obj, ref, blob = _flow_and_launch(conn, flow)
-        params = _validated(flow_obj, dict(parameters or {}))
-        if task_runner is not None:
-            from taskyard.flows import task_runner_override
-
-            with task_runner_override(task_runner):
-                pass  # an unknown name fails here, before any process starts
-        start_at = _timestamp(scheduled_start_time)
-        key = idempotency_key if idempotency_key is not None else _key_from_task_run(flow_obj.name)
-        run_id, created = _insert(conn, flow_obj, params, run_name, key, start_at, task_runner, sorted(set(tags or ())), ref, blob)
-        if created:
-            _spawn(conn, run_id, home)
+        if isinstance(flow, str) and ":" not in flow and "/" in flow:
+            run_id = _start_deployment_run(
+                conn, flow, dict(parameters or {}), run_name, idempotency_key, _timestamp(scheduled_start_time), task_runner, tags
+            )
+        else:
+            run_id = _start_own_process(
+                conn, home, flow, parameters, run_name, idempotency_key, scheduled_start_time, task_runner, tags
+            )
     finally:
         conn.close()
     if wait:
@@ -104,6 +104,68 @@ def start_flow_run(
                 run_id,
                 run.state,
             )
+    return run_id
+
+
+def _start_own_process(
+    conn: sqlite3.Connection,
+    home: Path,
+    flow: Any,
+    parameters: dict[str, Any] | None,
+    run_name: str | None,
+    idempotency_key: str | None,
+    scheduled_start_time: datetime | None,
+    task_runner: str | None,
+    tags: Any,
+) -> str:
+    flow_obj, ref, blob = _flow_and_launch(conn, flow)
+    params = _validated(flow_obj, dict(parameters or {}))
+    if task_runner is not None:
+        from taskyard.flows import task_runner_override
+
+        with task_runner_override(task_runner):
+            pass  # an unknown name fails here, before any process starts
+    start_at = _timestamp(scheduled_start_time)
+    key = idempotency_key if idempotency_key is not None else _key_from_task_run(flow_obj.name)
+    run_id, created = _insert(conn, flow_obj, params, run_name, key, start_at, task_runner, sorted(set(tags or ())), ref, blob)
+    if created:
+        _spawn(conn, run_id, home)
+    return run_id
+
+
+def _start_deployment_run(
+    conn: sqlite3.Connection,
+    name: str,
+    parameters: dict[str, Any],
+    run_name: str | None,
+    idempotency_key: str | None,
+    start_at: float | None,
+    task_runner: str | None,
+    tags: Any,
+) -> str:
+    """A Pending run of a served deployment: the process serving it starts it."""
+    from taskyard.loading import load_flow
+    from taskyard.runs.deployed import deployment_parameters, insert_deployment_run
+
+    row, params = deployment_parameters(conn, name, parameters)
+    if row["flow_ref"]:
+        try:
+            flow_obj = load_flow(row["flow_ref"])
+        except Exception:  # not importable here: the serving process checks them
+            flow_obj = None
+        if flow_obj is not None:
+            params = _validated(flow_obj, params)
+    if task_runner is not None:
+        from taskyard.flows import task_runner_override
+
+        with task_runner_override(task_runner):
+            pass  # an unknown name fails here
+    key = idempotency_key if idempotency_key is not None else _key_from_task_run(row["flow_name"])
+    all_tags = sorted(set(json.loads(row["tags"])) | set(tags or ()))
+    run_id, _ = insert_deployment_run(
+        conn, name, row["flow_name"], params, all_tags, run_name=run_name, idempotency_key=key,
+        scheduled_start=start_at, task_runner=task_runner,
+    )  # fmt: skip
     return run_id
 
 

@@ -82,6 +82,8 @@ class FlowRun(BaseModel):
         state_history: Its states, oldest first (the last is ``state``).
         created: When it was recorded first.
         scheduled_start_time: When it was scheduled to start, if it was.
+        deployment: The served deployment it is a run of
+            (``"flow/deployment"``), if any.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -102,6 +104,7 @@ class FlowRun(BaseModel):
     state_history: list[State[Any]] = Field(default_factory=list, repr=False)
     created: datetime | None = None
     scheduled_start_time: datetime | None = None
+    deployment: str | None = None
 
     @property
     def duration(self) -> float | None:

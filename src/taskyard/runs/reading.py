@@ -42,7 +42,7 @@ FINAL_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 _COLUMNS = (
     "id, name, flow_name, state_type, state_name, state_message, state_time, parameters, tags, task_runner, "
     "parent_task_run_id, parent_flow_run_id, created, start_time, end_time, run_count, result_location, pid, host, "
-    "heartbeat, cancel_requested, scheduled_start, task_counts"
+    "heartbeat, cancel_requested, scheduled_start, task_counts, deployment"
 )
 
 
@@ -185,6 +185,7 @@ def to_flow_run(conn: sqlite3.Connection, row: sqlite3.Row, *, with_task_runs: b
         state_history=history,
         created=_time(row["created"]),
         scheduled_start_time=_time(row["scheduled_start"]),
+        deployment=row["deployment"],
     )
 
 
@@ -236,6 +237,8 @@ def list_flow_runs(
     state: str | StateType | None = None,
     since: datetime | float | None = None,
     limit: int = 100,
+    *,
+    deployment: str | None = None,
 ) -> list[FlowRun]:
     """Recorded flow runs, newest first (without their task runs; see ``task_counts``).
 
@@ -245,6 +248,7 @@ def list_flow_runs(
             or a name (``"Crashed"``, ``"TimedOut"``), any case.
         since: Only runs created at or after this time (a datetime, or POSIX seconds).
         limit: At most this many.
+        deployment: Only runs of this served deployment (``"flow/deployment"``).
     """
     if not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a whole number ≥ 1, not {limit!r}")
@@ -253,6 +257,9 @@ def list_flow_runs(
     if flow_name is not None:
         where.append("flow_name = ?")
         args.append(flow_name)
+    if deployment is not None:
+        where.append("deployment = ?")
+        args.append(deployment)
     if since is not None:
         where.append("created >= ?")
         args.append(since.timestamp() if isinstance(since, datetime) else float(since))

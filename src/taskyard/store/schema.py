@@ -88,6 +88,59 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX logs_run ON logs (flow_run_id, timestamp);
     """,
+    # 3: the queue of deferred task runs (apply_async/delay), what they wait
+    #    for, served deployments, and the deployment a flow run came from.
+    """
+    CREATE TABLE deferred_runs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        task_name TEXT NOT NULL,
+        state_type TEXT NOT NULL,
+        state_name TEXT NOT NULL,
+        state_message TEXT,
+        state_time REAL NOT NULL,
+        call BLOB NOT NULL,
+        parameters TEXT NOT NULL DEFAULT '{}',
+        tags TEXT NOT NULL DEFAULT '[]',
+        waits INTEGER NOT NULL DEFAULT 0,
+        map_index INTEGER NOT NULL DEFAULT -1,
+        flow_run_id TEXT,
+        created REAL NOT NULL,
+        claims INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 0,
+        run_count INTEGER NOT NULL DEFAULT 0,
+        start_time REAL,
+        end_time REAL,
+        worker TEXT,
+        pid INTEGER,
+        host TEXT,
+        lease_until REAL,
+        result_location TEXT,
+        error BLOB
+    );
+    CREATE INDEX deferred_runs_ready ON deferred_runs (state_type, task_name, created);
+    CREATE INDEX deferred_runs_worker ON deferred_runs (worker, state_type);
+    CREATE TABLE deferred_waits (
+        run_id TEXT NOT NULL,
+        upstream_id TEXT NOT NULL
+    );
+    CREATE INDEX deferred_waits_run ON deferred_waits (run_id);
+    CREATE TABLE deployments (
+        name TEXT PRIMARY KEY,
+        flow_name TEXT NOT NULL,
+        flow_ref TEXT,
+        parameters TEXT NOT NULL DEFAULT '{}',
+        schedules TEXT NOT NULL DEFAULT '[]',
+        paused INTEGER NOT NULL DEFAULT 0,
+        tags TEXT NOT NULL DEFAULT '[]',
+        updated REAL NOT NULL,
+        pid INTEGER,
+        host TEXT,
+        heartbeat REAL
+    );
+    ALTER TABLE flow_runs ADD COLUMN deployment TEXT;
+    CREATE INDEX flow_runs_deployment ON flow_runs (deployment, state_type);
+    """,
 )
 LATEST = len(MIGRATIONS)
 
