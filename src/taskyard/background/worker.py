@@ -15,8 +15,9 @@
       └─ stop(): claims nothing more, finishes what it holds; stop(hurry=True)
                 hands what is still running back to the queue and returns
 
-Results are persisted (``persist_result=True`` is forced, as in Prefect) so
-the producer, or any process, reads them from the result storage.
+Results are always persisted (as in Prefect), by the worker under its own
+TASKYARD_HOME (see ``_served``), so the producer, or any process, reads them
+from the result storage.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class TaskWorker:
                 raise TypeError(f"a task worker serves @task objects, not {t!r}")
             if t.name in served and served[t.name] is not t:
                 raise ValueError(f"two served tasks are named {t.name!r}; runs are matched to tasks by name: rename one")
-            served[t.name] = t if t.persist_result else t.with_options(persist_result=True)
+            served[t.name] = _served(t)
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise ValueError(f"limit must be a whole number of runs, 1 or more, or None, not {limit!r}")
         self.tasks = served
@@ -87,7 +88,7 @@ class TaskWorker:
 
             _check_runner_spec(task_runner)  # an unknown name fails here
         self.id = f"{HOST}:{os.getpid()}:{os.urandom(4).hex()}"
-        self._done: queue.SimpleQueue[tuple[str, State[Any]]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._hurry = threading.Event()
@@ -168,11 +169,11 @@ class TaskWorker:
         out: list[Finished] = []
         while True:
             try:
-                run_id, state = self._done.get_nowait()
+                finished = self._done.get_nowait()
             except queue.Empty:
                 return out
-            self._held.pop(run_id, None)
-            out.append(_finished(run_id, state, self))
+            self._held.pop(finished.id, None)
+            out.append(finished)
             self.finished_runs += 1
 
     def _start(self, conn: Any, runner: TaskRunner[Any], run: Claimed) -> None:
@@ -182,17 +183,18 @@ class TaskWorker:
         except Exception as exc:
             self._held[run.id] = TaskFuture(run.id, run.name)
             message = f"deferred task run {run.name!r} could not be prepared: {type(exc).__name__}: {exc}"
-            self._done.put((run.id, Failed(exc, message=message, run_count=0)))
+            self._done.put(_finished(run.id, Failed(exc, message=message, run_count=0), task, self.home))
             return
         if isinstance(call, State):  # NotReady: an upstream failed
             self._held[run.id] = TaskFuture(run.id, run.name)
-            self._done.put((run.id, call))
+            self._done.put(_finished(run.id, call, task, self.home))
             return
         future = runner.submit(call)
         self._held[run.id] = future
 
         def done(f: TaskFuture[Any], run_id: str = run.id) -> None:
-            self._done.put((run_id, f.state))
+            # In the thread that completes the future: results are written in parallel.
+            self._done.put(_finished(run_id, f.state, task, self.home))
             self._wake.set()
 
         future.add_done_callback(done)
@@ -232,13 +234,28 @@ class TaskWorker:
             runner.shutdown(wait=False, cancel_pending=True)
 
 
-def _finished(run_id: str, state: State[Any], worker: TaskWorker) -> Finished:
+def _served(t: Task[..., Any]) -> Task[..., Any]:
+    """The copy of ``t`` a worker runs: its result always persisted, where the producer can read it.
+
+    A task with a cache persists through the engine (its cache records are
+    its results). Otherwise the worker persists the value itself, under its
+    own TASKYARD_HOME: the process that runs the call (a pool process, a
+    cluster worker) may see another environment.
+    """
+    from taskyard.caching import NONE
+
+    if t.cache_key_fn is not None or (t.cache_policy is not None and t.cache_policy is not NONE):
+        return t if t.persist_result else t.with_options(persist_result=True)
+    return t if t.persist_result is False else t.with_options(persist_result=False)
+
+
+def _finished(run_id: str, state: State[Any], task: Task[..., Any], home: Path) -> Finished:
     import cloudpickle
 
     location = state.result_location
     error = None
     if state.is_completed() and location is None:
-        location, state = _persist(run_id, state, worker)
+        location, state = _persist(run_id, state, task, home)
     if state.is_bad():
         exc = state.exception()
         try:
@@ -251,16 +268,16 @@ def _finished(run_id: str, state: State[Any], worker: TaskWorker) -> Finished:
     )
 
 
-def _persist(run_id: str, state: State[Any], worker: TaskWorker) -> tuple[str | None, State[Any]]:
-    """Write the value of a Completed state that has no stored result (a cache hit)."""
+def _persist(run_id: str, state: State[Any], task: Task[..., Any], home: Path) -> tuple[str | None, State[Any]]:
+    """Write the value of a Completed state to the task's result storage under ``home``."""
     from taskyard.results import encode, get_serializer, get_storage
     from taskyard.signing import result_key
 
     try:
         value = state.result()
-        storage = get_storage(None, worker.home)
-        record = encode(value, get_serializer(None), None, None, result_key(worker.home))
-        return str(storage.write(f"deferred/{run_id}", record)), state
+        storage = get_storage(task.result_storage, home)
+        record = encode(value, get_serializer(task.result_serializer), None, None, result_key(home))
+        return str(storage.write(run_id, record)), state
     except Exception as exc:
         message = f"the result of deferred task run {run_id} could not be persisted: {type(exc).__name__}: {exc}"
         return None, Failed(exc, message=message, run_count=state.run_count)
