@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import RayCluster, descendants, free_port, stop_tree
+from ray_processes import RayCluster, descendants, free_port, stop_tree
 
 from taskyard import flow, get_run_logger, task
 from taskyard.context import TaskRunInfo
