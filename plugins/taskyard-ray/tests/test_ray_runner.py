@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -75,6 +76,16 @@ def speaks(message: str) -> None:
 @task(log_prints=True)
 def prints(message: str) -> None:
     print(message)
+
+
+@task(log_prints=True)
+def speaks_then_waits(message: str, release: str) -> str:
+    get_run_logger().warning(message)
+    print(message + " (printed)")
+    deadline = time.monotonic() + 120
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released" if Path(release).exists() else "the flow process never saw the records"
 
 
 class Blob:
@@ -493,3 +504,34 @@ class TestLogs:
         assert getattr(said[0], "flow_run_name", None) == "ray-logs"
         assert getattr(said[0], "task_run_name", "").startswith("speaks-")
 
+    def test_worker_logs_reach_the_flow_while_the_run_is_running(self, ray_address: str, tmp_path: Path) -> None:
+        """A run's records reach the flow process while it runs: the run waits until the flow has seen both."""
+        release = tmp_path / "seen"
+        seen: list[logging.LogRecord] = []
+
+        class Watch(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+                messages = [r.getMessage() for r in seen]
+                if "live from ray" in messages and "live from ray (printed)" in messages:
+                    release.write_text("seen")
+
+        @flow(task_runner=RayTaskRunner(address=ray_address), flow_run_name="ray-live-logs")
+        def f() -> str:
+            return speaks_then_waits.submit("live from ray", str(release)).result()
+
+        watch = Watch(logging.INFO)
+        target = logging.getLogger("taskyard")
+        saved = target.level
+        target.addHandler(watch)
+        target.setLevel(logging.INFO)
+        try:
+            outcome = f()
+        finally:
+            target.removeHandler(watch)
+            target.setLevel(saved)
+        assert outcome == "released"
+        ours = [r for r in seen if r.getMessage().startswith("live from ray")]
+        assert sorted(r.getMessage() for r in ours) == ["live from ray", "live from ray (printed)"], "each record once"
+        assert all(getattr(r, "flow_run_name", None) == "ray-live-logs" for r in ours)
+        assert all(str(getattr(r, "task_run_name", "")).startswith("speaks_then_waits-") for r in ours)

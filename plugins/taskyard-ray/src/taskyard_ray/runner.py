@@ -5,9 +5,9 @@
     submit(call) ─ upstream TaskFutures → their ObjectRefs (.native) ──┐
     map(calls)  ── large shared args ray.put once → SharedArg ────────┤ one .remote() per call,
                                                                       ▼ in one pass
-           run_on_ray.options(resources...).remote(call, ids, *refs)  → (header ref, state ref)
-                                                                      │ worker: engine → State
-    RemoteTaskFuture ◀── watcher thread: ray.wait on the header refs ◀┘ (the State stays in Ray)
+      fn(task, flow run).options(resources...).remote(params, run, ids, *refs) → (header, state)
+      (fn: one remote function per task, exported once)               │ worker: engine → State
+    RemoteTaskFuture ◀── settler thread ◀── header.future() callback ◀┘ (the State stays in Ray)
       .native = the state ObjectRef (what downstream runs are given)
       header ready → marked done; the State is fetched when first read (finished
                      siblings of a map in the same ray.get), so a chain A→B→C never
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,6 +56,8 @@ from taskyard.runners.toolkit import (
 )
 from taskyard_ray.capacity import Capacity
 from taskyard_ray.connection import Connection, attach, release
+from taskyard_ray.logs import LogStream
+from taskyard_ray import wire
 from taskyard_ray.options import current_ray_options, remote_options
 
 __all__ = ("RayTaskRunner",)
@@ -67,6 +70,10 @@ SHARE_MIN_BYTES = 100_000
 FETCH_BATCH = 1000
 # A run whose upstreams keep being lost is placed again at most this often.
 _MAX_PLACEMENTS = 20
+# With runs outstanding and none finishing, the settler checks this often that Ray is still there.
+_HEALTH_CHECK_S = 2.0
+# Remote functions kept per runner (one per task, flow run and options); the oldest go first.
+_MAX_FUNCTIONS = 256
 
 
 class _Batch:
@@ -130,14 +137,13 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self.init_kwargs = init_kwargs
         self.connection: Connection | None = None
         self._ray: Any = None
-        self._remote: Any = None
+        self._remote_fn: Any = None
         self._capacity: Capacity | None = None
-        self._variants: dict[str, Any] = {}
+        self._logs: LogStream | None = None
+        self._functions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
-        self._watching: dict[Any, _Entry] = {}
-        self._watch_lock = threading.Lock()
-        self._wakeup = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._arrivals: queue.SimpleQueue[tuple[_Entry, Any] | None] = queue.SimpleQueue()
+        self._settler: threading.Thread | None = None
         self._stopping = False
         self._fetch_lock = threading.Lock()
         self._lazy: dict[str, tuple[RemoteTaskFuture, State[Any], _Batch]] = {}
@@ -150,16 +156,15 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
     def setup(self) -> None:
         import ray
 
-        from taskyard_ray.worker import run_on_ray
-
         self._ray = ray
         self.connection = attach(self.address, self.init_kwargs)
         try:
             # Ray's own retries off: taskyard's retries decide (counting lost attempts).
-            self._remote = ray.remote(num_returns=2, max_retries=0, retry_exceptions=False)(run_on_ray)
+            self._remote_fn = ray.remote(num_returns=2, max_retries=0, retry_exceptions=False)
             self._capacity = Capacity(ray)
-            self._watcher = threading.Thread(target=self._watch, name="taskyard-ray-watcher", daemon=True)
-            self._watcher.start()
+            self._logs = LogStream.acquire(ray)
+            self._settler = threading.Thread(target=self._settle_arrivals, name="taskyard-ray-settler", daemon=True)
+            self._settler.start()
         except BaseException:
             release(self.connection)
             raise
@@ -171,26 +176,25 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         if not self.begin_shutdown():
             return
-        if self._remote is not None:
+        if self._remote_fn is not None:
             if wait and not cancel_pending:
                 self._outstanding.wait_all()
             else:
                 self._cancel_outstanding()
         self._stopping = True
-        self._wakeup.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=10)
+        self._arrivals.put(None)
+        if self._settler is not None:
+            self._settler.join(timeout=10)
         self._release_states()
         self._shared.clear()
-        self._variants.clear()
+        self._functions.clear()
+        if self._logs is not None:  # every record of this runner's runs delivered before the flow run ends
+            self._logs.release(close=self.connection is not None and self.connection.owned)
         if self.connection is not None:
             release(self.connection)
 
     def _cancel_outstanding(self) -> None:
         entries = self._outstanding.cancel_all()
-        with self._watch_lock:
-            for entry in entries:
-                self._watching.pop(entry.header, None)
         for entry in entries:
             if entry.header is not None:
                 try:  # force: a task in code that ignores KeyboardInterrupt still stops
@@ -209,6 +213,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def submit(self, call: TaskCall[Any]) -> RemoteTaskFuture:
         self.check_open()
+        if self._logs is not None:
+            self._logs.watch(call)
         entry = self._entry(call, self._new_batch(), self._options_for(call), ())
         self._place(entry)
         return entry.future
@@ -218,6 +224,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         if not calls:
             return []
         batch = self._new_batch()
+        if self._logs is not None:
+            for flow_call in {id(c.flow_run): c for c in calls}.values():
+                self._logs.watch(flow_call)
         options = self._options_for(calls[0])
         plain = [c for c in calls if not c.upstreams]
         names = find_shared(plain, estimate_size, SHARE_MIN_BYTES)
@@ -276,7 +285,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         entry.upstream_refs = tuple(v for v in values if isinstance(v, self._ray.ObjectRef))
         values.extend(entry.shared)
         try:
-            header, state_ref = self._variant(entry.options).remote(call, tuple(ids), *values)
+            payload = wire.dumps((call.parameters, call.task_run, call.upstreams, tuple(ids)))
+            header, state_ref = self._function(call, entry.options).remote(payload, *values)
         except Exception as exc:
             set_state(entry.future, submit_failure_state(call, exc, "a Ray worker"))
             return
@@ -284,50 +294,77 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         entry.seq = next(self._seq)
         entry.future.native = state_ref
         self._outstanding.add(header, entry)
-        with self._watch_lock:
-            self._watching[header] = entry
-        self._wakeup.set()
+        # Ray calls back (on its own thread) once the header is in; the settler takes it from there.
+        header.future().add_done_callback(lambda done, entry=entry: self._arrivals.put((entry, done)))
 
-    def _variant(self, options: dict[str, Any]) -> Any:
-        if not options:
-            return self._remote
-        key = repr(sorted(options.items()))
-        variant = self._variants.get(key)
-        if variant is None:
-            variant = self._variants[key] = self._remote.options(**options)
-        return variant
+    def _function(self, call: TaskCall[Any], options: dict[str, Any]) -> Any:
+        """The remote function for ``call``'s task and flow run with ``options``: made and exported once.
+
+        The task and the flow run's context are inside the function, so Ray
+        pickles them once, not into every call of a map.
+        """
+        from taskyard_ray.worker import task_function
+
+        task, flow_run = call.task, call.flow_run
+        key = (
+            id(task), id(flow_run), getattr(flow_run, "run_count", None),
+            repr(sorted(options.items())) if options else "",
+        )
+        found = self._functions.get(key)
+        if found is not None and found[0] is task and found[1] is flow_run:
+            return found[2]
+        function = self._remote_fn(task_function(task, flow_run, self._logs.name if self._logs is not None else None))
+        if options:
+            function = function.options(**options)
+        if len(self._functions) >= _MAX_FUNCTIONS:
+            self._functions.pop(next(iter(self._functions)))
+        # The task and flow run are kept with it, so their ids name them while it is cached.
+        self._functions[key] = (task, flow_run, function)
+        return function
 
     # -- completion (the watcher thread) ----------------------------------------------------
 
-    def _watch(self) -> None:
-        ray = self._ray
-        while not self._stopping:
-            with self._watch_lock:
-                pending = list(self._watching)
-            if not pending:
-                self._wakeup.wait(0.5)
-                self._wakeup.clear()
-                continue
+    def _settle_arrivals(self) -> None:
+        """The settler thread: completes the futures of the runs whose headers Ray delivered."""
+        arrivals = self._arrivals
+        while True:
             try:
-                ready, _ = ray.wait(pending, num_returns=1, timeout=0.1, fetch_local=False)
-                if ready and len(pending) > 1:
-                    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
-                if ready:
-                    self._settle(ready)
-            except Exception as exc:  # Ray itself is gone: nothing outstanding can finish
-                if not self._stopping:
-                    logger.error("the connection to Ray was lost: %r", exc)
-                    self._lose_everything(exc)
+                first = arrivals.get(timeout=_HEALTH_CHECK_S)
+            except queue.Empty:
+                if not self._ray_is_there():
+                    return
+                continue
+            batch = [first]
+            while not arrivals.empty() and len(batch) < FETCH_BATCH:
+                batch.append(arrivals.get_nowait())
+            self._settle([item for item in batch if item is not None])
+            if None in batch:  # the runner is shutting down
                 return
 
-    def _settle(self, ready: list[Any]) -> None:
-        with self._watch_lock:
-            entries = [e for e in (self._watching.pop(ref, None) for ref in ready) if e is not None]
-        entries.sort(key=lambda e: e.seq)  # upstreams before the runs that depend on them
-        headers = _read_headers(self._ray, [e.header for e in entries])
-        for entry, header in zip(entries, headers, strict=True):
+    def _ray_is_there(self) -> bool:
+        """False (and every outstanding run Crashed) when Ray itself went away."""
+        if self._stopping:
+            return False
+        entries = self._outstanding.entries()
+        if not entries:
+            return True
+        try:
+            self._ray.wait([entries[0].header], num_returns=1, timeout=0, fetch_local=False)
+        except Exception as exc:
+            if self._stopping:
+                return False
+            logger.error("the connection to Ray was lost: %r", exc)
+            self._lose_everything(exc)
+            return False
+        return True
+
+    def _settle(self, arrived: list[tuple[_Entry, Any]]) -> None:
+        arrived.sort(key=lambda item: item[0].seq)  # upstreams before the runs that depend on them
+        for entry, done in arrived:
             if self._outstanding.pop(entry.header) is None:
                 continue  # cancelled meanwhile
+            error = done.exception()
+            header = wire.as_state(done.result()) if error is None else error
             if isinstance(header, State):
                 self._finished(entry, header)
             else:
@@ -349,6 +386,14 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _on_error(self, entry: _Entry, error: BaseException) -> None:
         errors = self._ray.exceptions
         call = entry.call
+        unsettled = [
+            u.future for u in call.upstreams
+            if isinstance(u.future, TaskFuture) and u.future.native in entry.upstream_refs and not u.future.done()
+        ]
+        if unsettled and not self._outstanding.closing:
+            # Ray failed this run for an upstream whose own news has not arrived yet: judge after it.
+            self._outstanding.defer(entry, unsettled, lambda again: self._on_error(again, error))
+            return
         if any(ref in self._bad for ref in entry.upstream_refs) and not self._outstanding.closing:
             # An upstream was lost: place this run again once that one settles.
             entry.placements += 1
@@ -375,11 +420,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         set_state(entry.future, lost_state(call, entry.losses, f"Ray lost the worker ({type(error).__name__})", error))
 
     def _lose_everything(self, exc: BaseException) -> None:
-        with self._watch_lock:
-            entries = list(self._watching.values())
-            self._watching.clear()
-        for entry in entries:
-            self._outstanding.pop(entry.header)
+        for entry in self._outstanding.entries():
+            if self._outstanding.pop(entry.header) is None:
+                continue
             set_state(entry.future, lost_state(entry.call, entry.losses + 1, "the connection to Ray was lost", exc))
 
     # -- reading states -----------------------------------------------------------------------
@@ -402,16 +445,16 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             for f in take:
                 self._lazy.pop(f.task_run_id, None)
             try:
-                states = self._ray.get([f.native for f in take], timeout=120)
+                states = [wire.as_state(s) for s in self._ray.get([f.native for f in take], timeout=120)]
             except Exception:
                 states = [self._get_one(f) for f in take]
             for f, state in zip(take[1:], states[1:], strict=True):
                 f.install(state)
-            return states[0]  # type: ignore[no-any-return]
+            return states[0]
 
     def _get_one(self, future: RemoteTaskFuture) -> State[Any]:
         try:
-            return self._ray.get(future.native, timeout=60)  # type: ignore[no-any-return]
+            return wire.as_state(self._ray.get(future.native, timeout=60))
         except Exception as exc:
             message = f"the state of task run {future.task_run_name!r} could not be read from Ray: {exc!r}"
             error = CrashedRunError(message)
@@ -425,18 +468,3 @@ def _consume(ray: Any, ref: Any) -> None:
         ray.get(ref, timeout=0)
     except Exception:
         pass
-
-
-def _read_headers(ray: Any, refs: list[Any]) -> list[Any]:
-    """Each header State, or the error Ray holds in its place (the run did not end normally)."""
-    try:
-        return list(ray.get(refs, timeout=60))
-    except Exception:
-        pass
-    out: list[Any] = []
-    for ref in refs:
-        try:
-            out.append(ray.get(ref, timeout=60))
-        except Exception as exc:
-            out.append(exc)
-    return out

@@ -1,16 +1,22 @@
-"""What runs in the Ray workers: one remote function that runs the task engine.
+"""What runs in the Ray workers: one remote function per task, running the task engine.
 
 ::
 
-    run_on_ray.options(...).remote(call, ids, *upstream_refs_then_shared_refs)
+    task_function(task, flow_run) ── pickled and exported to Ray once per task
+                                     (and flow run): the workers cache it
+    fn.options(...).remote(parameters, task_run, upstreams, ids, *upstream_refs_then_shared_refs)
                              │ Ray resolves the top-level ObjectRefs: upstream
                              ▼ States and the values put once with ray.put
-    toolkit.run_on_worker: shared values back in place, call.run({id: state})
-                             │ the engine runs here: retries, timeout, hooks
-                             ▼
+    run_on_ray: TaskCall rebuilt, toolkit.run_on_worker: shared values back in
+                             │ place, call.run({id: state}); the engine runs
+                             ▼ here: retries, timeout, hooks
     returns (header, state): the header is the State itself when its result is
     small, else the State with the result left out (ReleasedResult) and the
     run's log records; the full State stays in Ray's object store until read.
+
+Only what differs between the runs of a map travels with each call (its
+parameters and run identity); the task and the flow run's context travel once,
+inside the exported function.
 
 Ray's own retries are off (``max_retries=0``): a lost worker comes back to
 the runner as an error, and taskyard's ``retries`` decide. A worker told to
@@ -21,57 +27,106 @@ the run counts as lost (Crashed, retries apply), not as the task's failure.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-from taskyard.runners.base import State, TaskCall
+from taskyard.runners.base import TaskCall, sendable_state
 from taskyard.runners.toolkit import ReleasedResult, estimate_size, run_on_worker
+from taskyard_ray import wire
 
-__all__ = ("run_on_ray", "HEADER_MAX_BYTES")
+__all__ = ("run_on_ray", "task_function", "HEADER_MAX_BYTES")
 
 # Results at least this large (estimated) stay in Ray until read; smaller ones
 # come back to the flow process with the header, at once.
 HEADER_MAX_BYTES = 64_000
 
+RemoteBody = Callable[..., tuple[Any, Any]]
 
-def run_on_ray(call: TaskCall[Any], ids: tuple[str, ...], *values: Any) -> tuple[State[Any], State[Any]]:
-    """Run one call: ``values`` are the upstream states (one per id), then shared values."""
-    with _termination_ends_the_worker():
+
+def task_function(task: Any, flow_run: Any, log_sink: str | None = None) -> RemoteBody:
+    """The function Ray runs for the calls of ``task`` in ``flow_run`` (made once per runner).
+
+    ``log_sink`` names the actor that streams the runs' log records to the
+    flow process (see :mod:`taskyard_ray.logs`).
+    """
+
+    def run_task(payload: bytes, *values: Any) -> tuple[Any, Any]:
+        parameters, task_run, upstreams, ids = wire.loads(payload)
+        return run_on_ray(TaskCall(task, parameters, task_run, flow_run, upstreams), ids, *values, log_sink=log_sink)
+
+    # What Ray shows for these runs (its dashboard, `ray list tasks`, its errors).
+    run_task.__name__ = run_task.__qualname__ = f"taskyard:{getattr(task, 'name', 'task')}"
+    return run_task
+
+
+def run_on_ray(
+    call: TaskCall[Any], ids: tuple[str, ...], *values: Any, log_sink: str | None = None
+) -> tuple[Any, Any]:
+    """Run one call: ``values`` are the upstream states (one per id, as their workers returned them), then shared values.
+
+    Returns the header and the full state: both the same bytes when the
+    result is small, else the header as bytes and the State object.
+    """
+    from taskyard_ray import logs
+
+    n = len(ids)
+    if n:
+        values = (*(wire.as_state(v) for v in values[:n]), *values[n:])
+    _install_sigterm_handler()
+    global _running
+    _running = True
+    streaming = logs.begin(log_sink)
+    try:
         state = run_on_worker(call, ids, values, "a Ray worker")
-    if not state.is_completed():
-        return state, state
+    except _Terminated:
+        os._exit(1)  # told to stop while the task ran: Ray reports this run's worker as lost
+    finally:
+        _running = False
+        if streaming:
+            logs.end()
+    if _terminated:
+        os._exit(1)  # the engine swallowed the stop: still lost
+    if not state.is_completed() or estimate_size(state.data) < HEADER_MAX_BYTES:
+        data = wire.state_dumps(state, "its Ray worker")
+        return data, data
     size = estimate_size(state.data)
-    if size < HEADER_MAX_BYTES:
-        return state, state
     message = (
         f"the result of this run (~{size / 1e6:.1f} MB) stayed in Ray and was released when its flow "
         "run ended; read it inside the flow run, or set persist_result=True"
     )
     header = state.model_copy(update={"data": ReleasedResult(message)})
-    return header, state.model_copy(update={"log_records": None})
+    return wire.state_dumps(header, "its Ray worker"), sendable_state(state.model_copy(update={"log_records": None}), "its Ray worker")
 
 
 class _Terminated(BaseException):
     """SIGTERM arrived while a task ran (a BaseException: the engine does not take it for the task's)."""
 
 
-@contextlib.contextmanager
-def _termination_ends_the_worker() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
+_installed = False
+_running = False
+_terminated = False
+
+
+def _install_sigterm_handler() -> None:
+    """Once per worker process: SIGTERM during a run ends the worker, so the run counts as lost."""
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
         return
+    previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        raise _Terminated
+        global _terminated
+        if _running:
+            _terminated = True
+            raise _Terminated
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    except _Terminated:
-        os._exit(1)  # Ray then reports this run's worker as lost
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    _installed = True
