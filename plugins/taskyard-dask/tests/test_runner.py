@@ -415,8 +415,8 @@ class TestClusters:
             DaskTaskRunner(address="tcp://127.0.0.1:1", cluster_kwargs={"n_workers": 1})
 
     def test_dashboard_link_is_logged(self, caplog: pytest.LogCaptureFixture) -> None:
-        """Starting a LocalCluster logs its dashboard link."""
-        caplog.set_level(logging.INFO, logger="taskyard.dask")
+        """Starting a LocalCluster logs its dashboard link at DEBUG (the flow run's first line shows it)."""
+        caplog.set_level(logging.DEBUG, logger="taskyard.dask")
         with DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 1}) as runner:
             link = runner.dashboard_link
         assert link and link.startswith("http://127.0.0.1:")

@@ -25,7 +25,11 @@ Everything a runner needs is importable from this module:
   the flow process;
 * :func:`run_call`, :func:`unpicklable_argument_error`,
   :func:`unreadable_outcome_state`, :func:`count_lost_attempts` and
-  :func:`unsatisfiable_resources`.
+  :func:`unsatisfiable_resources`;
+* :func:`without_main` and :func:`launching_without_main` — worker
+  processes that start without the flow script's ``__main__``, so a script
+  with no ``if __name__ == "__main__":`` guard runs once (see
+  :mod:`taskyard.runners.mainless`).
 
 Runners on a cluster backend find the parts Dask and Ray share — upstreams
 passed as native futures, shared values shipped once, lost workers turned
@@ -58,6 +62,7 @@ from taskyard.exceptions import (
 )
 from taskyard.futures import TaskFuture, received_state
 from taskyard.resources import local_capacity, shortfall
+from taskyard.runners.mainless import launching_without_main, without_main
 from taskyard.states import Cancelled, Crashed, Failed, Pending, State
 
 __all__ = (
@@ -79,6 +84,8 @@ __all__ = (
     "sendable_state",
     "unreadable_outcome_state",
     "count_lost_attempts",
+    "launching_without_main",
+    "without_main",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])

@@ -22,7 +22,7 @@ cloudpickle (not pickle) ships the calls, so tasks defined in ``__main__``,
 in a notebook or as closures work. For the same reason the workers never
 import the parent's ``__main__``: multiprocessing would otherwise re-run a
 script without an ``if __name__ == "__main__"`` guard in every worker (and
-fail outright for code read from stdin). ``map`` sends calls in batches to
+fail outright for code read from stdin; see :mod:`taskyard.runners.mainless`). ``map`` sends calls in batches to
 cut the per-call cost; a batch is small enough that every worker gets
 several.
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.spawn
 import os
 import selectors
 import signal
@@ -55,6 +54,7 @@ from taskyard.runners.base import (
     TaskCall,
     TaskFuture,
     TaskRunner,
+    launching_without_main,
     local_capacity,
     unpicklable_argument_error,
 )
@@ -75,30 +75,6 @@ __all__ = ("ProcessPoolTaskRunner",)
 _MAX_BATCH = 64
 _PREFETCH = 2  # batches a worker holds: one running, one ready, so it never waits for the flow process
 _MAX_ORPHANED = 3  # deaths with this call queued and nothing running before it is blamed
-
-# -- workers start without the parent's __main__ -------------------------------------
-#
-# multiprocessing puts the parent's main module into the data every new worker
-# is prepared with, and the worker imports it. Workers of this runner never
-# need it (cloudpickle ships __main__'s functions by value), so while this
-# runner starts workers that entry is left out. Other users of
-# multiprocessing are not affected.
-_launching = threading.local()
-_original_preparation = multiprocessing.spawn.get_preparation_data
-
-
-def _preparation_data(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = _original_preparation(name)
-    if getattr(_launching, "active", False):
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-    return data
-
-
-def _install_preparation_hook() -> None:
-    if multiprocessing.spawn.get_preparation_data is not _preparation_data:
-        multiprocessing.spawn.get_preparation_data = _preparation_data
-
 
 class _Entry:
     """One call in the runner's hands, with what its lost attempts taught."""
@@ -186,7 +162,6 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         return self.resources
 
     def setup(self) -> None:
-        _install_preparation_hook()
         self._ctx: Any = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             self._ctx.set_forkserver_preload(["taskyard.runners.process_worker"])
@@ -283,11 +258,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             ),  # fmt: skip
             name="taskyard-worker",
         )
-        _launching.active = True
         try:
-            process.start()
+            with launching_without_main():  # cloudpickle ships what __main__ defines
+                process.start()
         finally:
-            _launching.active = False
             inbox_r.close()
             outbox_w.close()
         worker = _Worker(process, inbox_w, outbox_r, slot)

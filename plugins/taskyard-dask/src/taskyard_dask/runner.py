@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -48,6 +48,7 @@ from taskyard.runners.base import (
     set_state,
     unpicklable_argument_error,
     unreadable_outcome_state,
+    without_main,
 )
 from taskyard.runners.toolkit import (
     LogRelay,
@@ -76,6 +77,8 @@ SHARE_MIN_BYTES = 100_000
 FETCH_BATCH_BYTES = 16_000_000
 _SUBMIT_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
 # The state of a run that finished on the cluster and has not been read yet.
+# The name distributed's Nanny gives the worker processes it starts (and restarts).
+NANNY_PROCESS_NAME = "Dask Worker process (from Nanny)"
 _REMOTE: State[Any] = Running("finished on the Dask cluster; the state is fetched when read", name="Remote")
 
 
@@ -180,6 +183,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._shared: dict[int, tuple[Any, Any]] = {}
         self._log_name = f"taskyard-logs-{os.urandom(4).hex()}"
         self._resources: ClusterResources | None = None
+        self._release_main: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -201,24 +205,44 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._future_class = distributed.Future
         self._killed_worker = distributed.KilledWorker
         client_kwargs = {"set_as_default": False, **self.client_kwargs}
+        started_with: dict[str, Any] = {}
         try:
             if self.address is not None:
                 self._client = distributed.Client(self.address, **client_kwargs)  # type: ignore[no-untyped-call]
             else:
                 cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
-                self._cluster = cls(**_cluster_kwargs(cls, self.cluster_kwargs))
+                # Worker processes leave the flow script's __main__ alone: a script
+                # without an `if __name__ == "__main__":` guard runs once.
+                self._release_main = without_main(NANNY_PROCESS_NAME)
+                started_with = _cluster_kwargs(cls, self.cluster_kwargs)
+                self._cluster = cls(**started_with)
                 if self.adapt_kwargs:
                     self._cluster.adapt(**self.adapt_kwargs)
                 self._client = distributed.Client(self._cluster, **client_kwargs)  # type: ignore[no-untyped-call]
             self._forward_logs()
+            if self._cluster is not None:  # workers we close: their last heartbeat ends first
+                from taskyard_dask.worker import QuietClose
+
+                self._client.register_plugin(QuietClose(), name=f"taskyard-quiet-close-{self._log_name}")
             self._resources = ClusterResources(self._client, self._cluster, bool(self.adapt_kwargs))
         except BaseException:
             self._close_backend()
             raise
+        self.dashboard_link = self._find_dashboard(started_with)
+        if self.dashboard_link:
+            logger.debug("Dask dashboard: %s", self.dashboard_link)  # the flow run's first line shows it
+
+    def _find_dashboard(self, started_with: Mapping[str, Any]) -> str | None:
         services = self._client.scheduler_info().get("services", {})
-        if "dashboard" in services:
-            self.dashboard_link = self._client.dashboard_link
-            logger.info("Dask dashboard: %s", self.dashboard_link)
+        if "dashboard" not in services:
+            return None
+        if self._cluster is not None and str(started_with.get("dashboard_address", "")).startswith("127.0.0.1:"):
+            # Dask names the host it thinks the scheduler has (a machine address for an
+            # in-process cluster), but this dashboard listens on loopback only.
+            from distributed.utils import format_dashboard_link
+
+            return str(format_dashboard_link("127.0.0.1", services["dashboard"]))
+        return str(self._client.dashboard_link)
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         if not self.begin_shutdown():
@@ -298,6 +322,8 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=30)
+        if self._release_main is not None:
+            self._release_main()
         self._shared.clear()
 
     # -- logs --------------------------------------------------------------------------
