@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+
+from taskyard.runs import list_flow_runs
+from taskyard.states import StateType
 
 pytestmark = pytest.mark.faults
 
@@ -35,6 +41,14 @@ def f():
 if __name__ == "__main__":
     f()
 """
+
+
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| ")
+
+
+def _said(err: str) -> list[str]:
+    """What stderr holds besides taskyard's console log records: distributed's own lines count."""
+    return [line for line in err.strip().splitlines() if not _LOG_LINE.match(line)]
 
 
 def _interrupt_tracebacks(err: str) -> list[str]:
@@ -70,16 +84,68 @@ class TestStopping:
         assert not _interrupt_tracebacks(err) and "taskyard: flow 'f' was cancelled: the process received SIGTERM" in err
         assert fp.survivors(within=10) == []
 
+    def test_ctrl_c_to_the_group_prints_one_line(self, flow_process: Any, tmp_path: Path) -> None:
+        """Ctrl-C to the whole process group (worker processes too): one line, nothing from distributed, nothing survives."""
+        fp = _start(flow_process, tmp_path)
+        fp.signal(signal.SIGINT, group=True)
+        status, _, err, _ = fp.finish(timeout=60)
+        assert status == -signal.SIGINT, err
+        assert (tmp_path / "hook").read_text() == "Cancelled"
+        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert fp.survivors(within=10) == []
+
     def test_ctrl_c_twice_to_the_group_finishes_the_clean_up(self, flow_process: Any, tmp_path: Path) -> None:
-        """Two Ctrl-C to the whole process group: the hook finishes, no traceback, nothing survives."""
+        """Two Ctrl-C to the whole process group: the hook finishes, the run ends Cancelled, one line, bounded exit."""
         fp = _start(flow_process, tmp_path, hook_seconds=1.5)
         fp.signal(signal.SIGINT, group=True)
         fp.wait_for_output(tmp_path / "hook", timeout=60)
         fp.signal(signal.SIGINT, group=True)
         status, _, err, seconds = fp.finish(timeout=60)
         assert status == -signal.SIGINT and (tmp_path / "hook-done").exists()
-        assert not _interrupt_tracebacks(err) and "taskyard: interrupted: flow 'f' was cancelled" in err
+        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert seconds < 45, f"the process took {seconds:.1f} s to exit"  # no 10 s waits of Dask's own; generous for a busy machine
+        (run,) = list_flow_runs(flow_name="f")
+        assert run.state.type == StateType.CANCELLED
         assert fp.survivors(within=10) == []
+
+
+STARTING = """
+from taskyard import flow, task
+from taskyard_dask import DaskTaskRunner
+
+@task
+def one(x):
+    return x
+
+@flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1}))
+def f():
+    return one.map(range(3)).result()
+
+if __name__ == "__main__":
+    f()
+"""
+
+
+class TestInterruptedStart:
+    def test_ctrl_c_while_the_cluster_starts_prints_one_line(self, flow_process: Any) -> None:
+        """Ctrl-C while the LocalCluster's worker processes start: one line (no Status.init assertion), nothing survives."""
+        fp = flow_process(STARTING)
+        deadline = time.monotonic() + 120
+        while not [p for p in fp.remember_children() if _alive_worker(p)]:  # a nanny's worker process exists
+            assert fp.proc.poll() is None and time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.01)
+        fp.signal(signal.SIGINT)
+        status, _, err, _ = fp.finish(timeout=120)
+        assert status == -signal.SIGINT, err
+        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert fp.survivors(within=10) == []
+
+
+def _alive_worker(process: Any) -> bool:
+    try:
+        return "spawn_main" in " ".join(process.cmdline()) and process.is_running()
+    except psutil.Error:
+        return False
 
 
 UNPICKLABLE = """

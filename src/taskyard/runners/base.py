@@ -26,6 +26,9 @@ Everything a runner needs is importable from this module:
 * :func:`run_call`, :func:`unpicklable_argument_error`,
   :func:`unreadable_outcome_state`, :func:`count_lost_attempts` and
   :func:`unsatisfiable_resources`;
+* :func:`hurrying` — True once a second Ctrl-C or SIGTERM asked a flow
+  run's clean-up to hurry: ``shutdown`` then skips its long waits (it still
+  completes every future it returned);
 * :func:`without_main` and :func:`launching_without_main` — worker
   processes that start without the flow script's ``__main__``, so a script
   with no ``if __name__ == "__main__":`` guard runs once (see
@@ -61,6 +64,7 @@ from taskyard.exceptions import (
     UnsatisfiableResourcesError,
 )
 from taskyard.futures import TaskFuture, received_state
+from taskyard.interrupts import hurrying
 from taskyard.resources import local_capacity, shortfall
 from taskyard.runners.mainless import launching_without_main, without_main
 from taskyard.states import Cancelled, Crashed, Failed, Pending, State
@@ -86,6 +90,7 @@ __all__ = (
     "count_lost_attempts",
     "launching_without_main",
     "without_main",
+    "hurrying",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])

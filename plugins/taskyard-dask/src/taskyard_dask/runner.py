@@ -47,6 +47,7 @@ from taskyard.runners.base import (
     received_state,
     set_state,
     unpicklable_argument_error,
+    hurrying,
     unreadable_outcome_state,
     without_main,
 )
@@ -64,6 +65,7 @@ from taskyard.runners.toolkit import (
 from taskyard.states import Pending, Running
 from taskyard_dask.options import current_dask_options, options_for_tags
 from taskyard_dask.resources import ClusterResources
+from taskyard_dask.starting import Start
 
 __all__ = ("DaskTaskRunner", "DaskTaskFuture")
 
@@ -77,6 +79,8 @@ SHARE_MIN_BYTES = 100_000
 FETCH_BATCH_BYTES = 16_000_000
 _SUBMIT_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
 # The state of a run that finished on the cluster and has not been read yet.
+# An interrupted start is left this long to finish before shutdown closes what it started.
+START_FINISH_SECONDS = 120
 # The name distributed's Nanny gives the worker processes it starts (and restarts).
 NANNY_PROCESS_NAME = "Dask Worker process (from Nanny)"
 _REMOTE: State[Any] = Running("finished on the Dask cluster; the state is fetched when read", name="Remote")
@@ -184,6 +188,8 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._log_name = f"taskyard-logs-{os.urandom(4).hex()}"
         self._resources: ClusterResources | None = None
         self._release_main: Callable[[], None] | None = None
+        self._starting: Start | None = None
+        self._started_with: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -204,8 +210,19 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
         self._future_class = distributed.Future
         self._killed_worker = distributed.KilledWorker
+        # Built in a helper thread: Ctrl-C meanwhile interrupts only the wait, and
+        # shutdown() lets the start finish before it closes what was started.
+        self._starting = Start(self._start_backend)
+        self._starting.run()
+        self._starting = None
+        self.dashboard_link = self._find_dashboard()
+        if self.dashboard_link:
+            logger.debug("Dask dashboard: %s", self.dashboard_link)  # the flow run's first line shows it
+
+    def _start_backend(self) -> None:
+        import distributed
+
         client_kwargs = {"set_as_default": False, **self.client_kwargs}
-        started_with: dict[str, Any] = {}
         try:
             if self.address is not None:
                 self._client = distributed.Client(self.address, **client_kwargs)  # type: ignore[no-untyped-call]
@@ -214,38 +231,38 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 # Worker processes leave the flow script's __main__ alone: a script
                 # without an `if __name__ == "__main__":` guard runs once.
                 self._release_main = without_main(NANNY_PROCESS_NAME)
-                started_with = _cluster_kwargs(cls, self.cluster_kwargs)
-                self._cluster = cls(**started_with)
+                self._started_with = _cluster_kwargs(cls, self.cluster_kwargs)
+                self._cluster = cls(**self._started_with)
                 if self.adapt_kwargs:
                     self._cluster.adapt(**self.adapt_kwargs)
                 self._client = distributed.Client(self._cluster, **client_kwargs)  # type: ignore[no-untyped-call]
             self._forward_logs()
-            if self._cluster is not None:  # workers we close: their last heartbeat ends first
-                from taskyard_dask.worker import QuietClose
+            if self._cluster is not None:
+                from taskyard_dask.owned import OwnedWorkers
 
-                self._client.register_plugin(QuietClose(), name=f"taskyard-quiet-close-{self._log_name}")
+                self._client.register_plugin(OwnedWorkers(), name=f"taskyard-owned-{self._log_name}")
             self._resources = ClusterResources(self._client, self._cluster, bool(self.adapt_kwargs))
         except BaseException:
             self._close_backend()
             raise
-        self.dashboard_link = self._find_dashboard(started_with)
-        if self.dashboard_link:
-            logger.debug("Dask dashboard: %s", self.dashboard_link)  # the flow run's first line shows it
 
-    def _find_dashboard(self, started_with: Mapping[str, Any]) -> str | None:
+    def _find_dashboard(self) -> str | None:
         services = self._client.scheduler_info().get("services", {})
         if "dashboard" not in services:
             return None
-        if self._cluster is not None and str(started_with.get("dashboard_address", "")).startswith("127.0.0.1:"):
+        if self._cluster is not None and str(self._started_with.get("dashboard_address", "")).startswith("127.0.0.1:"):
             # Dask names the host it thinks the scheduler has (a machine address for an
             # in-process cluster), but this dashboard listens on loopback only.
             from distributed.utils import format_dashboard_link
 
-            return str(format_dashboard_link("127.0.0.1", services["dashboard"]))
+            return str(format_dashboard_link("127.0.0.1", services["dashboard"]))  # type: ignore[no-untyped-call]
         return str(self._client.dashboard_link)
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         if not self.begin_shutdown():
+            return
+        if self._starting is not None and not self._starting.finish(START_FINISH_SECONDS):
+            logger.warning("the Dask cluster was still starting after %d s; leaving it to Dask's own clean-up", START_FINISH_SECONDS)
             return
         if self._client is not None:
             if wait and not cancel_pending:
@@ -253,7 +270,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             else:
                 self._cancel_outstanding()
             self._release_states()
-        self._close_backend()
+        self._close_backend(stop_now=cancel_pending or not wait)
 
     def _wait_outstanding(self) -> None:
         self._outstanding.wait_all()
@@ -305,8 +322,18 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 headers.update(found)
         return headers
 
-    def _close_backend(self) -> None:
+    def _close_backend(self, stop_now: bool = False) -> None:
+        """Release the client, and close the cluster if the runner started it.
+
+        ``stop_now`` (the runs were cancelled): the worker processes of our
+        own cluster are killed first — Dask cannot interrupt a running task,
+        and closing a worker that runs one waits seconds before killing it
+        anyway. After a second Ctrl-C (:func:`hurrying`) every wait is short.
+        """
         client, cluster = self._client, self._cluster
+        hurry = hurrying()
+        if cluster is not None and stop_now:
+            _kill_worker_processes(cluster)
         if client is not None:
             # With the scheduler gone, talking to it only waits for connect
             # timeouts (~30 s): skip straight to closing the client.
@@ -318,10 +345,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 with contextlib.suppress(Exception):
                     client.unsubscribe_topic(self._log_name)
             with contextlib.suppress(Exception):
-                client.close(timeout=10 if connected else 2)
+                client.close(timeout=10 if connected and not hurry else 2)
         if cluster is not None:
             with contextlib.suppress(Exception):
-                cluster.close(timeout=30)
+                cluster.close(timeout=5 if hurry else 30)
         if self._release_main is not None:
             self._release_main()
         self._shared.clear()
@@ -575,6 +602,24 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             for f, got in zip(take, states, strict=True):
                 f._state = received_state(got)
             return future._state  # type: ignore[return-value]
+
+
+def _kill_worker_processes(cluster: Any) -> None:
+    """Kill the worker processes of a cluster's nannies; quietly skip what is not there.
+
+    Each nanny is first marked as closing gracefully (what ``Nanny.close_gracefully``
+    does), so it closes when its worker dies instead of starting another.
+    """
+    import signal
+
+    from distributed.core import Status
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):
+            pid = nanny.process.process.pid  # Nanny → WorkerProcess → AsyncProcess
+            if pid and nanny.status == Status.running:
+                nanny.status = Status.closing_gracefully
+                os.kill(pid, signal.SIGKILL)
 
 
 def _gather_one(future: DaskTaskFuture) -> State[Any]:

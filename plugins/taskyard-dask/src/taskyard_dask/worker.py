@@ -17,11 +17,8 @@ This module imports distributed; the runner imports it only once it starts.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -35,7 +32,6 @@ __all__ = (
     "state_headers",
     "ReleasedResult",
     "LogForwarder",
-    "QuietClose",
     "LOG_TOPIC",
 )
 
@@ -150,55 +146,3 @@ class LogForwarder(WorkerPlugin):
                 logger.setLevel(self._old_level)
             self._handler = None
 
-
-# -- closing ------------------------------------------------------------------------------
-
-
-class QuietClose(WorkerPlugin):
-    """Worker plugin: a closing worker lets its heartbeat in flight finish first.
-
-    ``Worker.close`` stops the heartbeat's periodic callback but not a
-    heartbeat already waiting for the scheduler's answer, and then closes
-    the connections that heartbeat uses: it fails, and the worker logs
-    ``Failed to communicate with scheduler during heartbeat`` with a
-    traceback — at the end of about every other flow run on a cluster the
-    runner started. Plugins are torn down early in ``Worker.close``, while
-    the connections are still open, so the teardown stops the heartbeat and
-    waits (at most ``wait`` seconds) for the one in flight.
-
-    The runner registers it only on clusters it starts and closes.
-    """
-
-    def __init__(self, wait: float = 2.0) -> None:
-        self.wait = wait
-        self._callback: Any = None
-        self._beat: Callable[[], Awaitable[None]] | None = None
-        self._idle: asyncio.Event | None = None
-
-    def setup(self, worker: Any) -> None:
-        callback = getattr(worker, "periodic_callbacks", {}).get("heartbeat")
-        if callback is None:
-            return
-        beat = callback.callback
-        idle = asyncio.Event()
-        idle.set()
-
-        async def tracked() -> None:
-            idle.clear()
-            try:
-                await beat()
-            finally:
-                idle.set()
-
-        callback.callback = tracked
-        self._callback, self._beat, self._idle = callback, beat, idle
-
-    async def teardown(self, worker: Any) -> None:
-        callback, idle = self._callback, self._idle
-        if callback is None or idle is None:
-            return
-        if str(getattr(worker.status, "name", worker.status)) in ("closing", "closed", "closing_gracefully", "failed"):
-            callback.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(idle.wait(), self.wait)
-        callback.callback = self._beat

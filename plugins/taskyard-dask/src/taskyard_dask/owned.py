@@ -1,0 +1,79 @@
+"""The workers of a cluster the runner started: quiet to stop, deaf to the terminal's signals.
+
+The runner registers :class:`OwnedWorkers` on a cluster it starts and closes
+(never on one given by ``address``). It runs in every worker process,
+including those a nanny starts again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+__all__ = ("OwnedWorkers",)
+
+_CLOSING = ("closing", "closed", "closing_gracefully", "failed")
+
+
+class OwnedWorkers(WorkerPlugin):
+    """Worker plugin for the workers of a runner-started cluster.
+
+    * **Group signals**: a Ctrl-C or SIGTERM sent to the terminal's whole
+      process group reaches the worker processes too, which would die at
+      once, each with its own errors. The workers ignore both: the flow
+      process decides what happens to their runs, then closes the cluster.
+    * **A quiet close**: ``Worker.close`` stops the heartbeat's periodic
+      callback but not a heartbeat already waiting for the scheduler's
+      answer, then closes the connections it uses; it fails, and the worker
+      logs ``Failed to communicate with scheduler during heartbeat`` with a
+      traceback — at the end of about every other flow run. Plugins are torn
+      down early in ``Worker.close``, while the connections are open, so the
+      teardown stops the heartbeat and waits (at most ``wait`` seconds) for
+      the one in flight.
+    """
+
+    def __init__(self, wait: float = 2.0, flow_pid: int | None = None) -> None:
+        self.wait = wait
+        self.flow_pid = flow_pid if flow_pid is not None else os.getpid()
+        self._callback: Any = None
+        self._beat: Callable[[], Awaitable[None]] | None = None
+        self._idle: asyncio.Event | None = None
+
+    def setup(self, worker: Any) -> None:
+        own_process = os.getpid() != self.flow_pid  # not a worker in the flow's process (processes=False)
+        if own_process and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+        callback = getattr(worker, "periodic_callbacks", {}).get("heartbeat")
+        if callback is None:
+            return
+        beat = callback.callback
+        idle = asyncio.Event()
+        idle.set()
+
+        async def tracked() -> None:
+            idle.clear()
+            try:
+                await beat()
+            finally:
+                idle.set()
+
+        callback.callback = tracked
+        self._callback, self._beat, self._idle = callback, beat, idle
+
+    async def teardown(self, worker: Any) -> None:
+        callback, idle = self._callback, self._idle
+        if callback is None or idle is None:
+            return
+        if str(getattr(worker.status, "name", worker.status)) in _CLOSING:
+            callback.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idle.wait(), self.wait)
+        callback.callback = self._beat

@@ -1,0 +1,53 @@
+"""Starting a cluster that Ctrl-C may interrupt: the start finishes in a thread, then it is closed.
+
+A Ctrl-C (or SIGTERM, which taskyard turns into one) reaches the main thread
+wherever it is. In the middle of ``LocalCluster(...)`` it leaves a half-built
+cluster that nothing holds: its nannies are neither running nor closed, and
+Dask's own atexit handler later fails to close it with a wall of
+``AssertionError: Status.init``. So the runner builds its cluster and
+client in a helper thread, which Ctrl-C does not reach, and the main thread
+only waits for it. Interrupted, the main thread goes on to the runner's
+shutdown, which lets the start finish and then closes what it built, the
+ordinary way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+__all__ = ("Start",)
+
+
+class Start:
+    """Runs ``build`` in a helper thread; the caller waits, and only the caller is interrupted."""
+
+    def __init__(self, build: Callable[[], None], name: str = "taskyard-dask-start") -> None:
+        self._build = build
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._build()
+        except BaseException as exc:  # handed to the caller
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def run(self) -> None:
+        """Start ``build`` and wait for it; re-raise what it raised.
+
+        An interrupt while waiting propagates at once; the build goes on
+        (see :meth:`finish`).
+        """
+        self._thread.start()
+        self._done.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def finish(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) for an interrupted build to end; True if it did."""
+        return self._done.wait(timeout)
