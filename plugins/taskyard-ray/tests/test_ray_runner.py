@@ -168,6 +168,18 @@ class TestConnecting:
         with pytest.raises(ValueError, match="address="):
             RayTaskRunner(init_kwargs={"address": "auto"})
 
+    def test_a_ray_client_address_is_refused_at_once(self) -> None:
+        """ray:// (Ray Client) is not supported: the runner says so when it is made, naming the address and the way out."""
+        with pytest.raises(ValueError, match=r"Ray Client addresses \('ray://127.0.0.1:10001'\).*HOST:6379"):
+            RayTaskRunner(address="ray://127.0.0.1:10001")
+
+    def test_a_flow_on_a_ray_client_address_fails_when_defined(self) -> None:
+        """A flow naming a ray:// runner fails when it is defined, not halfway through a run."""
+        with pytest.raises(ValueError, match="Ray Client"):
+
+            @flow(task_runner=RayTaskRunner(address="ray://10.0.0.1:10001"))
+            def f() -> None: ...
+
     def test_local_mode_starts_its_own_ray_on_loopback_and_stops_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """No address: a fresh Ray on 127.0.0.1, despite RAY_ADDRESS and a stale cluster file; gone after."""
         import ray

@@ -4,7 +4,8 @@ Three ways a runner gets Ray (decided in :func:`attach`):
 
 * Ray is already initialised in this process (a notebook, a Ray job, the
   runner of an enclosing flow): use it and leave it alone at exit.
-* ``address`` given (``"127.0.0.1:6379"``, ``"auto"``, ``"ray://..."``):
+* ``address`` given (``"127.0.0.1:6379"``, ``"auto"``; Ray Client ``ray://``
+  addresses are refused by the runner):
   connect with ``ray.init(address=...)``; at exit disconnect, and leave
   the cluster running.
 * No address: :func:`start_local_ray` starts a fresh single-node Ray,
@@ -18,10 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from taskyard_ray.reaper import Reaper, children_of, start_reaper, with_descendants
 
 __all__ = ("Connection", "attach", "release", "start_local_ray", "patient_node_lookup", "LOCAL_DEFAULTS")
 
@@ -31,7 +36,9 @@ LOCAL_DEFAULTS: Mapping[str, Any] = {
     "include_dashboard": False,
 }
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# Ray gives a starting node a fixed 30 s to register; a busy machine can need longer.
+# Ray gives a starting node a fixed 30 s to register with its GCS (ray._private.node, not
+# configurable); on a machine busy with other work the raylet can take longer, and ray.init
+# then fails although the node comes up. See patient_node_lookup.
 NODE_START_TIMEOUT_S = 180.0
 
 
@@ -42,6 +49,8 @@ class Connection:
     owned: bool
     started: bool
     address: str
+    reaper: Reaper | None = field(default=None, repr=False, compare=False)
+    """For a Ray the runner started: ends its processes with the flow process (see ``taskyard_ray.reaper``)."""
 
 
 def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
@@ -63,26 +72,63 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
             )
         return Connection(owned=False, started=False, address=current)
     if address is None:
-        start_local_ray(init_kwargs)
-        return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address)
-    with _loopback_if(address):
+        reaper = start_local_ray(init_kwargs)
+        return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address, reaper=reaper)
+    with _loopback_if(address), _keeping_sigterm():
         ray.init(address=address, **init_kwargs)
     return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address)
 
 
-def start_local_ray(init_kwargs: Mapping[str, Any]) -> None:
+def start_local_ray(init_kwargs: Mapping[str, Any]) -> Reaper | None:
     """Start a fresh single-node Ray in this process, every socket on 127.0.0.1.
 
     ``init_kwargs`` go to ``ray.init`` over :data:`LOCAL_DEFAULTS`. This is
-    the one place the plugin starts Ray processes. The node gets
+    the one place the plugin starts Ray processes. The processes ``ray.init``
+    started are handed to a reaper (returned), which ends them and every
+    process they started when the lifeline closes: at ``release`` or when
+    this process dies, SIGKILL included. Interrupted (Ctrl-C) half-way, it
+    stops what was started before the interrupt goes on. The node gets
     :data:`NODE_START_TIMEOUT_S` to register instead of Ray's fixed 30 s,
     which a busy machine can miss.
     """
     import ray
 
     kwargs = {**LOCAL_DEFAULTS, **init_kwargs}
-    with _loopback_if("127.0.0.1"), patient_node_lookup():
-        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
+    before = children_of(os.getpid())
+    try:
+        with _loopback_if("127.0.0.1"), patient_node_lookup(), _keeping_sigterm():
+            ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed half-way: stop what was started, so nothing outlives the flow.
+        started = with_descendants(children_of(os.getpid()) - before)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        with contextlib.suppress(Exception):
+            leftover = start_reaper(started)
+            if leftover is not None:
+                leftover.release()
+        raise
+    return start_reaper(with_descendants(children_of(os.getpid()) - before))
+
+
+@contextlib.contextmanager
+def _keeping_sigterm() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``, which replaces it with its own.
+
+    Ray's handler exits at once (``sys.exit``); taskyard's, installed while a
+    flow run is in progress (``taskyard.interrupts``), cancels the run, runs
+    its ``on_cancellation`` hooks and ends it Cancelled — then the runner
+    stops the local Ray it started, as Ray's handler would have.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def release(connection: Connection) -> None:
@@ -91,13 +137,15 @@ def release(connection: Connection) -> None:
         import ray
 
         ray.shutdown()
+    if connection.reaper is not None:
+        connection.reaper.release()
 
 
 def _same(address: str, current: str) -> bool:
     host, _, port = address.rpartition(":")
     current_host, _, current_port = current.rpartition(":")
-    if "://" in address or not port:
-        return True  # a Ray Client or bare-host address: trust the caller
+    if not port:
+        return True  # a bare-host address: trust the caller
     return port == current_port and (host == current_host or (host in _LOOPBACK and current_host in _LOOPBACK))
 
 
@@ -109,6 +157,15 @@ def _loopback_if(address: str) -> Iterator[None]:
     could reach it), and then its servers listen on every interface. On
     Linux it does not when multi-node clusters are "disabled" — the setting
     Ray uses on macOS and Windows — which is what a loopback-only Ray is.
+
+    Why it is needed (Ray 2.60, checked with ``ss -ltnp``): a local Ray
+    started without it takes the machine's address as its node address and
+    its GCS, raylet, agents, workers and the driver listen on ``*``; with it,
+    every socket listens on 127.0.0.1. A driver connecting to a cluster on
+    127.0.0.1 without it looks for a node at the machine's address, finds
+    none, and hangs. The switch is a private constant (``ray_constants
+    .ENABLE_RAY_CLUSTER``); it is set only around ``ray.init`` and only for
+    a loopback address.
     """
     host = address.rpartition(":")[0] or address
     if host.strip("[]") not in _LOOPBACK:
@@ -126,7 +183,14 @@ def _loopback_if(address: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def patient_node_lookup(timeout: float = NODE_START_TIMEOUT_S) -> Iterator[None]:
-    """While Ray starts a node here, keep asking the GCS for it for ``timeout`` s, not Ray's 30 s."""
+    """While Ray starts a node here, keep asking the GCS for it for ``timeout`` s, not Ray's 30 s.
+
+    Ray's node start-up polls ``services.get_node`` for a fixed 30 s; each
+    call here retries for up to ``timeout`` instead (a private function,
+    patched only while the node starts). Used by :func:`start_local_ray`
+    and by the test clusters' ``ray start``; joining a running cluster does
+    not need it.
+    """
     from ray._private import services  # the wait is not configurable otherwise
 
     original: Any = services.get_node

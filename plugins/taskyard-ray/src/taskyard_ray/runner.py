@@ -133,6 +133,13 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         init_kwargs = dict(init_kwargs or {})
         if "address" in init_kwargs:
             raise ValueError("pass the cluster address as RayTaskRunner(address=...), not in init_kwargs")
+        if address is not None and address.startswith("ray://"):
+            # Ray Client needs ray[client] (grpcio) and a client server on the cluster, and was not made to work here.
+            raise ValueError(
+                f"RayTaskRunner does not support Ray Client addresses ({address!r}): run the flow on a machine "
+                "of the cluster and pass the cluster's address (RayTaskRunner(address='HOST:6379') or 'auto'), "
+                "or submit the flow as a Ray job"
+            )
         self.address = address
         self.init_kwargs = init_kwargs
         self.connection: Connection | None = None
