@@ -6,16 +6,19 @@ Runners (``--runners``, default ``threads,dask,ray``):
 * ``dask`` — ``prefect_dask.DaskTaskRunner`` vs ``taskyard_dask.DaskTaskRunner``,
   each on its own ``distributed.LocalCluster`` (2 processes x 1 thread, on
   127.0.0.1), started before timing;
-* ``ray`` — prefect-ray vs taskyard-ray: recorded as skipped, with the
-  reason (the pair is not written in this script yet; ``ray``, taskyard-ray
-  or prefect-ray missing are named too).
+* ``ray`` — ``prefect_ray.RayTaskRunner`` vs ``taskyard_ray.RayTaskRunner``,
+  each on its own local Ray (2 CPUs, 200 MB of object store, no dashboard,
+  on 127.0.0.1), started before timing; both runners find Ray initialised
+  and use it. Skipped, with the reason, when ``ray``, taskyard-ray or
+  prefect-ray is missing.
 
 Prefect is never a taskyard dependency: it is installed, only when asked
 (``--install``), into its own virtualenv, following the recipe in
 PEERS.md (the 3.9.1 wheel with ``--no-deps``, its ``Requires-Dist`` minus
 ``certifi``, then prefect itself with ``--no-deps``; then prefect-dask with
 ``--no-deps`` plus ``distributed`` at the version taskyard's side has, so
-prefect is never upgraded). Each Prefect repetition runs in a fresh process
+prefect is never upgraded; likewise prefect-ray with ``--no-deps`` plus
+``ray`` at taskyard's version). Each Prefect repetition runs in a fresh process
 with its own temporary API server (``PREFECT_HOME`` in a temp folder, no
 ``PREFECT_API_URL``) and, for ``dask``, its own LocalCluster; one warm-up
 flow starts the server (and the Dask workers), then the workload is timed
@@ -49,10 +52,12 @@ from pathlib import Path
 
 PREFECT_VERSION = "3.9.1"
 PREFECT_DASK_VERSION = "0.3.7"
+PREFECT_RAY_VERSION = "0.6.0"
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "taskyard-prefect-venv"
 WORKLOADS = ("noop-map", "chain", "cpu-map")
 RUNNERS = ("threads", "dask", "ray")
 DASK_WORKERS = 2  # LocalCluster(n_workers=2, threads_per_worker=1, processes=True) on both sides
+RAY_CPUS = 2  # a local Ray with num_cpus=2 on both sides
 
 # Runs inside the Prefect virtualenv: argv = runner, workload, size, cpu_loops. Prints one JSON line.
 PREFECT_SCRIPT = r"""
@@ -106,6 +111,19 @@ def main():
         cluster_start = time.perf_counter() - t0
         make_runner = lambda: DaskTaskRunner(address=cluster.scheduler_address)
         backend = "prefect_dask.DaskTaskRunner"
+    elif runner == "ray":
+        import ray
+        from ray._private import ray_constants
+        from prefect_ray import RayTaskRunner
+        workers = int(sys.argv[5])
+        ray_constants.ENABLE_RAY_CLUSTER = False  # keep every socket on 127.0.0.1, as taskyard's runner does
+        t0 = time.perf_counter()
+        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=workers, include_dashboard=False,
+                 object_store_memory=200 * 1024 * 1024)
+        cluster_start = time.perf_counter() - t0
+        cluster = ray
+        make_runner = RayTaskRunner  # finds Ray initialised: uses it
+        backend = "prefect_ray.RayTaskRunner"
     else:
         raise SystemExit(f"unknown runner {runner!r}")
 
@@ -125,7 +143,7 @@ def main():
         whole = time.perf_counter() - t0
     finally:
         if cluster is not None:
-            cluster.close()
+            cluster.shutdown() if runner == "ray" else cluster.close()
     out = {"elapsed": elapsed, "ok": ok, "flow_s": whole, "warmup_flow_s": warm, "backend": backend}
     if cluster is not None:
         out["cluster_start_s"] = cluster_start
@@ -162,6 +180,13 @@ def install_prefect(root: Path) -> None:
         pass
     subprocess.run([*pip, "install", *dask_reqs], check=True)
     subprocess.run([*pip, "install", "--no-deps", f"prefect-dask=={PREFECT_DASK_VERSION}"], check=True)
+    ray_req = "ray"
+    try:
+        ray_req = f"ray=={metadata.version('ray')}"
+    except metadata.PackageNotFoundError:
+        pass
+    subprocess.run([*pip, "install", ray_req], check=True)
+    subprocess.run([*pip, "install", "--no-deps", f"prefect-ray=={PREFECT_RAY_VERSION}"], check=True)
     installed = subprocess.run([*pip, "show", "prefect"], capture_output=True, text=True, check=True).stdout
     if f"Version: {PREFECT_VERSION}" not in installed:
         raise SystemExit(f"prefect is no longer {PREFECT_VERSION} in {root}:\n{installed}")
@@ -206,9 +231,12 @@ def run_prefect(root: Path, runner: str, workload: str, size: int, repeat: int, 
                 **os.environ, "PREFECT_HOME": home, "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_API_HOST": "127.0.0.1",
             }  # fmt: skip
+            env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
             env.pop("PREFECT_API_URL", None)
+            env.pop("RAY_ADDRESS", None)
             argv = [str(venv_python(root)), "-c", PREFECT_SCRIPT, runner, workload, str(size), str(loops)]
-            proc = subprocess.run([*argv, str(DASK_WORKERS)], env=env, capture_output=True, text=True, cwd=home)
+            workers = RAY_CPUS if runner == "ray" else DASK_WORKERS
+            proc = subprocess.run([*argv, str(workers)], env=env, capture_output=True, text=True, cwd=home)
         if proc.returncode != 0:
             raise SystemExit(f"prefect {runner} {workload} failed:\n{proc.stderr[-4000:]}")
         out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -242,7 +270,9 @@ def run_taskyard(runner: str, sizes: dict[str, int], repeat: int) -> list[dict[s
         out = _row("taskyard", runner, row.workload, row.size or 0, [])
         out.update(median_s=row.median_s, min_s=row.min_s, max_s=row.max_s, repeat=row.repeat)
         out["us_per_task"] = row.median_s / (row.size or 1) * 1e6  # type: ignore[operator]
-        out["backend"] = {"threads": "taskyard threads", "dask": "taskyard_dask.DaskTaskRunner"}.get(runner, runner)
+        out["backend"] = {
+            "threads": "taskyard threads", "dask": "taskyard_dask.DaskTaskRunner", "ray": "taskyard_ray.RayTaskRunner",
+        }.get(runner, runner)  # fmt: skip
         out["flow_median_s"], out["raw_median_s"] = row.flow_median_s, row.raw_median_s
         out["note"] = "; ".join(run.notes)
         rows.append(out)
@@ -261,9 +291,8 @@ def ray_skip_reason(root: Path) -> str | None:
     except metadata.PackageNotFoundError:
         reasons.append("ray is not installed beside taskyard")
     if _venv_versions(root).get("prefect-ray") is None:
-        reasons.append("prefect-ray is not installed in the Prefect virtualenv")
-    reasons.append("the ray pair is not written in this script yet")
-    return "; ".join(reasons)
+        reasons.append("prefect-ray is not installed in the Prefect virtualenv (run with --install)")
+    return "; ".join(reasons) or None
 
 
 def _row(framework: str, runner: str, workload: str, size: int, times: list[float]) -> dict[str, object]:
@@ -313,6 +342,13 @@ def main() -> None:
         "--prefect-dask-repeat", type=_parse_repeat, default={},
         help="fewer Prefect repetitions on dask for slow workloads, e.g. noop-map=1",
     )  # fmt: skip
+    parser.add_argument("--ray-noop", type=int, default=300, help="ray: size of noop-map (prefect-ray: ~85-110 ms/task)")
+    parser.add_argument("--ray-chain", type=int, default=50, help="ray: links of chain")
+    parser.add_argument("--ray-cpu", type=int, default=40, help="ray: tasks of cpu-map")
+    parser.add_argument(
+        "--prefect-ray-repeat", type=_parse_repeat, default={},
+        help="fewer Prefect repetitions on ray for slow workloads, e.g. noop-map=1",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.install:
         install_prefect(args.venv)
@@ -332,6 +368,7 @@ def main() -> None:
     sizes = {
         "threads": {"noop-map": args.noop, "chain": args.chain, "cpu-map": args.cpu},
         "dask": {"noop-map": args.dask_noop, "chain": args.dask_chain, "cpu-map": args.dask_cpu},
+        "ray": {"noop-map": args.ray_noop, "chain": args.ray_chain, "cpu-map": args.ray_cpu},
     }
     began, load_before = time.perf_counter(), _loadavg()
     results: list[dict[str, object]] = []
@@ -348,6 +385,8 @@ def main() -> None:
             repeat = args.repeat
             if runner == "dask":
                 repeat = args.prefect_dask_repeat.get(workload, repeat)
+            if runner == "ray":
+                repeat = args.prefect_ray_repeat.get(workload, repeat)
             pf = run_prefect(args.venv, runner, workload, sizes[runner][workload], repeat, CPU_LOOPS)
             tk = tk_rows[workload]
             pf["prefect_over_taskyard"] = pf["median_s"] / tk["median_s"]  # type: ignore[operator]
@@ -362,9 +401,10 @@ def main() -> None:
         "cpu_loops": CPU_LOOPS,
         "method": (
             "median of --repeat runs per side after one warm-up; Prefect: each run a fresh process with its own "
-            "temporary API server (and, for dask, its own LocalCluster 2 processes x 1 thread), a warm-up flow, "
-            "then timed inside the flow body after an untimed warm-up map of 2 x workers no-ops; taskyard: "
-            "taskyard.bench, timed the same way inside the flow body (one LocalCluster for all its dask runs). "
+            "temporary API server (and, for dask, its own LocalCluster 2 processes x 1 thread; for ray, its own "
+            "local Ray with 2 CPUs), a warm-up flow, then timed inside the flow body after an untimed warm-up map "
+            "of 2 x workers no-ops; taskyard: taskyard.bench, timed the same way inside the flow body (one "
+            "LocalCluster for all its dask runs, one local Ray for all its ray runs). "
             "Cluster start, imports and API server start excluded."
         ),
         "results": results,

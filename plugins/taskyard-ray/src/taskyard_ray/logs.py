@@ -121,7 +121,7 @@ class LogStream:
         try:
             target = self._ray.get(self._actor.put.remote([]), timeout=timeout)
             self._actor.wake.remote()
-        except Exception as exc:  # Ray is going or gone: nothing more will arrive
+        except (Exception, SystemExit) as exc:  # Ray is going or gone: nothing more will arrive
             logger.debug("flushing worker logs failed: %r", exc)
             return
         deadline = time.monotonic() + timeout
@@ -137,7 +137,7 @@ class LogStream:
         while not self._closed:
             try:
                 records, received = ray.get(self._actor.take.remote(_TAKE_WAIT_S), timeout=_TAKE_WAIT_S + 30)
-            except Exception as exc:
+            except BaseException as exc:  # Ray raises SystemExit here when it is shut down meanwhile
                 if not self._closed:
                     logger.debug("the worker log stream stopped: %r", exc)
                 break

@@ -357,7 +357,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             return True
         try:
             self._ray.wait([entries[0].header], num_returns=1, timeout=0, fetch_local=False)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit: Ray was shut down in this process
             if self._stopping:
                 return False
             logger.error("the connection to Ray was lost: %r", exc)
