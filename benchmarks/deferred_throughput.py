@@ -134,7 +134,10 @@ def main() -> None:
                         "runs_per_s": args.runs / median})  # fmt: skip
         print(f"{name:<20} {args.runs / median:>9.0f} runs/s   (median {median:.3f} s of {args.repeat})", flush=True)
     if args.json:
-        machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+        machine = {
+            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()],  # a shared machine: say how busy it was
+        }  # fmt: skip
         command = f"python benchmarks/deferred_throughput.py --runs {args.runs} --repeat {args.repeat} --limit {args.limit}"
         args.json.write_text(json.dumps({"command": command, "machine": machine, "results": results}, indent=2) + "\n")
 

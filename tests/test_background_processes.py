@@ -121,9 +121,9 @@ class Processes:
         n = self.started.index(proc)
         return (self.where / f"out-{n}.txt").read_text(), (self.where / f"err-{n}.txt").read_text()
 
-    def stop(self, proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
-        """SIGTERM, then the exit code and standard error."""
-        proc.send_signal(signal.SIGTERM)
+    def stop(self, proc: subprocess.Popen[str], how: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+        """Send ``how`` (SIGTERM), then give the exit code and standard error."""
+        proc.send_signal(how)
         proc.wait(timeout=timeout)
         return proc.returncode, self.output(proc)[1]
 
@@ -161,7 +161,7 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
 
 class TestTwoWorkersDrainAQueue:
     def test_a_thousand_runs_each_run_once_and_read_by_the_producer(self, procs: Processes, workdir: Path) -> None:
-        """Two worker processes drain 1,000 runs a third enqueued: each ran exactly once, every result reads back."""
+        """Two worker processes drain 1,000 runs a third enqueued: each ran exactly once, every result reads back; SIGTERM and Ctrl-C stop them."""
         workers = [procs.worker("bgtasks:record"), procs.worker("bgtasks:record")]
         producer = procs.start("producer.py")
         producer.wait(timeout=180)
@@ -172,10 +172,12 @@ class TestTwoWorkersDrainAQueue:
         counts = Counter(int(text) for text, _ in done)
         assert sorted(counts) == list(range(1000)) and set(counts.values()) == {1}
         assert {pid for _, pid in done} <= {w.pid for w in workers}
-        for w in workers:
-            code, err = procs.stop(w)
-            assert code == -signal.SIGTERM, err
-            assert "task worker stopped: the process received SIGTERM" in err and "Traceback" not in err
+        code, err = procs.stop(workers[0])
+        assert code == -signal.SIGTERM, err
+        assert "task worker stopped: the process received SIGTERM" in err and "Traceback" not in err
+        code, err = procs.stop(workers[1], signal.SIGINT)  # Ctrl-C
+        assert code == 130, err
+        assert "interrupted: task worker stopped" in err and "Traceback" not in err
 
 
 class TestLostWorker:

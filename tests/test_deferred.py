@@ -56,11 +56,19 @@ def cached_square(x: int) -> int:
     return x * x
 
 
+HOOKED: list[str] = []
+
+
+@task(on_completion=[lambda task, task_run, state: HOOKED.append(f"{task_run.name}:{state.name}")])
+def hooked(x: int) -> int:
+    return x
+
+
 @pytest.fixture
 def worker() -> Iterator[TaskWorker]:
     """A worker for the tasks above, serving in a thread of this process."""
     CALLS.clear()
-    w = TaskWorker(add, fail, flaky, sleepy, cached_square, limit=4)
+    w = TaskWorker(add, fail, flaky, sleepy, cached_square, hooked, limit=4)
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
     try:
@@ -123,6 +131,15 @@ class TestWorker:
         assert futures.result(timeout=30) == [i + 1 for i in range(50)]
         assert sorted(CALLS) == list(range(50))
 
+    def test_small_results_live_in_the_store_and_large_ones_in_files(self, worker: TaskWorker) -> None:
+        """A small result is kept in the run's row; one over 64 KiB goes to the result storage; both read back."""
+        small = add.delay(1, 1)
+        large = add.delay(b"x" * 100_000, b"y")  # type: ignore[arg-type]
+        assert small.result(timeout=10) == 2 and small.state.result_location is None
+        assert large.result(timeout=10) == b"x" * 100_000 + b"y"
+        location = large.state.result_location
+        assert location is not None and Path(location).is_file()
+
     def test_a_failed_run_raises_its_own_exception(self, worker: TaskWorker) -> None:
         """A run that raised ends Failed; result() raises the task's exception, or returns it."""
         future = fail.delay("no good")
@@ -139,6 +156,14 @@ class TestWorker:
         assert retried.state.run_count == 2
         slow.wait(10)
         assert slow.state.name == "TimedOut"
+
+    def test_hooks_run_in_the_worker(self, worker: TaskWorker) -> None:
+        """The served task's on_completion hook runs, with the deferred run's name and final state."""
+        HOOKED.clear()
+        future = hooked.delay(3)
+        assert future.result(timeout=10) == 3
+        expected = [f"{future.task_run_name}:Completed"]
+        assert expected == HOOKED
 
     def test_a_cached_result_is_kept_for_the_producer(self, worker: TaskWorker) -> None:
         """A cache hit runs nothing, and its value is still readable from the store."""

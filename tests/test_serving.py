@@ -122,7 +122,7 @@ class TestFlowServer:
         assert len(runs) >= 3
         assert all(r.parameters == {"name": "sched"} and r.scheduled_start_time for r in runs)
 
-    def test_start_flow_run_by_deployment_name_waits_for_a_server(self, serving: Servers) -> None:
+    def test_start_flow_run_by_deployment_name_runs_in_the_server(self, serving: Servers) -> None:
         """A run started by deployment name runs in the server, with the given parameters on top of the deployment's."""
         serving.start(FlowServer([greet.to_deployment("on-demand", parameters={"punctuation": "?"})]))
         _wait_registered("greet/on-demand")
@@ -143,6 +143,21 @@ class TestFlowServer:
         assert read_flow_run(run_id).state.is_pending()
         serving.start(FlowServer([greet.to_deployment("later")]))
         assert wait_for_flow_run(run_id, timeout=20).state.is_completed()
+
+    def test_slots_missed_while_nothing_served_are_not_replayed(self, serving: Servers) -> None:
+        """Stopped for ~8 slots and served again, a deployment starts at the next slot, with no burst of missed runs."""
+        first = serving.start(FlowServer([greet.to_deployment("gap", interval=0.2, parameters={"name": "g"})]))
+        _wait_registered("greet/gap")
+        time.sleep(0.5)
+        first.stop()
+        time.sleep(0.3)  # its last run, if any, has ended
+        before = len(list_flow_runs(deployment="greet/gap"))
+        time.sleep(1.6)  # about 8 slots pass unserved
+        again = serving.start(FlowServer([greet.to_deployment("gap", interval=0.2, parameters={"name": "g"})]))
+        time.sleep(0.3)
+        again.stop()
+        time.sleep(0.3)
+        assert len(list_flow_runs(deployment="greet/gap")) - before <= 2
 
     def test_a_paused_deployment_starts_nothing_on_schedule(self, serving: Servers) -> None:
         """paused=True: the schedule starts no run."""

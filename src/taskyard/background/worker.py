@@ -50,6 +50,8 @@ _IDLE_MIN_S = 0.005
 _IDLE_MAX_S = 0.2
 _RECOVER_EVERY_S = 1.0
 _UNLIMITED_BATCH = 100
+# A result whose record is at most this large is kept in the run's row.
+INLINE_MAX_BYTES = 64 * 1024
 
 
 class TaskWorker:
@@ -209,7 +211,7 @@ class TaskWorker:
             states: dict[str, State[Any]] = dict(data["states"])
             missing = [i for i, _, _ in ups if i not in states]
             for row in read_rows(conn, missing):
-                states[row[0]] = state_from_row(row)
+                states[row[0]] = state_from_row(row, self.home)
             lookup = mapping_lookup(states)
             upstreams = [Upstream(FutureRef(i, n), m) for i, n, m in ups]
             blocked = first_blocking_failure(upstreams, lookup)
@@ -253,9 +255,9 @@ def _finished(run_id: str, state: State[Any], task: Task[..., Any], home: Path) 
     import cloudpickle
 
     location = state.result_location
-    error = None
+    error = record = None
     if state.is_completed() and location is None:
-        location, state = _persist(run_id, state, task, home)
+        location, record, state = _persist(run_id, state, task, home)
     if state.is_bad():
         exc = state.exception()
         try:
@@ -264,23 +266,31 @@ def _finished(run_id: str, state: State[Any], task: Task[..., Any], home: Path) 
             error = cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
     start = state.start_time.timestamp() if state.start_time is not None else None
     return Finished(
-        run_id, state.type.value, state.name, state.message, state.timestamp.timestamp(), state.run_count, start, location, error
-    )
+        run_id, state.type.value, state.name, state.message, state.timestamp.timestamp(), state.run_count, start, location, error,
+        record,
+    )  # fmt: skip
 
 
-def _persist(run_id: str, state: State[Any], task: Task[..., Any], home: Path) -> tuple[str | None, State[Any]]:
-    """Write the value of a Completed state to the task's result storage under ``home``."""
+def _persist(run_id: str, state: State[Any], task: Task[..., Any], home: Path) -> tuple[str | None, bytes | None, State[Any]]:
+    """Keep the value of a Completed state: ``(location, record, state)``.
+
+    A record of at most ``INLINE_MAX_BYTES`` goes into the run's row (written
+    with the batch, no file and no fsync of its own) unless the task names a
+    ``result_storage``; a larger one goes to the result storage under ``home``.
+    """
     from taskyard.results import encode, get_serializer, get_storage
     from taskyard.signing import result_key
 
     try:
         value = state.result()
-        storage = get_storage(task.result_storage, home)
         record = encode(value, get_serializer(task.result_serializer), None, None, result_key(home))
-        return str(storage.write(run_id, record)), state
+        if task.result_storage is None and len(record) <= INLINE_MAX_BYTES:
+            return None, record, state
+        storage = get_storage(task.result_storage, home)
+        return str(storage.write(run_id, record)), None, state
     except Exception as exc:
         message = f"the result of deferred task run {run_id} could not be persisted: {type(exc).__name__}: {exc}"
-        return None, Failed(exc, message=message, run_count=state.run_count)
+        return None, None, Failed(exc, message=message, run_count=state.run_count)
 
 
 def held_ids(worker: TaskWorker) -> Sequence[str]:

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from taskyard.futures import TaskFuture
-from taskyard.runs.stored import StoredResult
+from taskyard.runs.stored import StoredResult, decode_record
 from taskyard.states import State, StateType
 from taskyard.store.db import connect
 from taskyard.store.taskqueue import read_rows, recover_lost
 
-__all__ = ("DeferredFuture", "state_from_row", "deferred_home")
+__all__ = ("DeferredFuture", "InlineResult", "state_from_row", "deferred_home")
 
 R = TypeVar("R")
 logger = logging.getLogger("taskyard.deferred")
@@ -100,15 +100,35 @@ class DeferredFuture(TaskFuture[R]):
         return DeferredFuture, (self.task_run_id, self.task_run_name, str(self.home))
 
 
-def state_from_row(row: tuple[Any, ...]) -> State[Any]:
+class InlineResult:
+    """A result kept in the run's row (a signed record): ``State.result()`` decodes it."""
+
+    __slots__ = ("record", "what", "home")
+
+    def __init__(self, record: bytes, what: str, home: Path | None) -> None:
+        self.record = record
+        self.what = what
+        self.home = home
+
+    def __repr__(self) -> str:
+        return f"InlineResult({len(self.record)} bytes)"
+
+    def __taskyard_load__(self) -> Any:
+        from taskyard.signing import result_key
+
+        return decode_record(self.record, self.what, result_key(self.home) if self.home is not None else None)
+
+
+def state_from_row(row: tuple[Any, ...], home: Path | None = None) -> State[Any]:
     """A state from ``store.taskqueue.read_rows`` columns; a Completed one loads its result on demand."""
     import cloudpickle
 
-    _, name, _, type_, state_name, message, at, run_count, start, location, error = row
+    _, name, _, type_, state_name, message, at, run_count, start, location, error, record = row
     kind = StateType(type_)
     data: Any = None
     if kind is StateType.COMPLETED:
-        data = StoredResult(location, f"deferred task run {name!r}")
+        what = f"deferred task run {name!r}"
+        data = InlineResult(record, what, home) if record is not None else StoredResult(location, what)
     elif error is not None:
         try:
             data = cloudpickle.loads(error)
@@ -151,13 +171,13 @@ class _Watcher:
         with self._conn_lock:
             rows = read_rows(self._connection(), [future.task_run_id], final_only=True)
         for row in rows:
-            future._set_state(state_from_row(row))
+            future._set_state(state_from_row(row, self.home))
 
     def current(self, future: DeferredFuture[Any]) -> State[Any]:
         """The run's state as stored (Pending if the store does not have it)."""
         with self._conn_lock:
             rows = read_rows(self._connection(), [future.task_run_id])
-        return state_from_row(rows[0]) if rows else State(type=StateType.PENDING)
+        return state_from_row(rows[0], self.home) if rows else State(type=StateType.PENDING)
 
     def _loop(self) -> None:
         delay = _TICK_MIN_S
@@ -186,7 +206,7 @@ class _Watcher:
             for row in rows:
                 with self._lock:
                     futures = self._watched.pop(row[0], [])
-                state = state_from_row(row)
+                state = state_from_row(row, self.home)
                 for future in futures:
                     future._set_state(state)
             delay = _TICK_MIN_S if rows else min(delay * 1.5, _TICK_MAX_S)

@@ -8,7 +8,7 @@ from typing import Any
 
 from taskyard.exceptions import MissingResultError
 
-__all__ = ("StoredResult", "load_location")
+__all__ = ("StoredResult", "load_location", "decode_record")
 
 
 class StoredResult:
@@ -39,8 +39,6 @@ def load_location(location: str) -> Any:
         MissingResultError: Nothing is stored there (any more).
         CorruptResultError: The record is damaged.
     """
-    from taskyard.results import decode, get_serializer
-
     try:
         if "://" in location and not location.startswith("file://"):
             import fsspec
@@ -51,6 +49,18 @@ def load_location(location: str) -> Any:
             data = Path(location.removeprefix("file://")).read_bytes()
     except FileNotFoundError:
         raise MissingResultError(f"no result is stored at {location} any more") from None
+    return decode_record(data, location)
+
+
+def decode_record(data: bytes, where: str, key: bytes | None = None) -> Any:
+    """The value of a result record (its serializer named in its header); ``where`` names it in errors.
+
+    Raises:
+        MissingResultError: Its serializer cannot be named here.
+        CorruptResultError: The record is damaged.
+    """
+    from taskyard.results import decode, get_serializer
+
     lines = data.split(b"\n", 2)  # magic line, JSON header, payload
     try:
         name = json.loads(lines[1]).get("serializer", "pickle") if len(lines) > 1 else "pickle"
@@ -59,5 +69,5 @@ def load_location(location: str) -> Any:
     try:
         serializer = get_serializer(name)
     except (TypeError, ValueError, LookupError):
-        raise MissingResultError(f"the result at {location} was written with serializer {name!r}, which cannot be named here") from None
-    return decode(data, serializer, location).value
+        raise MissingResultError(f"the result at {where} was written with serializer {name!r}, which cannot be named here") from None
+    return decode(data, serializer, where, key).value

@@ -141,6 +141,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE flow_runs ADD COLUMN deployment TEXT;
     CREATE INDEX flow_runs_deployment ON flow_runs (deployment, state_type);
     """,
+    # 4: a deferred run's small result, kept in its row (a signed result
+    #    record) instead of a file of its own.
+    """
+    ALTER TABLE deferred_runs ADD COLUMN result BLOB;
+    """,
 )
 LATEST = len(MIGRATIONS)
 

@@ -89,6 +89,7 @@ class Finished(NamedTuple):
     start_time: float | None
     result_location: str | None
     error: bytes | None
+    result: bytes | None = None  # a small result's record, kept in the row
 
 
 def enqueue(conn: sqlite3.Connection, runs: Sequence[QueuedRun]) -> None:
@@ -154,12 +155,13 @@ def claim(
 def _finish_in(c: sqlite3.Connection, results: Sequence[Finished], worker: str) -> None:
     c.executemany(
         "UPDATE deferred_runs SET state_type = ?, state_name = ?, state_message = ?, state_time = ?, end_time = ?, "
-        "run_count = ?, start_time = COALESCE(?, start_time), result_location = ?, error = ?, lease_until = NULL "
+        "run_count = ?, start_time = COALESCE(?, start_time), result_location = ?, error = ?, result = ?, lease_until = NULL "
         "WHERE id = ? AND worker = ? AND state_type = 'RUNNING'",
         [
-            (f.state_type, f.state_name, f.message, f.at, f.at, f.run_count, f.start_time, f.result_location, f.error, f.id, worker)
+            (f.state_type, f.state_name, f.message, f.at, f.at, f.run_count, f.start_time, f.result_location, f.error, f.result,
+             f.id, worker)
             for f in results
-        ],
+        ],  # fmt: skip
     )
 
 
@@ -238,7 +240,9 @@ def recover_lost(conn: sqlite3.Connection) -> int:
     return write(conn, body)
 
 
-_READ_COLUMNS = "id, name, task_name, state_type, state_name, state_message, state_time, run_count, start_time, result_location, error"
+_READ_COLUMNS = (
+    "id, name, task_name, state_type, state_name, state_message, state_time, run_count, start_time, result_location, error, result"
+)
 
 
 def read_rows(conn: sqlite3.Connection, ids: Sequence[str], *, final_only: bool = False) -> list[tuple[Any, ...]]:
