@@ -64,11 +64,16 @@ def hooked(x: int) -> int:
     return x
 
 
+@task
+async def async_double(x: int) -> int:
+    return 2 * x
+
+
 @pytest.fixture
 def worker() -> Iterator[TaskWorker]:
     """A worker for the tasks above, serving in a thread of this process."""
     CALLS.clear()
-    w = TaskWorker(add, fail, flaky, sleepy, cached_square, hooked, limit=4)
+    w = TaskWorker(add, fail, flaky, sleepy, cached_square, hooked, async_double, limit=4)
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
     try:
@@ -156,6 +161,22 @@ class TestWorker:
         assert retried.state.run_count == 2
         slow.wait(10)
         assert slow.state.name == "TimedOut"
+
+    def test_an_async_task_is_awaited_by_the_worker(self, worker: TaskWorker) -> None:
+        """An async task's deferred run is awaited by the engine in the worker."""
+        assert async_double.delay(21).result(timeout=10) == 42
+
+    def test_visualize_refuses_deferred_runs(self) -> None:
+        """Flow.visualize() cannot draw a deferred run: it says so instead of enqueueing one."""
+        from taskyard.visualize import VisualizationError
+
+        @flow
+        def enqueuing() -> None:
+            add.delay(1)
+
+        with pytest.raises(VisualizationError, match="task worker"):
+            enqueuing.visualize()
+        assert connect(_home()).execute("SELECT count(*) FROM deferred_runs").fetchone()[0] == 0
 
     def test_hooks_run_in_the_worker(self, worker: TaskWorker) -> None:
         """The served task's on_completion hook runs, with the deferred run's name and final state."""

@@ -250,6 +250,8 @@ class Task(TaskOptions, Generic[P, R]):
         """
         tracer = current_tracer()
         if tracer is not None:
+            if kwargs.get("deferred"):
+                _no_tracer(self, "map(deferred=True)")
             return tracer.call(self, args, kwargs, "map")
         wait_for = kwargs.pop("wait_for", None)
         return_state = bool(kwargs.pop("return_state", False))
@@ -310,6 +312,7 @@ class Task(TaskOptions, Generic[P, R]):
         """
         from taskyard.deferred import enqueue_runs
 
+        _no_tracer(self, "apply_async")
         params = self.binder.bind(tuple(args or ()), dict(kwargs or {}))
         (future,) = enqueue_runs(self, [(params, -1)], wait_for)
         return future
@@ -357,6 +360,14 @@ class Task(TaskOptions, Generic[P, R]):
             {**kw_static, **{key: kw_mapped[key][i] for key in keys}} for i in range(lengths.pop())
         ]
         return static, mapped
+
+
+def _no_tracer(t: Task[..., Any], method: str) -> None:
+    """Deferred runs are real work in the store: ``Flow.visualize()`` cannot draw them (as in Prefect)."""
+    if current_tracer() is not None:
+        from taskyard.visualize import VisualizationError
+
+        raise VisualizationError(f"{t.name}.{method} enqueues a run for a task worker, which visualize() cannot draw")
 
 
 def _importable_name(t: Task[..., Any]) -> tuple[str, str] | None:

@@ -28,7 +28,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +291,3 @@ def _persist(run_id: str, state: State[Any], task: Task[..., Any], home: Path) -
         message = f"the result of deferred task run {run_id} could not be persisted: {type(exc).__name__}: {exc}"
         return None, None, Failed(exc, message=message, run_count=state.run_count)
 
-
-def held_ids(worker: TaskWorker) -> Sequence[str]:
-    """The runs a worker holds now (for tests and status)."""
-    return list(worker._held)
