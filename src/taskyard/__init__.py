@@ -6,8 +6,9 @@ and ``task.map()`` hand runs to the flow's task runner (threads by default;
 runner), chosen per flow without touching the task code.
 """
 
+from typing import Any
+
 from taskyard.annotations import allow_failure, quote, unmapped
-from taskyard.background import serve, serve_tasks
 from taskyard.caching import task_input_hash
 from taskyard.context import get_run_context, tags
 from taskyard.flows import Flow, flow
@@ -18,6 +19,16 @@ from taskyard.states import State, StateType
 from taskyard.tasks import Task, task
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Serving is imported when first used: `import taskyard` stays light.
+    if name in ("serve", "serve_tasks"):
+        from taskyard import background
+
+        return getattr(background, name)
+    raise AttributeError(f"module 'taskyard' has no attribute {name!r}")
+
 
 __all__ = (
     "flow",
@@ -38,6 +49,6 @@ __all__ = (
     "FutureList",
     "exponential_backoff",
     "task_input_hash",
-    "serve",
-    "serve_tasks",
+    "serve",  # from __getattr__
+    "serve_tasks",  # from __getattr__
 )

@@ -129,15 +129,26 @@ def service_signals(what: str, stop: Callable[[bool], None]) -> Iterator[None]:
         yield
         return
     received: list[int] = []
+    ended = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        stop(len(received) > 1)
+        received.append(signum)  # only this: a handler that took a lock the main thread holds would deadlock
+
+    def relay() -> None:  # calls stop() from a thread of its own, where taking locks is safe
+        told = 0
+        while not ended.wait(0.05):
+            if len(received) > told:
+                told = len(received)
+                stop(told > 1)
 
     saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    relay_thread = threading.Thread(target=relay, name="taskyard-signal-relay", daemon=True)
+    relay_thread.start()
     try:
         yield
     finally:
+        ended.set()
+        relay_thread.join()
         for signum, previous in saved.items():
             signal.signal(signum, previous)
     if signal.SIGTERM in received:
