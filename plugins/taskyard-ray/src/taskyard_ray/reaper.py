@@ -92,7 +92,9 @@ def start_reaper(roots: set[int]) -> Reaper | None:
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "taskyard_ray.reaper", str(read_fd), *map(str, sorted(roots))],
+            # The file runs as a script (-I: no site, no PYTHON* variables, no script folder on the path):
+            # it needs only the standard library, and importing the package would be slower and noisier.
+            [sys.executable, "-I", os.path.abspath(__file__), str(read_fd), *map(str, sorted(roots))],
             pass_fds=(read_fd,),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
