@@ -212,6 +212,10 @@ class Dispatcher:
             refused = self._refusal(call) if task.resources else None
             if refused is not None:
                 futures[i] = _finished(call, refused)
+            elif self._native and ups and not gated and not any(isinstance(u.future, State) for u in ups):
+                call.upstreams = ups  # the runner resolves them on its backend, and may batch the call
+                ready.append(call)
+                ready_at.append(i)
             elif needs or ups or gated:
                 futures[i] = self._route(call, ups, needs)
             else:

@@ -11,6 +11,7 @@ import string
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from taskyard.batching import check_batch_size
 from taskyard.resources import parse_resources
 
 __all__ = ("TaskOptions", "Hooks", "HookOption", "hooks_list", "raw_hooks", "check_retries", "check_timeout", "format_name", "call_name_fn")
@@ -43,6 +44,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "viz_return_value": None,
     "max_concurrency": None,
     "resources": None,
+    "batch_size": None,
 }
 # Stored as ``<name>_hooks``: the names themselves are decorator methods (Prefect's).
 _HOOK_METHODS = frozenset({"on_commit", "on_rollback"})
@@ -251,6 +253,7 @@ class TaskOptions:
     viz_return_value: Any
     max_concurrency: int | None
     resources: dict[str, float]
+    batch_size: int | None
     options: dict[str, Any]
 
     binder: Any
@@ -276,6 +279,7 @@ class TaskOptions:
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"{owner}: max_concurrency must be a whole number ≥ 1, not {limit!r}")
         self.resources = parse_resources(values["resources"], f"{owner}: resources")
+        self.batch_size = check_batch_size(self.batch_size, owner)
         open_ended = not self.binder.simple
         check_template(self.task_run_name, self.binder.all_names, "task_run_name", owner, open_ended)
         check_template(self.result_storage_key, self.binder.all_names, "result_storage_key", owner, open_ended)

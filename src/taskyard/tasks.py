@@ -518,6 +518,7 @@ def task(
     viz_return_value: Any = ...,
     max_concurrency: int | None = ...,
     resources: Mapping[str, float | str] | None = ...,
+    batch_size: int | None = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -529,8 +530,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     timeout_seconds, cache_key_fn, cache_policy, cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer,
     result_storage_key, log_prints, cache_result_in_memory, on_completion, on_failure,
-    on_commit, on_rollback, viz_return_value, max_concurrency, resources`` — see
+    on_commit, on_rollback, viz_return_value, max_concurrency, resources, batch_size`` — see
     docs/tasks.md (and docs/resources.md for ``resources={"gpu": 1, "memory": "4 GiB"}``,
+    docs/batching.md for ``batch_size``,
     docs/transactions.md for ``on_commit`` / ``on_rollback``).
 
     Raises:

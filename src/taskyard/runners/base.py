@@ -38,6 +38,19 @@ Runners on a cluster backend find the parts Dask and Ray share — upstreams
 passed as native futures, shared values shipped once, lost workers turned
 into Crashed with retries, cancel-on-exit — in :mod:`taskyard.runners.toolkit`.
 
+Batching (for runners that ship calls): a map of many short calls runs much
+faster when its ready calls travel as few backend tasks. A runner that opts
+in takes ``batch_size=None`` in its constructor (checked with
+:func:`check_batch_size`), keeps one :class:`BatchSizer` per task (the
+task's ``call.task.batch_size`` wins over the runner's), cuts each next
+batch to ``sizer.size(remaining, workers)`` calls, runs it on the worker
+with :func:`run_batch` (each call through the engine on its own; one State
+per call in a :class:`BatchResult`) and reports ``sizer.record(n, seconds)``
+when a batch ends. The toolkit's :class:`~taskyard.runners.toolkit.BatchFeeder`
+does the flow-process side for cluster backends; docs/runners.md shows it
+and the conformance suite's ``TaskRunnerBatchingContract`` holds a batching
+runner to the per-call semantics.
+
 Resource requests (``@task(resources=...)``, read as ``call.task.resources``)
 are kept one of two ways, chosen by ``resource_capacity()``: a runner that
 returns its totals (the default, and the built-in runners) has the
@@ -54,6 +67,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
+from taskyard.batching import BatchResult, BatchSizer, check_batch_size, run_batch
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
     CrashedRunError,
@@ -91,6 +105,10 @@ __all__ = (
     "launching_without_main",
     "without_main",
     "hurrying",
+    "BatchSizer",
+    "BatchResult",
+    "run_batch",
+    "check_batch_size",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])

@@ -23,8 +23,12 @@ in a notebook or as closures work. For the same reason the workers never
 import the parent's ``__main__``: multiprocessing would otherwise re-run a
 script without an ``if __name__ == "__main__"`` guard in every worker (and
 fail outright for code read from stdin; see :mod:`taskyard.runners.mainless`). ``map`` sends calls in batches to
-cut the per-call cost; a batch is small enough that every worker gets
-several.
+cut the per-call cost. Batches are cut as workers take them, sized by a
+:class:`~taskyard.batching.BatchSizer` per task from how long the last
+batches of that task ran: one call at first, then larger while calls are
+short (aiming for ~0.1 s per batch), never so large that a worker would sit
+idle at the end of the map. ``batch_size=`` (here or on the task) fixes the
+size; each call still has its own state, sent back as it ends.
 
 Workers end with the flow process: each watches its pipe from the flow
 process and exits when it closes, and (under the fork server) also gets a
@@ -40,6 +44,7 @@ import os
 import selectors
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -48,6 +53,7 @@ import cloudpickle
 
 from taskyard.exceptions import RunError, UnpicklableArgumentError
 from taskyard.runners.base import (
+    BatchSizer,
     Cancelled,
     Crashed,
     State,
@@ -55,6 +61,7 @@ from taskyard.runners.base import (
     TaskFuture,
     TaskRunner,
     launching_without_main,
+    check_batch_size,
     local_capacity,
     unpicklable_argument_error,
 )
@@ -72,7 +79,7 @@ from taskyard.states import Failed
 
 __all__ = ("ProcessPoolTaskRunner",)
 
-_MAX_BATCH = 64
+_MAX_BATCH = 1024  # an adaptive batch never holds more calls than this
 _PREFETCH = 2  # batches a worker holds: one running, one ready, so it never waits for the flow process
 _MAX_ORPHANED = 3  # deaths with this call queued and nothing running before it is blamed
 
@@ -87,7 +94,27 @@ class _Entry:
         self.orphaned = 0  # workers that died holding it before it started, while running nothing
 
 
-_Batch = tuple[list[_Entry], bytes]
+class _Sent(list[_Entry]):
+    """The calls of one batch a worker holds (those still without a state), and its timing."""
+
+    __slots__ = ("sizer", "size", "started")
+
+    def __init__(self, entries: list[_Entry], sizer: BatchSizer | None) -> None:
+        super().__init__(entries)
+        self.sizer, self.size = sizer, len(entries)
+        self.started: float | None = None  # when the worker began it (its previous batch ended)
+
+
+class _Segment:
+    """Queued calls of one task: cut into batches by ``sizer``, or sent as one batch (None)."""
+
+    __slots__ = ("entries", "sizer")
+
+    def __init__(self, entries: Sequence[_Entry], sizer: BatchSizer | None) -> None:
+        self.entries, self.sizer = deque(entries), sizer
+
+
+_Batch = tuple[_Sent, bytes]
 
 
 class _Worker:
@@ -98,7 +125,7 @@ class _Worker:
     def __init__(self, process: Any, inbox: Any, outbox: Any, slot: Any) -> None:
         self.process, self.inbox, self.outbox, self.slot = process, inbox, outbox, slot
         self.frames = FrameBuffer()
-        self.batches: deque[list[_Entry]] = deque()  # sent, oldest first; the head one is being run
+        self.batches: deque[_Sent] = deque()  # sent, oldest first; the head one is being run
         self.done = 0  # states received; the slot counts calls started
 
     def running(self) -> bool:
@@ -122,6 +149,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             If it raises, the runs that were waiting for a worker end Crashed
             with its error.
         initargs: The arguments for ``initializer``.
+        batch_size: Calls of a map per batch sent to a worker: None (default)
+            adapts it to how long calls take, ``1`` sends one call at a time,
+            ``N`` fixes it. A task's own ``batch_size`` wins. See docs/batching.md.
     """
 
     name = "processes"
@@ -135,12 +165,14 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         resources: Mapping[str, float | str] | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
+        batch_size: int | None = None,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, not {initializer!r}")
         self.initializer, self.initargs = initializer, tuple(initargs)
+        self.batch_size = check_batch_size(batch_size, "ProcessPoolTaskRunner")
         self.max_workers = max_workers or os.cpu_count() or 1
         self.resources = local_capacity(resources, self.max_workers)
         methods = multiprocessing.get_all_start_methods()
@@ -148,7 +180,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         if self.start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
         self._lock = threading.Lock()
-        self._queue: deque[_Batch] = deque()
+        self._queue: deque[_Segment] = deque()
+        self._sizers: dict[int, tuple[Any, BatchSizer]] = {}
+        self._unsent: list[tuple[list[_Entry], State[Any]]] = []  # failed while the lock was held
         self._workers: dict[int, _Worker] = {}
         self._outstanding = 0
         self._closing = self._cancelling = False
@@ -182,27 +216,52 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
         self._shared.replace(calls)
         entries = [_Entry(call, future) for call, future in zip(calls, futures, strict=True)]
-        size = max(1, min(_MAX_BATCH, len(entries) // (self.max_workers * 4)))
-        batches: list[_Batch] = []
-        for start in range(0, len(entries), size):
-            batches.extend(self._pack(entries[start : start + size], fail=_set_states))
+        segments = [_Segment([e for e in entries if e.call.task is t], self._sizer(t)) for t in _tasks_of(calls)]
         with self._lock:
-            if self._closing:
-                cancelled = [e for b, _ in batches for e in b]
-                batches = []
-            else:
-                cancelled = []
-                self._outstanding += sum(len(b) for b, _ in batches)
-                self._queue.extend(batches)
+            closing = self._closing
+            if not closing:
+                self._outstanding += len(entries)
+                self._queue.extend(segments)
                 self._dispatch()
-        for entry in cancelled:
-            entry.future._set_state(Cancelled("the runner was shut down"))
+        if closing:
+            _set_states(entries, Cancelled("the runner was shut down"))
+        self._settle()
         return futures
+
+    def _sizer(self, task: Any) -> BatchSizer:
+        known = self._sizers.get(id(task))
+        if known is None or known[0] is not task:
+            fixed = task.batch_size if task.batch_size is not None else self.batch_size
+            known = self._sizers[id(task)] = (task, BatchSizer(fixed, max_size=_MAX_BATCH))
+        return known[1]
+
+    def _next_batch(self) -> _Batch | None:
+        """Cut the next batch off the queue and pickle it (lock held); None when the queue is empty."""
+        while self._queue:
+            segment = self._queue[0]
+            queued = segment.entries
+            take = len(queued) if segment.sizer is None else segment.sizer.size(len(queued), self.max_workers)
+            entries = [queued.popleft() for _ in range(take)]
+            if not queued:
+                self._queue.popleft()
+            packed = self._pack(entries, fail=lambda es, state: self._unsent.append((es, state)))
+            if packed:
+                for extra in reversed(packed[1:]):  # split around a call that will not pickle
+                    self._queue.appendleft(_Segment(extra[0], None))
+                batch, payload = packed[0]
+                return _Sent(batch, segment.sizer), payload
+        return None
+
+    def _settle(self) -> None:
+        """Complete the calls that could not be sent while the lock was held."""
+        while self._unsent:
+            entries, state = self._unsent.pop()
+            self._finish(entries, state)
 
     def _pack(self, entries: list[_Entry], fail: Callable[[list[_Entry], State[Any]], None]) -> list[_Batch]:
         """Pickle a batch; a call that will not pickle is passed to ``fail``, the others go on."""
         try:
-            return [(entries, cloudpickle.dumps([e.call for e in entries]))]
+            return [(_Sent(entries, None), cloudpickle.dumps([e.call for e in entries]))]
         except Exception:
             if len(entries) > 1:
                 return [b for e in entries for b in self._pack([e], fail)]
@@ -226,7 +285,12 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     return
             if worker is None or len(worker.batches) >= _PREFETCH:
                 return
-            entries, payload = self._queue.popleft()
+            batch = self._next_batch()
+            if batch is None:
+                return
+            entries, payload = batch
+            if not worker.batches:
+                entries.started = time.perf_counter()
             worker.batches.append(entries)
             try:
                 write_frame(worker.inbox.fileno(), payload)
@@ -235,7 +299,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _fail_queue(self, exc: BaseException) -> None:
         # The lock is held: the states are set from another thread.
-        lost = [e for entries, _ in self._queue for e in entries]
+        lost = [e for segment in self._queue for e in segment.entries]
         self._queue.clear()
         state = Crashed(f"no worker process could be started: {exc!r}", exc=exc)
         threading.Thread(target=self._finish, args=(lost, state), daemon=True).start()
@@ -318,7 +382,13 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 entry = head.pop(0)
                 if not head:
                     worker.batches.popleft()
+                    now = time.perf_counter()
+                    if head.sizer is not None and head.started is not None:
+                        head.sizer.record(head.size, now - head.started)
+                    if worker.batches:
+                        worker.batches[0].started = now
                     self._dispatch()
+            self._settle()
             try:
                 state = decode_state(frame)
             except Exception as exc:  # the worker checked it loads; a second line of defence
@@ -389,22 +459,23 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._requeue([b for b in again if b])
 
     def _requeue(self, batches: list[list[_Entry]]) -> None:
-        """Put batches at the front of the queue (they were queued first)."""
-        ready: list[_Batch] = []
+        """Put batches at the front of the queue as they are (they were queued first)."""
+        ready: list[_Segment] = []
         for entries in batches:
             if len(entries) == 1 and entries[0].orphaned >= _MAX_ORPHANED:
                 entry = entries[0]
                 message = f"worker processes died {entry.orphaned} times holding {entry.call.task_run.name!r} before it started; loading its arguments may kill them"
                 self._finish(entries, Crashed(message, run_count=0))
                 continue
-            ready.extend(self._pack(entries, fail=self._finish))
+            ready.append(_Segment(entries, None))
         with self._lock:
             if self._cancelling:
-                lost = [e for b, _ in ready for e in b]
+                lost = [e for segment in ready for e in segment.entries]
             else:
                 lost = []
                 self._queue.extendleft(reversed(ready))
                 self._dispatch()
+        self._settle()
         if lost:
             self._finish(lost, Cancelled("the flow run was cancelled before this run started"))
 
@@ -420,7 +491,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._closing = True
             if cancel_pending:
                 self._cancelling = True
-                queued = [e for entries, _ in self._queue for e in entries]
+                queued = [e for segment in self._queue for e in segment.entries]
                 self._queue.clear()
                 running, waiting = [], list(queued)
                 for worker in self._workers.values():
@@ -439,6 +510,11 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._wake()
         if wait:
             self._collector.join()
+
+
+def _tasks_of(calls: Sequence[TaskCall[Any]]) -> list[Any]:
+    """The distinct tasks of ``calls``, in order of first appearance."""
+    return list({id(c.task): c.task for c in calls}.values())
 
 
 def _set_states(entries: list[_Entry], state: State[Any]) -> None:

@@ -45,6 +45,15 @@ The parts:
   done when its run finishes there (:meth:`RemoteTaskFuture.mark_finished`)
   and fetches its State only when someone reads it, so a chain A→B→C never
   moves data through the flow process.
+* **Batches**: :class:`BatchFeeder` queues the calls of a map and hands
+  them to the runner in batches as the backend takes them (a few batches in
+  flight per worker), each cut to the size the task's
+  :class:`~taskyard.runners.base.BatchSizer` gives; the runner runs a batch
+  as one backend task with :func:`run_batch_on_worker` and reports its end
+  with :meth:`BatchFeeder.finished`. The batch's native future stands for
+  every call in it: a call downstream gets it as its upstream and
+  :func:`run_on_worker` picks the upstream's State out of the
+  :class:`~taskyard.runners.base.BatchResult`.
 * **Worker logs**: :func:`record_payload` turns a record logged on a worker
   into a plain dict a backend can carry (an event, a message), and
   :class:`LogRelay` hands the payloads of this flow process's runs to its
@@ -61,10 +70,13 @@ import itertools
 import logging
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from taskyard.runners.base import (
+    BatchResult,
+    BatchSizer,
     Cancelled,
     Pending,
     Crashed,
@@ -75,6 +87,7 @@ from taskyard.runners.base import (
     TaskFuture,
     count_lost_attempts,
     received_state,
+    run_batch,
     set_state,
     unpicklable_argument_error,
 )
@@ -87,6 +100,8 @@ __all__ = (
     "split_upstreams",
     "Upstreams",
     "run_on_worker",
+    "run_batch_on_worker",
+    "BatchFeeder",
     "Outstanding",
     "lose_attempt",
     "lost_state",
@@ -233,11 +248,93 @@ def run_on_worker(call: TaskCall[Any], ids: Sequence[str], values: Sequence[Any]
         # A new call, not an edit: a worker in the flow's own process shares the object.
         params = {k: shared[v.index] if type(v) is SharedArg else v for k, v in call.parameters.items()}
         call = TaskCall(call.task, params, call.task_run, call.flow_run, call.upstreams)
-    states = dict(zip(ids, values[:n], strict=True))
+    states = {}
+    for run_id, value in zip(ids, values[:n], strict=True):
+        # An upstream that ran in a batch: the backend resolved the whole batch's result.
+        states[run_id] = value.states[run_id] if type(value) is BatchResult else value
     try:
         return call.run(states or None)
     except Exception as exc:
         return Crashed(f"the engine failed running {call.task_run.name!r} on {where}: {exc!r}", exc=exc)
+
+
+def run_batch_on_worker(
+    calls: Sequence[TaskCall[Any]], ids: Sequence[str], values: Sequence[Any], where: str = "a worker"
+) -> BatchResult:
+    """Run a batch of calls where it landed (worker side), each on its own; one State per call.
+
+    ``ids`` and ``values`` are those of :func:`run_on_worker`, for the
+    upstreams of all the calls together.
+    """
+    return run_batch(calls, lambda call: run_on_worker(call, ids, values, where))
+
+
+class BatchFeeder(Generic[E]):
+    """Flow side of batching: a map's calls wait here and go to the backend in batches.
+
+    Args:
+        send: ``send(entries, sizer)`` places one batch on the backend (called
+            without the feeder's lock held); the runner calls :meth:`finished`
+            when it ends, however it ends.
+        workers: The number of calls the backend runs at once (its threads).
+        per_worker: Batches in flight per worker: one running, one ready.
+
+    A batch is cut when it can be sent, so its size follows what the last
+    batches of that task measured; nothing is cut while ``per_worker``
+    batches per worker are in flight, which is also what lets a cancelled
+    flow run drop the calls still here (:meth:`cancel`).
+    """
+
+    def __init__(self, send: Callable[[list[E], BatchSizer], None], workers: Callable[[], int], per_worker: int = 2) -> None:
+        self._send = send
+        self._workers = workers
+        self._per_worker = per_worker
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[deque[E], BatchSizer]] = deque()
+        self._in_flight = 0
+        self.closing = False
+
+    def add(self, entries: Sequence[E], sizer: BatchSizer) -> None:
+        """Queue the calls of one map (of one task) and send what fits now."""
+        if entries:
+            with self._lock:
+                self._queue.append((deque(entries), sizer))
+            self.pump()
+
+    def pump(self) -> None:
+        """Send batches while fewer than ``per_worker`` per worker are in flight."""
+        while True:
+            with self._lock:
+                workers = max(1, self._workers())
+                if self.closing or not self._queue or self._in_flight >= workers * self._per_worker:
+                    return
+                queued, sizer = self._queue[0]
+                batch = [queued.popleft() for _ in range(sizer.size(len(queued), workers))]
+                if not queued:
+                    self._queue.popleft()
+                self._in_flight += 1
+            self._send(batch, sizer)
+
+    def finished(self, sizer: BatchSizer, calls: int, seconds: float | None) -> None:
+        """A batch of ``calls`` ended after ``seconds`` (None: do not learn from it); send more."""
+        if seconds is not None:
+            sizer.record(calls, seconds)
+        with self._lock:
+            self._in_flight -= 1
+        self.pump()
+
+    def queued(self) -> list[E]:
+        """A snapshot of the calls not yet sent."""
+        with self._lock:
+            return [e for queued, _ in self._queue for e in queued]
+
+    def cancel(self) -> list[E]:
+        """Stop sending; return (and forget) the calls not yet sent."""
+        with self._lock:
+            self.closing = True
+            entries = [e for queued, _ in self._queue for e in queued]
+            self._queue.clear()
+        return entries
 
 
 # -- runs in flight -----------------------------------------------------------------------

@@ -47,6 +47,7 @@ from taskyard.exceptions import (
 )
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
+from taskyard.testing.batching_contract import TaskRunnerBatchingContract
 from taskyard.testing.fidelity import TaskRunnerPrefectContract
 from taskyard.testing.generator_contract import TaskRunnerGeneratorContract
 from taskyard.testing.failures import TaskRunnerFailureContract
@@ -64,6 +65,7 @@ __all__ = (
     "TaskRunnerResourceContract",
     "TaskRunnerGeneratorContract",
     "TaskRunnerFailureContract",
+    "TaskRunnerBatchingContract",
     "ContractError",
 )
 
@@ -575,6 +577,7 @@ class TaskRunnerContract(
     TaskRunnerPrefectContract,
     TaskRunnerGeneratorContract,
     TaskRunnerFailureContract,
+    TaskRunnerBatchingContract,
 ):
     """The whole contract for a task runner; subclass and provide ``runner``.
 

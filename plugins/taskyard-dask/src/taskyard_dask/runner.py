@@ -29,6 +29,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ import cloudpickle
 
 from taskyard.exceptions import CrashedRunError, RunnerNotStartedError
 from taskyard.runners.base import (
+    BatchResult,
     Cancelled,
     Crashed,
     Failed,
@@ -44,6 +46,7 @@ from taskyard.runners.base import (
     TaskCall,
     TaskFuture,
     TaskRunner,
+    check_batch_size,
     received_state,
     set_state,
     unpicklable_argument_error,
@@ -63,6 +66,7 @@ from taskyard.runners.toolkit import (
     with_placeholders,
 )
 from taskyard.states import Pending, Running
+from taskyard_dask.batches import DaskBatches
 from taskyard_dask.options import current_dask_options, options_for_tags
 from taskyard_dask.resources import ClusterResources
 from taskyard_dask.starting import Start
@@ -144,6 +148,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             task's own ``retries`` decide whether it runs again) unless told otherwise.
         adapt_kwargs: Make the temporary cluster adaptive: ``cluster.adapt(**adapt_kwargs)``.
         client_kwargs: Keyword arguments for ``distributed.Client``.
+        batch_size: Calls of a map per Dask task: None (default) adapts it to
+            how long calls take (see docs/batching.md), ``1`` gives every call
+            its own Dask task, ``N`` fixes it. A task's own ``batch_size`` wins.
 
     After ``start()``, ``client`` is the connected ``distributed.Client`` and
     ``cluster`` the cluster the runner started (None with ``address``).
@@ -164,6 +171,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         cluster_kwargs: Mapping[str, Any] | None = None,
         adapt_kwargs: Mapping[str, Any] | None = None,
         client_kwargs: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if address is not None and (cluster_class is not None or cluster_kwargs or adapt_kwargs):
             raise ValueError(
@@ -175,6 +183,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self.cluster_kwargs = dict(cluster_kwargs or {})
         self.adapt_kwargs = dict(adapt_kwargs or {})
         self.client_kwargs = dict(client_kwargs or {})
+        self.batch_size = check_batch_size(batch_size, "DaskTaskRunner")
+        self._batching = DaskBatches(self)
+        self._thread_count = (0, 0.0)
         self.dashboard_link: str | None = None
         self._client: Any = None
         self._cluster: Any = None
@@ -273,11 +284,16 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._close_backend(stop_now=cancel_pending or not wait)
 
     def _wait_outstanding(self) -> None:
+        while queued := self._batching.pending():
+            for entry in queued:
+                entry.future.wait()
         self._outstanding.wait_all()
 
     def _cancel_outstanding(self) -> None:
+        for entry in self._batching.cancel():
+            set_state(entry.future, Cancelled("the flow run was cancelled before this run started"))
         entries = self._outstanding.cancel_all()
-        natives = [e.native for e in entries if e.native is not None]
+        natives = list({e.native.key: e.native for e in entries if e.native is not None}.values())
         if natives:
             try:
                 self._client.cancel(natives, force=True)
@@ -286,37 +302,45 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _release_states(self) -> None:
         """Give every finished, unread run its state; large results stay behind."""
-        remote = {f.native.key: f for batch in list(self._batches) for f in list(batch.remote.values())}
+        remote: dict[str, list[DaskTaskFuture]] = {}
+        for batch in list(self._batches):
+            for f in list(batch.remote.values()):
+                remote.setdefault(f.native.key, []).append(f)
         if not remote:
             return
-        headers: dict[str, State[Any]] = {}
+        headers: dict[str, Any] = {}
         if self._client.status == "running":
             try:
                 headers = self._read_headers(list(remote))
             except Exception as exc:
                 if len(remote) == 1:  # e.g. a result or exception that cannot be pickled back
-                    (key, future), = remote.items()
-                    headers[key] = unreadable_outcome_state(future.task_run_name, exc, "its Dask worker")
+                    (key, futures), = remote.items()
+                    headers[key] = unreadable_outcome_state(futures[0].task_run_name, exc, "its Dask worker")
                 else:  # find the runs whose states cannot come back
-                    for key, future in remote.items():
+                    for key, futures in remote.items():
                         try:
                             headers.update(self._read_headers([key]))
                         except Exception as one:
-                            headers[key] = unreadable_outcome_state(future.task_run_name, one, "its Dask worker")
+                            headers[key] = unreadable_outcome_state(futures[0].task_run_name, one, "its Dask worker")
+        if self._client.status == "running":
+            for key, futures in remote.items():  # e.g. a worker died since: Dask computes it again
+                if key not in headers:
+                    headers[key] = _gather_one(futures[0].native, futures[0].task_run_name)
         with self._fetch_lock:
-            for key, future in remote.items():
-                if future._state is _REMOTE:
-                    found = headers.get(key)
-                    future._state = received_state(found) if found is not None else Crashed(
-                        f"task run {future.task_run_name!r} finished on the Dask cluster, but its state "
-                        "could not be read before the runner shut down"
-                    )
-                future._batch.remote.pop(future.task_run_id, None)
+            for key, futures in remote.items():
+                found = headers.get(key)
+                for future in futures:
+                    if future._state is _REMOTE:
+                        future._state = received_state(_state_for(future, found)) if found is not None else Crashed(
+                            f"task run {future.task_run_name!r} finished on the Dask cluster, but its state "
+                            "could not be read before the runner shut down"
+                        )
+                    future._batch.remote.pop(future.task_run_id, None)
 
-    def _read_headers(self, keys: list[str]) -> dict[str, State[Any]]:
+    def _read_headers(self, keys: list[str]) -> dict[str, Any]:
         from taskyard_dask.worker import state_headers
 
-        headers: dict[str, State[Any]] = {}
+        headers: dict[str, Any] = {}
         for found in self._client.run(state_headers, keys, on_error="return").values():
             if isinstance(found, dict):
                 headers.update(found)
@@ -393,6 +417,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         if any(c.task.resources for c in calls):  # the calls no worker can run end here
             kept = [i for i, c in enumerate(calls) if not self._refused(c, futures[i])]
             calls, futures = [calls[i] for i in kept], [futures[i] for i in kept]
+        sizers = {id(c.task): self._batching.sizer(c.task) for c in calls}
+        if any(s.fixed != 1 for s in sizers.values()):
+            self._map_batched(calls, futures, sizers)
+            return every
         plain = [i for i, c in enumerate(calls) if not c.upstreams]
         if len(plain) < len(calls):  # calls with upstreams go one by one
             for call, future in zip(calls, futures, strict=True):
@@ -404,6 +432,32 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         if entries:
             self._send_batch(entries)
         return every
+
+    def _map_batched(self, calls: Sequence[TaskCall[Any]], futures: list[DaskTaskFuture], sizers: Mapping[int, Any]) -> None:
+        """Queue the calls for adaptive batches, one queue per task (see taskyard_dask.batches)."""
+        plain = [i for i, c in enumerate(calls) if not c.upstreams]
+        plain_calls, shared = self._share([calls[i] for i in plain])
+        swapped = dict(zip(plain, plain_calls, strict=True))
+        by_task: dict[int, list[_Entry]] = {}
+        options = self._options(calls[0])
+        for i, call in enumerate(calls):
+            entry = _Entry(swapped.get(i, call), futures[i], options, shared if i in swapped else ())
+            by_task.setdefault(id(call.task), []).append(entry)
+        for task_id, entries in by_task.items():
+            self._batching.feeder.add(entries, sizers[task_id])
+
+    def _threads(self) -> int:
+        """The threads of the cluster's workers (read at most once a second)."""
+        count, read = self._thread_count
+        now = time.monotonic()
+        if now - read > 1.0 or not count:
+            try:
+                workers = self._client.scheduler_info().get("workers", {})
+                count = sum(int(w.get("nthreads", 1)) for w in workers.values()) or count or 1
+            except Exception:
+                count = count or 1
+            self._thread_count = (count, now)
+        return count
 
     def _refused(self, call: TaskCall[Any], future: DaskTaskFuture) -> bool:
         """End ``future`` at once if no worker can ever meet the call's resource request."""
@@ -572,35 +626,43 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
     # -- reading states ------------------------------------------------------------------
 
     def _fetch(self, future: DaskTaskFuture) -> State[Any]:
-        """Gather ``future``'s State, with finished siblings from its map (bounded in bytes)."""
+        """Gather ``future``'s State, with finished siblings from its map (bounded in bytes).
+
+        Calls that ran in one batch share one Dask future: gathering it once
+        gives every one of them its State.
+        """
         with self._fetch_lock:
             state = future._state
             if state is not _REMOTE:
                 return state  # type: ignore[return-value]
             batch = future._batch
-            take = [future]
             # list() first: Dask's callback thread adds to the dict meanwhile. Only
             # futures already marked done: one still being marked must keep its wake-up.
-            others = [f for f in list(batch.remote.values()) if f is not future and f._state is _REMOTE]
+            finished = [f for f in list(batch.remote.values()) if f._state is _REMOTE]
+            natives = {future.native.key: future.native}
+            others = {f.native.key: f.native for f in finished if f.native.key not in natives}
             if others:
                 try:
-                    sizes = self._client.nbytes([f.native.key for f in others], summary=False)
+                    sizes = self._client.nbytes(list(others), summary=False)
                 except Exception:
                     sizes = {}
                 budget = FETCH_BATCH_BYTES
-                for other in others:
-                    budget -= sizes.get(other.native.key, FETCH_BATCH_BYTES)
+                for key, native in others.items():
+                    budget -= sizes.get(key, FETCH_BATCH_BYTES)
                     if budget < 0:
                         break
-                    take.append(other)
+                    natives[key] = native
+            take = [f for f in finished if f.native.key in natives]
+            if future not in take:
+                take.append(future)
             for f in take:
                 batch.remote.pop(f.task_run_id, None)
             try:
-                states = self._client.gather([f.native for f in take])
+                got = dict(zip(natives, self._client.gather(list(natives.values())), strict=True))
             except Exception:
-                states = [_gather_one(f) for f in take]
-            for f, got in zip(take, states, strict=True):
-                f._state = received_state(got)
+                got = {key: _gather_one(native, future.task_run_name) for key, native in natives.items()}
+            for f in take:
+                f._state = received_state(_state_for(f, got[f.native.key]))
             return future._state  # type: ignore[return-value]
 
 
@@ -622,16 +684,26 @@ def _kill_worker_processes(cluster: Any) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _gather_one(future: DaskTaskFuture) -> State[Any]:
+def _state_for(future: TaskFuture[Any], found: Any) -> State[Any]:
+    """``future``'s State out of what its Dask future held (its own State, or its batch's)."""
+    if isinstance(found, BatchResult):
+        state = found.states.get(future.task_run_id)
+        if state is None:
+            return Crashed(f"task run {future.task_run_name!r} is missing from the result of its batch")
+        return state
+    return found  # type: ignore[no-any-return]
+
+
+def _gather_one(native: Any, task_run_name: str) -> Any:
     try:
-        return future.native.result(timeout=60)  # type: ignore[no-any-return]
+        return native.result(timeout=60)
     except (OSError, TimeoutError, CancelledError) as exc:  # the cluster, not the run, failed
-        message = f"the state of task run {future.task_run_name!r} could not be read from the Dask cluster: {exc!r}"
+        message = f"the state of task run {task_run_name!r} could not be read from the Dask cluster: {exc!r}"
         error = CrashedRunError(message)
         error.__cause__ = exc
         return Crashed(message, exc=error)
     except Exception as exc:  # the outcome itself cannot make the trip (as on the process runner)
-        return unreadable_outcome_state(future.task_run_name, exc, "its Dask worker")
+        return unreadable_outcome_state(task_run_name, exc, "its Dask worker")
 
 
 def _options_for(call: TaskCall[Any]) -> Mapping[str, Any]:

@@ -23,12 +23,13 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from taskyard.runners.base import State, TaskCall, sendable_state
-from taskyard.runners.toolkit import ReleasedResult, record_payload, run_on_worker
+from taskyard.runners.base import BatchResult, State, TaskCall, sendable_state
+from taskyard.runners.toolkit import ReleasedResult, record_payload, run_batch_on_worker, run_on_worker
 
 __all__ = (
     "run_call_on_worker",
     "run_mapped_call_on_worker",
+    "run_calls_on_worker",
     "state_headers",
     "ReleasedResult",
     "LogForwarder",
@@ -49,7 +50,11 @@ def _register_sizeof() -> None:
     def _sizeof_state(state: State[Any]) -> int:
         return 1000 + int(sizeof(state.data))
 
+    def _sizeof_batch(result: BatchResult) -> int:
+        return sum(_sizeof_state(state) for state in result.states.values())
+
     sizeof.register(State)(_sizeof_state)  # type: ignore[no-untyped-call]
+    sizeof.register(BatchResult)(_sizeof_batch)  # type: ignore[no-untyped-call]
 
 
 _register_sizeof()
@@ -66,27 +71,41 @@ def run_mapped_call_on_worker(call: TaskCall[Any], shared: tuple[Any, ...] = ())
     return sendable_state(run_on_worker(call, (), shared, "a Dask worker"), "its Dask worker")
 
 
-def state_headers(keys: list[str], dask_worker: Any = None) -> dict[str, State[Any]]:
-    """``client.run`` helper: the states this worker holds for ``keys``, large results left out."""
-    from dask.sizeof import sizeof
+def run_calls_on_worker(calls: list[TaskCall[Any]], ids: tuple[str, ...], *values: Any) -> BatchResult:
+    """Run a batch of calls, each on its own: ``values`` are the upstream states (one per id), then shared values."""
+    result = run_batch_on_worker(calls, ids, values, "a Dask worker")
+    result.states = {key: sendable_state(state, "its Dask worker") for key, state in result.states.items()}
+    return result
 
-    out: dict[str, State[Any]] = {}
+
+def state_headers(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
+    """``client.run`` helper: the states (or batch results) this worker holds for ``keys``, large results left out."""
+    out: dict[str, Any] = {}
     data = dask_worker.data
     for key in keys:
         try:
-            state = data[key]
+            found = data[key]
         except KeyError:
             continue
-        if state.is_completed():
-            size = sizeof(state.data)
-            if size >= HEADER_MAX_BYTES:
-                message = (
-                    f"the result of this run ({size / 1e6:.1f} MB) stayed on the Dask cluster and was released "
-                    "when its flow run ended; read it inside the flow run, or set persist_result=True"
-                )
-                state = state.model_copy(update={"data": ReleasedResult(message)})
-        out[key] = state
+        if isinstance(found, BatchResult):
+            out[key] = BatchResult({k: _header(s) for k, s in found.states.items()}, found.seconds)
+        else:
+            out[key] = _header(found)
     return out
+
+
+def _header(state: State[Any]) -> State[Any]:
+    from dask.sizeof import sizeof
+
+    if state.is_completed():
+        size = sizeof(state.data)
+        if size >= HEADER_MAX_BYTES:
+            message = (
+                f"the result of this run ({size / 1e6:.1f} MB) stayed on the Dask cluster and was released "
+                "when its flow run ended; read it inside the flow run, or set persist_result=True"
+            )
+            state = state.model_copy(update={"data": ReleasedResult(message)})
+    return state
 
 
 # -- logs -------------------------------------------------------------------------------
