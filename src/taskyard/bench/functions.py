@@ -16,6 +16,10 @@ __all__ = (
     "total",
     "spin",
     "measure",
+    "TINY_LOOPS",
+    "tiny",
+    "tiny_task",
+    "tiny_unbatched_task",
     "noop_task",
     "inc_task",
     "square_task",
@@ -56,6 +60,18 @@ def spin(k: int, loops: int = CPU_LOOPS) -> int:
     return k + acc
 
 
+#: Iterations of :func:`tiny`: about 0.1 ms of pure Python.
+TINY_LOOPS = 3_000
+
+
+def tiny(k: int, loops: int = TINY_LOOPS) -> int:
+    """A tiny task (~0.1 ms): ``k + sum(range(loops))``, the kind of call a map has many of."""
+    acc = 0
+    for i in range(loops):
+        acc += i
+    return k + acc
+
+
 def measure(i: int, blob: bytes) -> tuple[int, int, int]:
     """Read the large shared argument: ``(i, len(blob), blob[i])``."""
     return i, len(blob), blob[i]
@@ -67,3 +83,6 @@ square_task = task(name="square")(square)
 total_task = task(name="total")(total)
 spin_task = task(name="spin")(spin)
 measure_task = task(name="measure")(measure)
+tiny_task = task(name="tiny")(tiny)
+#: The same calls with batching off, for the unbatched rows beside the batched ones.
+tiny_unbatched_task = task(name="tiny", batch_size=1)(tiny)

@@ -28,6 +28,10 @@ from taskyard.bench.functions import (
     noop_task,
     spin,
     spin_task,
+    TINY_LOOPS,
+    tiny,
+    tiny_task,
+    tiny_unbatched_task,
     square,
     square_task,
     total,
@@ -157,6 +161,23 @@ def _cpu_raw(b: RawBackend, size: int, data: Any) -> Any:
 
 _SPIN_SUM = CPU_LOOPS * (CPU_LOOPS - 1) // 2
 
+# -- tiny-map: many ~0.1 ms calls, batched (the default) and one call per backend task --
+
+
+def _tiny_flow(size: int, data: Any) -> Any:
+    return tiny_task.map(range(size)).result()
+
+
+def _tiny_unbatched_flow(size: int, data: Any) -> Any:
+    return tiny_unbatched_task.map(range(size)).result()
+
+
+def _tiny_raw(b: RawBackend, size: int, data: Any) -> Any:
+    return b.gather(b.map(tiny, range(size)))
+
+
+_TINY_SUM = TINY_LOOPS * (TINY_LOOPS - 1) // 2
+
 # -- large-arg: one large argument shared by every run ---------------------------------
 
 
@@ -215,6 +236,14 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "cpu-map", f"N pure-Python CPU tasks of {CPU_LOOPS:,} loop steps (~50 ms each)", 40,
             _cpu_flow, _cpu_raw, _expect(lambda n, _: [k + _SPIN_SUM for k in range(n)]), _same,
+        ),
+        Workload(
+            "tiny-map", "a map of N tiny tasks (~0.1 ms each), batched as the runner does by default", 20_000,
+            _tiny_flow, _tiny_raw, _expect(lambda n, _: [k + _TINY_SUM for k in range(n)]), _same,
+        ),
+        Workload(
+            "tiny-map-unbatched", "tiny-map with batch_size=1: one backend task per call", 20_000,
+            _tiny_unbatched_flow, _tiny_raw, _expect(lambda n, _: [k + _TINY_SUM for k in range(n)]), _same,
         ),
         Workload(
             "large-arg", f"a {LARGE_ARG_BYTES // 2**20} MB bytes argument shared by N runs", 20,

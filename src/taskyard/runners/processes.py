@@ -458,7 +458,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             again.extend([[e] for e in batch] if any(e.orphaned for e in batch) else [batch])
         self._requeue([b for b in again if b])
 
-    def _requeue(self, batches: list[list[_Entry]]) -> None:
+    def _requeue(self, batches: Sequence[list[_Entry]]) -> None:
         """Put batches at the front of the queue as they are (they were queued first)."""
         ready: list[_Segment] = []
         for entries in batches:

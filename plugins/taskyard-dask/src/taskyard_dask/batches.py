@@ -31,13 +31,18 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from taskyard.exceptions import CrashedRunError
-from taskyard.runners.base import BatchSizer, Cancelled, Crashed, set_state
+from taskyard.runners.base import BatchResult, BatchSizer, Cancelled, Crashed, set_state
 from taskyard.runners.toolkit import BatchFeeder, lose_attempt, lost_state, split_upstreams
 
 if TYPE_CHECKING:
     from taskyard_dask.runner import DaskTaskRunner, _Entry
 
-__all__ = ("DaskBatches",)
+__all__ = ("DaskBatches", "EAGER_BYTES")
+
+#: A finished batch whose results total at most this much comes back to the flow process at once.
+EAGER_BYTES = 1_000_000
+# What dask.sizeof counts for one State besides its result (taskyard_dask.worker).
+_STATE_BYTES = 1000
 
 logger = logging.getLogger("taskyard.dask")
 
@@ -196,6 +201,37 @@ class DaskBatches:
 
     # -- the end of a batch (Dask's callback thread) ---------------------------------------
 
+    def _finished(self, native: Any, mine: list[_Entry]) -> None:
+        """Complete the calls of a finished batch: small results now, large ones when read.
+
+        A batch of small results (the tiny calls batching is for) is brought
+        back at once, in one round trip: a worker that dies later cannot take
+        its states with it, and futures need no further trip when read. A
+        batch holding large results stays on the cluster until a call's
+        State is read, as an unbatched run's would.
+        """
+        from taskyard_dask.runner import _REMOTE, _state_for
+
+        if not mine:
+            return
+        try:
+            size = self.runner._client.nbytes([native.key], summary=False).get(native.key)
+        except Exception:
+            size = None
+        if size is not None and size <= EAGER_BYTES + _STATE_BYTES * len(mine):
+            try:
+                result = native.result(timeout=60)
+            except Exception:  # read it later, the way a large one is read
+                result = None
+            if isinstance(result, BatchResult):
+                for entry in mine:
+                    set_state(entry.future, _state_for(entry.future, result))
+                return
+        for entry in mine:
+            future = entry.future
+            future._batch.remote[future.task_run_id] = future
+            future._set_state(_REMOTE)
+
     def _on_done(self, sent: _Sent, native: Any) -> None:
         runner = self.runner
         mine = [e for i, e in enumerate(sent.entries) if runner._outstanding.pop((native.key, i)) is e]
@@ -205,12 +241,7 @@ class DaskBatches:
                 seconds = time.perf_counter() - sent.started if status == "finished" else None
                 self.feeder.finished(sent.sizer, len(sent.entries), seconds)
             if status == "finished":
-                from taskyard_dask.runner import _REMOTE
-
-                for entry in mine:
-                    future = entry.future
-                    future._batch.remote[future.task_run_id] = future
-                    future._set_state(_REMOTE)
+                self._finished(native, mine)
             elif not mine:
                 pass  # taken by a cancellation
             elif status == "cancelled" and runner._outstanding.closing:

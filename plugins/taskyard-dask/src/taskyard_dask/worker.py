@@ -48,7 +48,7 @@ def _register_sizeof() -> None:
     from dask.sizeof import sizeof
 
     def _sizeof_state(state: State[Any]) -> int:
-        return 1000 + int(sizeof(state.data))
+        return 1000 + int(sizeof(state.data))  # taskyard_dask.batches counts on the 1000
 
     def _sizeof_batch(result: BatchResult) -> int:
         return sum(_sizeof_state(state) for state in result.states.values())
