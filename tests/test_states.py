@@ -71,6 +71,25 @@ class TestState:
             Completed(1).name = "x"  # type: ignore[misc]
 
 
+class TestCompletedFastPath:
+    def test_completed_equals_a_validated_state(self) -> None:
+        """Completed() (built without validation) has every field of State, equal to a validated one."""
+        from taskyard.states import State
+
+        fast = Completed([1], run_count=2, message="ok")
+        assert set(fast.__dict__) == set(State.model_fields)
+        slow = State(type=StateType.COMPLETED, name="Completed", message="ok", data=[1], run_count=2, timestamp=fast.timestamp)
+        assert fast == slow and fast.model_dump() == slow.model_dump()
+
+    def test_completed_states_copy_and_pickle_independently(self) -> None:
+        """model_copy and pickling of a Completed state leave other Completed states untouched."""
+        first, second = Completed(1), Completed(2)
+        copied = first.model_copy(update={"result_location": "here"})
+        assert copied.result_location == "here" and first.result_location is None and second.result_location is None
+        assert "result_location" not in second.model_fields_set
+        assert pickle.loads(pickle.dumps(first)) == first
+
+
 class TestTransitions:
     def test_allowed_and_illegal_moves(self) -> None:
         """The table allows the engine's moves and rejects the impossible ones."""

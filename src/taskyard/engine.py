@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_var
 from taskyard.exceptions import TaskTimeoutError
+from taskyard.caching import NONE
 from taskyard.execution import Invoke, Outcome, Sleep, Steps, drive, drive_async
 from taskyard.inputs import Upstream, first_blocking_failure, local_lookup, mapping_lookup, resolve
 from taskyard.logs import LogCapture, RunLoggerAdapter, printing_to, reset_printing, run_extra
 from taskyard.options import raw_hooks
 from taskyard.persistence import MISS, result_plan
-from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut, check_transition
+from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut, async_code_var, check_transition
 
 if TYPE_CHECKING:
     from taskyard.tasks import Task
@@ -107,11 +108,87 @@ class TaskCall(Generic[R]):
                 for runners that resolve dependencies natively. Local runners
                 pass nothing: the upstream futures are read directly.
         """
+        if not self.upstreams and _is_plain(self.task):
+            state = _run_plain(self)
+            if state is not None:
+                return state
         return drive(task_steps(self, upstream_states))
 
     async def run_async(self, upstream_states: Mapping[str, State[Any]] | None = None) -> State[R]:
         """Like :meth:`run`, on the running event loop (async task functions are awaited there)."""
         return await drive_async(task_steps(self, upstream_states))
+
+
+def _is_plain(task: Task[..., Any]) -> bool:
+    """True for a sync task with no retries, timeout, cache, hooks or print capture of its own."""
+    return not (
+        task.is_async
+        or task.isgenerator
+        or task.retries
+        or task.timeout_seconds is not None
+        or task.cache_key_fn is not None
+        or (task.cache_policy is not None and task.cache_policy is not NONE)
+        or task.log_prints is not None
+        or raw_hooks(task, "on_completion")
+        or raw_hooks(task, "on_failure")
+    )
+
+
+def _run_plain(call: TaskCall[R]) -> State[R] | None:
+    """The engine's fast path: what ``task_steps`` does for a plain task, without the generator.
+
+    A task with no retries, timeout, cache or hooks (see :func:`_is_plain`),
+    run in the flow's own process with nothing to persist, is one attempt:
+    call the function, judge the outcome. Returns None when the call needs
+    the full engine after all (a result to persist, prints to capture, a
+    worker process, sync code called from async code).
+    """
+    task, info, params, flow_run = call.task, call.task_run, call.parameters, call.flow_run
+    if flow_run is not None and (flow_run.log_prints or flow_run.pid not in (0, _PID[0])):
+        return None
+    if async_code_var.get():
+        return None
+    try:
+        if result_plan(call, params) is not None:
+            return None
+    except Exception:
+        return None  # the full engine reports it
+    info.parameters = params
+    if info.started is None:
+        info.started = time.time()
+    info.state_type, info.state_name = "RUNNING", "Running"
+    task_token = task_run_var.set(info)
+    flow_token = flow_run_var.set(flow_run) if flow_run is not None else None
+    try:
+        info.run_count += 1
+        args, kwargs = task.split_parameters(params)
+        try:
+            value, ok = task.fn(*args, **kwargs), True
+        except (Exception, SystemExit) as exc:  # sys.exit() in a task fails that task
+            value, ok = exc, False
+        nested = info.nested
+        if nested is not None:  # the attempt submitted runs: wait for them (taskyard.nested)
+            info.nested = None
+            nested.close(ok)
+        started = datetime.fromtimestamp(info.started, UTC)
+        if ok:
+            state: State[R] = Completed(value, run_count=info.run_count, start_time=started)
+        else:
+            state = failed_state(value, info.run_count, start_time=started)
+        info.state_type, info.state_name, info.ended = state.type.value, state.name, time.time()
+        if not ok:
+            _log_failure(info, state)
+    finally:
+        if flow_token is not None:
+            flow_run_var.reset(flow_token)
+        task_run_var.reset(task_token)
+    return state
+
+
+# The process id, read once (the flow process's own runs need no log capture).
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class _RetryPolicy(Protocol):

@@ -39,7 +39,7 @@ from taskyard.exceptions import RunError, UnpicklableArgumentError
 from taskyard.runners.base import Crashed, State, TaskCall, run_call
 from taskyard.runners.lifeline import set_parent_death_signal
 from taskyard.runners.shared import load_shared
-from taskyard.states import Failed, StateType
+from taskyard.states import Failed, StateType, shared_fields
 
 __all__ = ("worker_main", "write_frame", "FrameBuffer", "UNLOADABLE", "STOP", "INIT_FAILED", "decode_state")
 
@@ -48,6 +48,7 @@ UNLOADABLE = b"u"  # worker → flow: the batch did not unpickle here; none of i
 STOP = b"s"  # flow → worker: no more work; exit when idle
 INIT_FAILED = b"i"  # worker → flow: the user's initializer raised (the message follows); exiting
 _STATE = b"t"
+_ALL_FIELDS = shared_fields(State.model_fields)  # every decoded state shares one set of names
 
 
 def write_frame(fd: int, payload: bytes) -> None:
@@ -109,7 +110,7 @@ def decode_state(payload: bytes) -> State[Any]:
     """The state a worker sent (the flow process's side of :func:`encode_state`)."""
     type_, name, message, stamp, data, run_count, tb, location, records = pickle.loads(payload[1:])
     return State.model_construct(
-        type=StateType(type_), name=name, message=message, timestamp=datetime.fromtimestamp(stamp, UTC),
+        _ALL_FIELDS, type=StateType(type_), name=name, message=message, timestamp=datetime.fromtimestamp(stamp, UTC),
         data=data, run_count=run_count, traceback=tb, result_location=location, log_records=records,
     )  # fmt: skip
 
