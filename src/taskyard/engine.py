@@ -162,6 +162,7 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
     try:
         info.run_count += 1
         args, kwargs = task.split_parameters(params)
+        value: Any
         try:
             value, ok = task.fn(*args, **kwargs), True
         except (Exception, SystemExit) as exc:  # sys.exit() in a task fails that task

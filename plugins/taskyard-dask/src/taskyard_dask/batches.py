@@ -201,8 +201,10 @@ class DaskBatches:
 
     # -- the end of a batch (Dask's callback thread) ---------------------------------------
 
-    def _finished(self, native: Any, mine: list[_Entry]) -> None:
+    def _finished(self, native: Any, mine: list[_Entry]) -> float | None:
         """Complete the calls of a finished batch: small results now, large ones when read.
+
+        Returns how long the batch ran on its worker, when its result came back.
 
         A batch of small results (the tiny calls batching is for) is brought
         back at once, in one round trip: a worker that dies later cannot take
@@ -213,7 +215,7 @@ class DaskBatches:
         from taskyard_dask.runner import _REMOTE, _state_for
 
         if not mine:
-            return
+            return None
         try:
             size = self.runner._client.nbytes([native.key], summary=False).get(native.key)
         except Exception:
@@ -226,22 +228,27 @@ class DaskBatches:
             if isinstance(result, BatchResult):
                 for entry in mine:
                     set_state(entry.future, _state_for(entry.future, result))
-                return
+                return result.seconds
         for entry in mine:
             future = entry.future
             future._batch.remote[future.task_run_id] = future
             future._set_state(_REMOTE)
+        return None
 
     def _on_done(self, sent: _Sent, native: Any) -> None:
         runner = self.runner
         mine = [e for i, e in enumerate(sent.entries) if runner._outstanding.pop((native.key, i)) is e]
         status = native.status
+        if sent.sizer is not None:  # the next batch goes out first; this one's news is read after
+            self.feeder.finished(sent.sizer, len(sent.entries), None)
         try:
-            if sent.sizer is not None:
-                seconds = time.perf_counter() - sent.started if status == "finished" else None
-                self.feeder.finished(sent.sizer, len(sent.entries), seconds)
             if status == "finished":
-                self._finished(native, mine)
+                # The time the batch ran on its worker teaches the sizer; the time
+                # until its news arrived here would count the scheduler's round trip
+                # as work, and on a busy cluster shrink batches just when they help most.
+                ran = self._finished(native, mine)
+                if sent.sizer is not None:
+                    sent.sizer.record(len(sent.entries), ran if ran is not None else time.perf_counter() - sent.started)
             elif not mine:
                 pass  # taken by a cancellation
             elif status == "cancelled" and runner._outstanding.closing:
