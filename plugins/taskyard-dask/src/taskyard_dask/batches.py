@@ -37,10 +37,13 @@ from taskyard.runners.toolkit import BatchFeeder, lose_attempt, lost_state, spli
 if TYPE_CHECKING:
     from taskyard_dask.runner import DaskTaskRunner, _Entry
 
-__all__ = ("DaskBatches", "EAGER_BYTES")
+__all__ = ("DaskBatches", "EAGER_BYTES", "EAGER_BYTES_PER_CALL")
 
-#: A finished batch whose results total at most this much comes back to the flow process at once.
+#: A finished batch whose results total at most this much comes back to the flow process at once ...
 EAGER_BYTES = 1_000_000
+#: ... if they are also small per call: on average no larger than a State's own bookkeeping. Larger
+#: results stay on the cluster until read, so a map feeding a reduce moves no data through the flow.
+EAGER_BYTES_PER_CALL = 1000
 # What dask.sizeof counts for one State besides its result (taskyard_dask.worker).
 _STATE_BYTES = 1000
 
@@ -66,6 +69,9 @@ class DaskBatches:
         self._lane: deque[list[_Entry]] = deque()
         self._lane_lock = threading.Lock()
         self._lane_busy = False
+        # The sizers (one per task) whose batches held results too large to bring back
+        # at once: their later batches stay on the cluster without asking their size.
+        self._large_results: set[int] = set()
 
     def sizer(self, task: Any) -> BatchSizer:
         """The sizer of ``task`` (its own ``batch_size``, else the runner's, else adaptive)."""
@@ -201,26 +207,32 @@ class DaskBatches:
 
     # -- the end of a batch (Dask's callback thread) ---------------------------------------
 
-    def _finished(self, native: Any, mine: list[_Entry]) -> float | None:
+    def _finished(self, native: Any, mine: list[_Entry], sizer: BatchSizer | None) -> float | None:
         """Complete the calls of a finished batch: small results now, large ones when read.
 
         Returns how long the batch ran on its worker, when its result came back.
 
-        A batch of small results (the tiny calls batching is for) is brought
-        back at once, in one round trip: a worker that dies later cannot take
-        its states with it, and futures need no further trip when read. A
-        batch holding large results stays on the cluster until a call's
-        State is read, as an unbatched run's would.
+        A batch of small results (the tiny calls batching is for: at most
+        :data:`EAGER_BYTES_PER_CALL` a call on average) is brought back at
+        once, in one round trip: a worker that dies later cannot take its
+        states with it, and futures need no further trip when read. A batch
+        holding larger results stays on the cluster until a call's State is
+        read, as an unbatched run's would, so downstream runs take them there.
         """
         from taskyard_dask.runner import _REMOTE, _state_for
 
         if not mine:
             return None
-        try:
-            size = self.runner._client.nbytes([native.key], summary=False).get(native.key)
-        except Exception:
-            size = None
-        if size is not None and size <= EAGER_BYTES + _STATE_BYTES * len(mine):
+        size = None
+        if id(sizer) not in self._large_results:  # one scheduler round trip, while results are small
+            try:
+                size = self.runner._client.nbytes([native.key], summary=False).get(native.key)
+            except Exception:
+                size = None
+        small = min(EAGER_BYTES, EAGER_BYTES_PER_CALL * len(mine)) + _STATE_BYTES * len(mine)
+        if size is not None and size > small and sizer is not None:
+            self._large_results.add(id(sizer))
+        if size is not None and size <= small:
             try:
                 result = native.result(timeout=60)
             except Exception:  # read it later, the way a large one is read
@@ -246,7 +258,7 @@ class DaskBatches:
                 # The time the batch ran on its worker teaches the sizer; the time
                 # until its news arrived here would count the scheduler's round trip
                 # as work, and on a busy cluster shrink batches just when they help most.
-                ran = self._finished(native, mine)
+                ran = self._finished(native, mine, sent.sizer)
                 if sent.sizer is not None:
                     sent.sizer.record(len(sent.entries), ran if ran is not None else time.perf_counter() - sent.started)
             elif not mine:
