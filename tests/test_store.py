@@ -223,6 +223,29 @@ def _script(tmp_path: Path, index: int, n: int, body: str = "pass") -> Path:
     return path
 
 
+class TestWriterPasses:
+    def test_a_pass_takes_the_finished_front_of_a_batch_and_resumes_there(self) -> None:
+        """Each pass writes the runs finished since the last one, from where it stopped; finishing writes the rest."""
+        from taskyard.context import TaskRunInfo
+        from taskyard.futures import TaskFuture
+        from taskyard.states import Completed
+        from taskyard.store.recorder import _split
+
+        infos = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(4)]
+        futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
+        futures[0]._state = Completed(data=0)
+        futures[2]._state = Completed(data=2)  # out of order: waits for run 1
+        ready, rest = _split([(infos, futures, 1.0, 0)], finishing=False)
+        assert [[i.id for i in r[0]] for r in ready] == [["id-0"]]
+        assert [r[3] for r in rest] == [1]
+        futures[1]._state = Completed(data=1)
+        ready, rest = _split(rest, finishing=False)
+        assert [[i.id for i in r[0]] for r in ready] == [["id-1", "id-2"]] and [r[3] for r in rest] == [3]
+        ready, rest = _split(rest, finishing=True)
+        assert [[i.id for i in r[0]] for r in ready] == [["id-3"]] and rest == []
+        assert not ready[0][1][0].is_final()  # never ended: written as it is
+
+
 class TestManyProcesses:
     def test_eight_flow_processes_writing_at_once_lose_nothing(self, tmp_path: Path) -> None:
         """8 flow processes started together, each mapping 500 tasks: every run recorded, no lock error."""

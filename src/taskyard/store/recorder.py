@@ -11,6 +11,7 @@ process's running flow runs, and polls their cancellation requests.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import sqlite3
@@ -66,8 +67,9 @@ class _Run:
 
     def __init__(self, run_id: str, on_cancel: Callable[[str], object] | None) -> None:
         self.id = run_id
-        # Batches as submitted: (task runs, their futures or final states, submission time)
-        self.pending: list[tuple[Sequence[TaskRunInfo], Sequence[Any], float]] = []
+        # Batches as submitted: (task runs, their futures or final states, submission time,
+        # how many of them from the start are written already)
+        self.pending: list[_Held] = []
         self.counts: dict[str, int] = {}
         self.on_cancel = on_cancel
         self.beat = time.time()
@@ -126,14 +128,14 @@ class Recorder:
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                run.pending.append((infos, futures, submitted))
+                run.pending.append((infos, futures, submitted, 0))
 
     def track_done(self, run_id: str, info: TaskRunInfo, state: State[Any], submitted: float) -> None:
         """A task run that already has its final state (run inline in the flow body)."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                run.pending.append(((info,), (state,), submitted))
+                run.pending.append(((info,), (state,), submitted, 0))
 
     def log(self, flow_run_id: str, task_run_id: str | None, created: float, level: int, name: str, message: str) -> None:
         """A log record of a run this process records."""
@@ -301,41 +303,51 @@ class Recorder:
 
 
 _Batch = tuple[Sequence["TaskRunInfo"], Sequence[Any], float]
+# A batch still held: its runs, their futures (or states), submission time, and how many are written.
+_Held = tuple[Sequence["TaskRunInfo"], Sequence[Any], float, int]
 
 
-def _peek(held: Sequence[Any], finishing: bool) -> list[State[Any] | None]:
-    """The final state of each future (None where not known yet); the hot path of a 10k-task map.
+def _final_state(held: Any) -> State[Any] | None:
+    """The final state of a future, None where not known yet; the hot path of a 10k-task map.
 
     A plain TaskFuture is read directly. A runner's own future class may
     keep its state elsewhere until read (Dask keeps it on the cluster, and
     reading it would bring the result here): it is read only when the flow
     run is finishing, after its runner shut down and installed the states.
     """
-    return [
-        h._state if type(h) is TaskFuture else h if type(h) is State else h.state if finishing and h.done() else None
-        for h in held
-    ]
+    kind = type(held)
+    if kind is TaskFuture:
+        return held._state  # type: ignore[no-any-return]
+    return held if kind is State else None
 
 
-def _split(batches: list[_Batch], finishing: bool) -> tuple[list[_Batch], list[_Batch]]:
-    """Batches of final task runs, with their futures replaced by their states; and the rest.
+def _split(batches: list[_Held], finishing: bool) -> tuple[list[_Batch], list[_Held]]:
+    """The runs of each batch that are final, from where the last pass stopped; and the batches still held.
 
-    When the flow run is finishing, a run that never ended is written as it is (Pending).
+    A pass writes the finished runs at the front of a batch and remembers
+    where it stopped, so it costs what finished since the last pass, not the
+    size of the map (a million-run map is passed over twice a second). Runs
+    that finish out of order wait for those before them. When the flow run is
+    finishing, every run is written as it is (one that never ended: Pending).
     """
     ready: list[_Batch] = []
-    rest: list[_Batch] = []
-    for infos, held, at in batches:
-        states = _peek(held, finishing)
-        if None not in states:
-            ready.append((infos, states, at))
-        elif finishing:
-            ready.append((infos, [s if s is not None else h.state for s, h in zip(states, held, strict=True)], at))
-        elif states.count(None) == len(states):
-            rest.append((infos, held, at))
-        else:
-            pairs = list(zip(infos, states, held, strict=True))
-            ready.append(([i for i, s, _ in pairs if s is not None], [s for _, s, _ in pairs if s is not None], at))
-            rest.append(([i for i, s, _ in pairs if s is None], [h for _, s, h in pairs if s is None], at))
+    rest: list[_Held] = []
+    for infos, held, at, start in batches:
+        if finishing:
+            states = [s if (s := _final_state(h)) is not None else h.state for h in held[start:]]
+            ready.append((infos[start:], states, at))
+            continue
+        states = []
+        for h in itertools.islice(held, start, None):
+            state = _final_state(h)
+            if state is None:
+                break
+            states.append(state)
+        end = start + len(states)
+        if states:
+            ready.append((infos[start:end], states, at))
+        if end < len(held):
+            rest.append((infos, held, at, end))
     return ready, rest
 
 
