@@ -73,6 +73,11 @@ def measure(payload: Payload) -> int:
 
 
 @task
+def hundred_kb(i: int) -> bytes:
+    return bytes([i % 256]) * 100_000
+
+
+@task
 def die_once(marker: str) -> str:
     if not os.path.exists(marker):
         Path(marker).write_text("died")
@@ -314,6 +319,30 @@ class TestData:
         assert a.state.is_completed()
         with pytest.raises(MissingResultError, match="stayed on the Dask cluster"):
             a.result()
+
+    def test_unread_small_results_come_back_within_a_budget(self, dask_address: str) -> None:
+        """40 unread results of 100 kB: at most 1 MB per worker comes back when the flow run ends, the rest stays."""
+        from taskyard_dask.worker import HEADER_BUDGET_BYTES
+
+        kept: list[Any] = []
+
+        @flow(task_runner=DaskTaskRunner(address=dask_address))
+        def f() -> None:
+            kept.extend(hundred_kb.map(range(40)))
+
+        f()
+        back = released = 0
+        for future in kept:
+            assert future.state.is_completed()
+            try:
+                assert len(future.result()) == 100_000
+                back += 1
+            except MissingResultError as exc:
+                assert "stayed on the Dask cluster" in str(exc)
+                released += 1
+        workers = 2  # the session cluster's
+        assert back + released == 40 and released > 0
+        assert back * 100_000 <= workers * HEADER_BUDGET_BYTES
 
     def test_large_shared_argument_is_scattered_once(self, dask_address: str) -> None:
         """A 2 MB constant given to 10 mapped runs is scattered once; calls carry a placeholder."""

@@ -38,8 +38,10 @@ __all__ = (
 
 LOG_TOPIC = "taskyard-logs"
 # Results at least this large (dask.sizeof) stay on the cluster when a flow run
-# ends without having read them; smaller ones come back with their state.
+# ends without having read them; smaller ones come back with their state, up to
+# HEADER_BUDGET_BYTES from each worker (a large map of small results stays too).
 HEADER_MAX_BYTES = 1_000_000
+HEADER_BUDGET_BYTES = 1_000_000
 
 
 def _register_sizeof() -> None:
@@ -82,26 +84,30 @@ def state_headers(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
     """``client.run`` helper: the states (or batch results) this worker holds for ``keys``, large results left out."""
     out: dict[str, Any] = {}
     data = dask_worker.data
+    budget = [HEADER_BUDGET_BYTES]  # shared by every state this worker sends back
     for key in keys:
         try:
             found = data[key]
         except KeyError:
             continue
         if isinstance(found, BatchResult):
-            out[key] = BatchResult({k: _header(s) for k, s in found.states.items()}, found.seconds)
+            out[key] = BatchResult({k: _header(s, budget) for k, s in found.states.items()}, found.seconds)
         else:
-            out[key] = _header(found)
+            out[key] = _header(found, budget)
     return out
 
 
-def _header(state: State[Any]) -> State[Any]:
+def _header(state: State[Any], budget: list[int]) -> State[Any]:
+    """``state``, its result released unless it is small and ``budget[0]`` bytes still allow it."""
     from dask.sizeof import sizeof
 
     if state.is_completed():
         size = sizeof(state.data)
-        if size >= HEADER_MAX_BYTES:
+        if size < HEADER_MAX_BYTES and size <= budget[0]:
+            budget[0] -= size
+        else:
             message = (
-                f"the result of this run ({size / 1e6:.1f} MB) stayed on the Dask cluster and was released "
+                f"the result of this run ({size:,} bytes) stayed on the Dask cluster and was released "
                 "when its flow run ended; read it inside the flow run, or set persist_result=True"
             )
             state = state.model_copy(update={"data": ReleasedResult(message)})
