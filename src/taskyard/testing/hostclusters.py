@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +53,11 @@ class HostCluster:
     def runner_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the runner that connects the flow host to this cluster."""
         raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every process on every host (by pid); the network stays."""
+        for host in self.net.hosts.values():
+            host.stop()
 
     def start(self) -> None:
         """Start every cluster process and wait until all workers are there."""
@@ -165,6 +171,29 @@ class DaskOnHosts(HostCluster):
             raise RuntimeError(f"{count} Dask workers did not join {self.address}: {done.stderr[-2000:]}")
 
 
+# Ray's CLI, with longer than its fixed 30 s for a starting node to register (a busy machine needs it).
+_RAY_CLI = """
+import sys
+from ray.scripts.scripts import main
+from taskyard_ray.connection import patient_node_lookup
+sys.argv[0] = "ray"
+with patient_node_lookup():
+    main()
+"""
+
+_PORT_OPEN = """
+import socket, sys, time
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.5)
+"""
+
 _RAY_NODES = """
 import sys, ray
 ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
@@ -193,21 +222,40 @@ class RayOnHosts(HostCluster):
     def runner_kwargs(self) -> dict[str, Any]:
         return {"address": self.address, "init_kwargs": {"_node_ip_address": self.net["flow"].address}}
 
-    def _ray(self, host: Host, args: Sequence[str], name: str) -> None:
-        ray = str(Path(sys.executable).with_name("ray"))
-        argv = [ray, "start", "--block", "--disable-usage-stats", f"--node-ip-address={host.address}",
-                "--object-store-memory=100000000", f"--temp-dir={self.temp}", *args]
-        host.popen(argv, self.logs / f"{name}.log", self.env)
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def _ray(self, host: Host, args: Sequence[str], name: str, store_bytes: int = 100_000_000) -> None:
+        argv = [sys.executable, "-c", _RAY_CLI, "start", "--block", "--disable-usage-stats",
+                f"--node-ip-address={host.address}", f"--object-store-memory={store_bytes}", f"--temp-dir={self.temp}",
+                *args]
+        log = self.logs / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        proc = host.popen(argv, log, self.env)
+        # One node at a time: nodes sharing a machine's temp dir pick their socket names as they start.
+        deadline = time.monotonic() + 180
+        while b"Ray runtime started" not in log.read_bytes()[offset:]:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray node on {host.role} did not start; see {log}")
+            time.sleep(0.3)
 
     def start(self) -> None:
         self._ray(self.net["head"], ["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false"], "head")
+        self.wait_for_head()
         for role in WORKERS:
             self.start_worker(role)
         self._ray(self.net["flow"], [f"--address={self.address}", "--num-cpus=0"], "flow-node")
         self.wait_for_workers(len(WORKERS))
 
+    def wait_for_head(self, timeout: float = 180) -> None:
+        """Block until the head's GCS port answers on the head host's address (asked from the flow host)."""
+        done = self._check(_PORT_OPEN, self.net["head"].address, str(self.port), str(timeout), timeout=timeout + 30)
+        if done.returncode != 0:
+            raise RuntimeError(f"the Ray head did not open {self.address} within {timeout} s; see {self.logs}")
+
     def start_worker(self, role: str) -> None:
-        self._ray(self.net[role], [f"--address={self.address}", f"--num-cpus={self.cpus}"], role)
+        self._ray(self.net[role], [f"--address={self.address}", f"--num-cpus={self.cpus}"], role, 300_000_000)
 
     def wait_for_workers(self, count: int, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

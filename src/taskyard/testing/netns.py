@@ -245,13 +245,16 @@ class HostNetwork:
 
     Args:
         roles: The hosts to build; by default the four of :data:`HOST_ADDRESSES`.
+        prefix: Of the namespace names. Only :data:`PREFIX` is swept when
+            its creator is dead; a network meant to outlive its creator
+            (``scripts/multihost.py up``) takes another.
     """
 
-    def __init__(self, roles: Sequence[str] = tuple(HOST_ADDRESSES)) -> None:
+    def __init__(self, roles: Sequence[str] = tuple(HOST_ADDRESSES), prefix: str = PREFIX) -> None:
         unknown = [r for r in roles if r not in HOST_ADDRESSES]
         if unknown:
             raise ValueError(f"unknown host roles {unknown}; choose from {list(HOST_ADDRESSES)}")
-        self.id = f"{PREFIX}-{os.getpid()}-{next(_instances)}"
+        self.id = f"{prefix}-{os.getpid()}-{next(_instances)}"
         self.bridge_netns = f"{self.id}-br"
         self.hosts: dict[str, Host] = {
             role: Host(role, f"{self.id}-{_SHORT[role]}", HOST_ADDRESSES[role], f"p-{_SHORT[role]}") for role in roles
