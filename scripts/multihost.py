@@ -96,7 +96,9 @@ def bench(backend: str, scale: int) -> int:
             cluster.start()
             for workload, options in runs:
                 report = cluster.run_flow(workload, timeout=7200, **options)
-                report.pop("stderr")
+                stderr = report.pop("stderr")
+                if report["exit_code"] != 0:
+                    print(stderr[-4000:], file=sys.stderr)
                 if workload == "scale" and report.get("seconds"):
                     report["tasks_per_s"] = round(scale / report["seconds"], 1)
                 print(json.dumps({"backend": backend, "workload": workload, **options, **report}), flush=True)

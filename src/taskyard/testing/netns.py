@@ -9,13 +9,15 @@
                eth0         eth0         eth0       eth0        (in each host's namespace)
          flow 198.51.100.10  head .20   worker-a .31  worker-b .32
 
-Every address comes from 198.51.100.0/24 (TEST-NET-2, reserved for documentation) and
-exists only inside these namespaces (TEST-NET-2 rather than TEST-NET-1:
-some sandboxes give the machine itself a 192.0.2.x address): each veth pair is created inside the
-bridge namespace with its peer placed straight into the host's namespace
-(``ip -n BR link add … peer name eth0 netns HOST``), so nothing appears in
-the root namespace, not even for a moment. There is no route out: a host
-reaches the other hosts and nothing else.
+Every address comes from 198.51.100.0/24 (TEST-NET-2, reserved for
+documentation; not TEST-NET-1, which some sandboxes give the machine
+itself) and exists only inside these namespaces: each veth pair is created
+inside the bridge namespace with its peer placed straight into the host's
+namespace (``ip -n BR link add … peer name eth0 netns HOST``), so nothing
+appears in the root namespace, not even for a moment. There is no route
+out: a host reaches the other hosts and nothing else. (Never connect to
+these addresses from the root namespace: there, they lead to whatever the
+machine's default route reaches.)
 
 Namespace names carry the creating process's pid (``tyhost-<pid>-<n>-…``),
 so parallel or crashed runs never collide, and :func:`sweep_stale` removes
