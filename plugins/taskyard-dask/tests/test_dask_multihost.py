@@ -68,6 +68,17 @@ def _wait_for_marks(marks: Path, count: int, timeout: float = 120) -> list[str]:
     raise TimeoutError(f"the map did not get under way: {len(list(marks.iterdir()))} of {count} runs started")
 
 
+def _wait_until_running_on(marks: Path, pids: set[int], timeout: float = 120) -> None:
+    """Until a run started (its mark, ``<index>-<pid>-<count>``) in one of ``pids`` under a second ago."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for mark in marks.iterdir():
+            if int(mark.name.split("-")[1]) in pids and time.time() - mark.stat().st_mtime < 1.0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError("no run started on the host to be lost")
+
+
 def _pids_of(cluster: DaskOnHosts, role: str) -> set[int]:
     return set(cluster.net[role].pids())
 
@@ -118,8 +129,9 @@ class TestDaskAcrossHosts:
         marks = tmp_path / "marks"
         marks.mkdir()
         victims = _pids_of(cluster, "worker-a")
-        spawned = cluster.spawn_flow("slowmap", size=30, seconds=1.0, retries=2, marks=str(marks))
-        _wait_for_marks(marks, 4)
+        spawned = cluster.spawn_flow("slowmap", size=30, seconds=2.0, retries=2, marks=str(marks))
+        _wait_for_marks(marks, 2)
+        _wait_until_running_on(marks, victims)  # a run is in flight there: the loss takes it
         lost_at = time.monotonic()
         killed = cluster.net["worker-a"].kill()
         assert victims and victims <= set(killed)
