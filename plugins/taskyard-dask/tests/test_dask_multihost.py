@@ -106,7 +106,6 @@ class TestDaskAcrossHosts:
         assert report["task_states"] == {"COMPLETED/Completed": 201}
         assert report["flow_host_bytes"] < 0.05 * 200_000_000
 
-    @pytest.mark.xfail(strict=True, reason="since map batching landed, unread small results of a batch all come back at flow end (the per-worker budget in taskyard_dask.worker is bypassed)")
     def test_a_map_feeding_a_reduce_stays_on_the_cluster(self, cluster: DaskOnHosts) -> None:
         """1,000 mapped tasks of 100 kB each into one reduce: under 5% of the 100 MB crosses the flow host."""
         report = cluster.run_flow("mapreduce", timeout=600, size=1000, nbytes=100_000)

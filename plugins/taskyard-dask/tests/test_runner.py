@@ -320,7 +320,6 @@ class TestData:
         with pytest.raises(MissingResultError, match="stayed on the Dask cluster"):
             a.result()
 
-    @pytest.mark.xfail(strict=True, reason="since map batching landed, a batch's unread small results all come back (the budget is bypassed)")
     def test_unread_small_results_come_back_within_a_budget(self, dask_address: str) -> None:
         """40 unread results of 100 kB: at most 1 MB per worker comes back when the flow run ends, the rest stays."""
         from taskyard_dask.worker import HEADER_BUDGET_BYTES
