@@ -55,7 +55,8 @@ def _ray_processes(fp: Any) -> list[str]:
     names = []
     for proc in fp.remember_children():
         try:
-            names.append(" ".join(proc.cmdline())[:80])
+            # The executable's own name first: a long install path would cut it off the shortened command line.
+            names.append(f"{proc.name()}: {' '.join(proc.cmdline())[:80]}")
         except psutil.Error:
             pass
     return names
