@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 import pytest
 
-from taskyard.testing.hostclusters import DaskOnHosts, FlowReport
+from taskyard.testing.hostchecks import (
+    assert_completed,
+    assert_nothing_running,
+    pids_of,
+    show_report,
+    wait_for_marks,
+    wait_until_running_on,
+)
+from taskyard.testing.hostclusters import DaskOnHosts
 from taskyard.testing.netns import HostNetwork
 
 # Minutes, not the suite's default: a cluster starts, and a lost host takes Dask's timeouts.
@@ -44,45 +52,6 @@ def cluster(host_network: HostNetwork, tmp_path_factory: pytest.TempPathFactory)
         started.stop()
 
 
-def _show(name: str, report: FlowReport) -> None:
-    shown = {k: v for k, v in report.items() if k not in ("stderr", "flow_host")}
-    print(f"\n[dask multihost] {name}: {shown}")
-
-
-def _ok(report: FlowReport) -> None:
-    assert report["exit_code"] == 0 and report["flow_state"] == "COMPLETED", report["stderr"][-3000:]
-
-
-def _nothing_running(report: FlowReport) -> None:
-    stuck = {k: v for k, v in report["task_states"].items() if not k.startswith(("COMPLETED", "FAILED", "CRASHED", "CANCELLED"))}
-    assert stuck == {}, f"task runs left unfinished in the store: {report['task_states']}"
-
-
-def _wait_for_marks(marks: Path, count: int, timeout: float = 120) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [p.name for p in marks.iterdir()]
-        if len(found) >= count:
-            return found
-        time.sleep(0.1)
-    raise TimeoutError(f"the map did not get under way: {len(list(marks.iterdir()))} of {count} runs started")
-
-
-def _wait_until_running_on(marks: Path, pids: set[int], timeout: float = 120) -> None:
-    """Until a run started (its mark, ``<index>-<pid>-<count>``) in one of ``pids`` under a second ago."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for mark in marks.iterdir():
-            if int(mark.name.split("-")[1]) in pids and time.time() - mark.stat().st_mtime < 1.0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError("no run started on the host to be lost")
-
-
-def _pids_of(cluster: DaskOnHosts, role: str) -> set[int]:
-    return set(cluster.net[role].pids())
-
-
 class TestDaskAcrossHosts:
     def test_core_contract_passes_with_the_flow_on_its_own_host(self, cluster: DaskOnHosts, tmp_path: Path) -> None:
         """The conformance suite's core tests, run by a pytest on the flow host against the remote cluster."""
@@ -101,16 +70,16 @@ class TestDaskAcrossHosts:
     def test_a_chain_of_large_results_stays_on_the_cluster(self, cluster: DaskOnHosts) -> None:
         """200 chained tasks of 1 MB each: under 5% of the 200 MB crosses the flow host's interface."""
         report = cluster.run_flow("chain", timeout=600, size=200, nbytes=1_000_000)
-        _show("chain 200 x 1 MB", report)
-        _ok(report)
+        show_report("dask", "chain 200 x 1 MB", report)
+        assert_completed(report)
         assert report["task_states"] == {"COMPLETED/Completed": 201}
         assert report["flow_host_bytes"] < 0.05 * 200_000_000
 
     def test_a_map_feeding_a_reduce_stays_on_the_cluster(self, cluster: DaskOnHosts) -> None:
         """1,000 mapped tasks of 100 kB each into one reduce: under 5% of the 100 MB crosses the flow host."""
         report = cluster.run_flow("mapreduce", timeout=600, size=1000, nbytes=100_000)
-        _show("map 1000 x 100 kB -> reduce", report)
-        _ok(report)
+        show_report("dask", "map 1000 x 100 kB -> reduce", report)
+        assert_completed(report)
         assert report["result"] == 100_000_000
         assert report["task_states"] == {"COMPLETED/Completed": 1001}
         assert report["flow_host_bytes"] < 0.05 * 100_000_000
@@ -119,8 +88,8 @@ class TestDaskAcrossHosts:
         """A map of SCALE_TASKS tiny tasks completes; tasks/s and the flow's peak RSS are reported."""
         report = cluster.run_flow("scale", timeout=1800, size=SCALE_TASKS)
         report["tasks_per_s"] = round(SCALE_TASKS / report["seconds"], 1)
-        _show(f"map of {SCALE_TASKS} tasks", report)
-        _ok(report)
+        show_report("dask", f"map of {SCALE_TASKS} tasks", report)
+        assert_completed(report)
         assert report["result"] == sum(i * i for i in range(SCALE_TASKS))
         assert report["task_states"] == {"COMPLETED/Completed": SCALE_TASKS}
 
@@ -128,22 +97,22 @@ class TestDaskAcrossHosts:
         """Every process of worker-a killed mid-map: its runs run again on worker-b; all complete, none left Running."""
         marks = tmp_path / "marks"
         marks.mkdir()
-        victims = _pids_of(cluster, "worker-a")
+        victims = pids_of(cluster, "worker-a")
         spawned = cluster.spawn_flow("slowmap", size=30, seconds=2.0, retries=2, marks=str(marks))
-        _wait_for_marks(marks, 2)
-        _wait_until_running_on(marks, victims)  # a run is in flight there: the loss takes it
+        wait_for_marks(marks, 2)
+        wait_until_running_on(marks, victims)  # a run is in flight there: the loss takes it
         lost_at = time.monotonic()
         killed = cluster.net["worker-a"].kill()
         assert victims and victims <= set(killed)
         report = cluster.finish_flow(spawned, timeout=BOUND_S + 120)
         report["seconds_after_loss"] = round(time.monotonic() - lost_at, 1)
-        _show("worker host lost mid-map", report)
+        show_report("dask", "worker host lost mid-map", report)
         try:
-            _ok(report)
+            assert_completed(report)
             assert report["task_states"] == {"COMPLETED/Completed": 30}
             assert int(report["run_counts"].get("2", 0)) >= 1  # the lost runs ran a second time
             assert report["seconds_after_loss"] < BOUND_S
-            _nothing_running(report)
+            assert_nothing_running(report)
         finally:
             cluster.start_worker("worker-a")
             cluster.wait_for_workers(2)
@@ -153,25 +122,25 @@ class TestDaskAcrossHosts:
         marks = tmp_path / "marks"
         marks.mkdir()
         spawned = cluster.spawn_flow("slowmap", size=30, seconds=1.0, retries=2, marks=str(marks))
-        _wait_for_marks(marks, 4)
+        wait_for_marks(marks, 4)
         cut_at = time.monotonic()
         cluster.net.partition("worker-a")
         try:
             report = cluster.finish_flow(spawned, timeout=BOUND_S + 120)
             report["seconds_after_cut"] = round(time.monotonic() - cut_at, 1)
-            _show("worker host partitioned mid-map", report)
+            show_report("dask", "worker host partitioned mid-map", report)
             assert report["exit_code"] == 0, report["stderr"][-3000:]
             assert report["seconds_after_cut"] < BOUND_S
             assert sum(report["task_states"].values()) == 30
-            _nothing_running(report)
+            assert_nothing_running(report)
         finally:
             cluster.net.heal("worker-a")
         healed_at = time.monotonic()
         _restart_if_gone(cluster, "worker-a")
         after = cluster.run_flow("scale", timeout=300, size=200)
         after["seconds_after_heal"] = round(time.monotonic() - healed_at, 1)
-        _show("new flow run after the link came back", after)
-        _ok(after)
+        show_report("dask", "new flow run after the link came back", after)
+        assert_completed(after)
         assert after["result"] == sum(i * i for i in range(200))
 
     def test_a_lost_scheduler_ends_the_flow_with_a_clear_error(self, cluster: DaskOnHosts, tmp_path: Path) -> None:
@@ -179,18 +148,18 @@ class TestDaskAcrossHosts:
         marks = tmp_path / "marks"
         marks.mkdir()
         spawned = cluster.spawn_flow("slowmap", size=30, seconds=2.0, retries=0, marks=str(marks))
-        _wait_for_marks(marks, 2)
+        wait_for_marks(marks, 2)
         lost_at = time.monotonic()
         assert cluster.net["head"].kill()
         report = cluster.finish_flow(spawned, timeout=BOUND_S + 120)
         report["seconds_after_loss"] = round(time.monotonic() - lost_at, 1)
-        _show("scheduler host lost mid-map", report)
+        show_report("dask", "scheduler host lost mid-map", report)
         assert report["exit_code"] == 0, report["stderr"][-3000:]
         assert report["flow_state"] in ("FAILED", "CRASHED")
         assert "scheduler" in (report["message"] or "") or "Dask" in (report["message"] or ""), report["message"]
         assert report["seconds_after_loss"] < BOUND_S
         assert any(k.startswith("CRASHED") for k in report["task_states"]), report["task_states"]
-        _nothing_running(report)
+        assert_nothing_running(report)
 
 
 def _restart_if_gone(cluster: DaskOnHosts, role: str) -> None:

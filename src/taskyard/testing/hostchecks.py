@@ -1,0 +1,66 @@
+"""Checks the multi-host tests share: reading a flow's report, and waiting for a map to reach a host.
+
+Used by the Dask and Ray multi-host tests (``pytest -m multihost``); the
+flows they run live in :mod:`taskyard.testing.hostflows`, the clusters in
+:mod:`taskyard.testing.hostclusters`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from taskyard.testing.hostclusters import FlowReport, HostCluster
+
+__all__ = (
+    "show_report",
+    "assert_completed",
+    "assert_nothing_running",
+    "wait_for_marks",
+    "wait_until_running_on",
+    "pids_of",
+)
+
+
+def show_report(backend: str, name: str, report: FlowReport) -> None:
+    """Print a flow's report (seen with ``pytest -s``), without its stderr and raw counters."""
+    shown = {k: v for k, v in report.items() if k not in ("stderr", "flow_host")}
+    print(f"\n[{backend} multihost] {name}: {shown}")
+
+
+def assert_completed(report: FlowReport) -> None:
+    """The flow process exited 0 and its flow run Completed."""
+    assert report["exit_code"] == 0 and report["flow_state"] == "COMPLETED", report["stderr"][-3000:]
+
+
+def assert_nothing_running(report: FlowReport) -> None:
+    """Every task run of the flow run ended: none is left Pending or Running in the store."""
+    stuck = {k: v for k, v in report["task_states"].items() if not k.startswith(("COMPLETED", "FAILED", "CRASHED", "CANCELLED"))}
+    assert stuck == {}, f"task runs left unfinished in the store: {report['task_states']}"
+
+
+def wait_for_marks(marks: Path, count: int, timeout: float = 120) -> list[str]:
+    """Until ``count`` runs of a map left their start marks in ``marks``; their names."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p.name for p in marks.iterdir()]
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"the map did not get under way: {len(list(marks.iterdir()))} of {count} runs started")
+
+
+def wait_until_running_on(marks: Path, pids: set[int], timeout: float = 120) -> None:
+    """Until a run started (its mark, ``<index>-<pid>-<count>``) in one of ``pids`` under a second ago."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for mark in marks.iterdir():
+            if int(mark.name.split("-")[1]) in pids and time.time() - mark.stat().st_mtime < 1.0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError("no run started on the host to be lost")
+
+
+def pids_of(cluster: HostCluster, role: str) -> set[int]:
+    """The processes running on host ``role`` now."""
+    return set(cluster.net[role].pids())
