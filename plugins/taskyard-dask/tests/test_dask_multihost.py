@@ -21,6 +21,7 @@ from taskyard.testing.hostchecks import (
     assert_completed,
     assert_nothing_running,
     pids_of,
+    runs_started_again,
     show_report,
     wait_for_marks,
     wait_until_running_on,
@@ -110,7 +111,9 @@ class TestDaskAcrossHosts:
         try:
             assert_completed(report)
             assert report["task_states"] == {"COMPLETED/Completed": 30}
-            assert int(report["run_counts"].get("2", 0)) >= 1  # the lost runs ran a second time
+            # The runs lost with the host ran again on the other. A batch's innocent calls are
+            # placed again without losing an attempt, so run counts need not show it.
+            assert runs_started_again(marks, victims), sorted(p.name for p in marks.iterdir())
             assert report["seconds_after_loss"] < BOUND_S
             assert_nothing_running(report)
         finally:

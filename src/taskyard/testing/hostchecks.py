@@ -19,6 +19,7 @@ __all__ = (
     "wait_for_marks",
     "wait_until_running_on",
     "pids_of",
+    "runs_started_again",
 )
 
 
@@ -64,3 +65,11 @@ def wait_until_running_on(marks: Path, pids: set[int], timeout: float = 120) -> 
 def pids_of(cluster: HostCluster, role: str) -> set[int]:
     """The processes running on host ``role`` now."""
     return set(cluster.net[role].pids())
+
+
+def runs_started_again(marks: Path, lost: set[int]) -> set[str]:
+    """The map indexes that started in one of the ``lost`` processes and then again in another."""
+    starts = [name.split("-")[:2] for name in (p.name for p in marks.iterdir())]
+    on_lost = {index for index, pid in starts if int(pid) in lost}
+    elsewhere = {index for index, pid in starts if int(pid) not in lost}
+    return on_lost & elsewhere
