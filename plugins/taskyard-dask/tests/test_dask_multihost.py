@@ -98,10 +98,11 @@ class TestDaskAcrossHosts:
         """Every process of worker-a killed mid-map: its runs run again on worker-b; all complete, none left Running."""
         marks = tmp_path / "marks"
         marks.mkdir()
-        victims = pids_of(cluster, "worker-a")
         spawned = cluster.spawn_flow("slowmap", size=30, seconds=2.0, retries=2, marks=str(marks))
         wait_for_marks(marks, 2)
-        wait_until_running_on(marks, victims)  # a run is in flight there: the loss takes it
+        # A run is in flight there: the loss takes it.
+        wait_until_running_on(marks, lambda: pids_of(cluster, "worker-a"))
+        victims = pids_of(cluster, "worker-a")
         lost_at = time.monotonic()
         killed = cluster.net["worker-a"].kill()
         assert victims and victims <= set(killed)

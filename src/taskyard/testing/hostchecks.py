@@ -8,6 +8,7 @@ flows they run live in :mod:`taskyard.testing.hostflows`, the clusters in
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from taskyard.testing.hostclusters import FlowReport, HostCluster
@@ -51,12 +52,17 @@ def wait_for_marks(marks: Path, count: int, timeout: float = 120) -> list[str]:
     raise TimeoutError(f"the map did not get under way: {len(list(marks.iterdir()))} of {count} runs started")
 
 
-def wait_until_running_on(marks: Path, pids: set[int], timeout: float = 120) -> None:
-    """Until a run started (its mark, ``<index>-<pid>-<count>``) in one of ``pids`` under a second ago."""
+def wait_until_running_on(marks: Path, pids: Callable[[], set[int]], timeout: float = 120) -> None:
+    """Until a run started (its mark, ``<index>-<pid>-<count>``) under a second ago in a process of ``pids()``.
+
+    ``pids`` is asked again on every look: a Ray node starts its worker
+    processes only when runs arrive, so they are not there beforehand.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        current = pids()
         for mark in marks.iterdir():
-            if int(mark.name.split("-")[1]) in pids and time.time() - mark.stat().st_mtime < 1.0:
+            if int(mark.name.split("-")[1]) in current and time.time() - mark.stat().st_mtime < 1.0:
                 return
         time.sleep(0.05)
     raise TimeoutError("no run started on the host to be lost")
