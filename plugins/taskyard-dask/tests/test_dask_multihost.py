@@ -10,7 +10,6 @@ docs/runners/dask.md.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from taskyard.testing.hostchecks import (
+    SCALE_TASKS,
     assert_completed,
     assert_nothing_running,
     pids_of,
     runs_started_again,
     show_report,
+    started_cluster,
     wait_for_marks,
     wait_until_running_on,
 )
@@ -32,9 +33,6 @@ from taskyard.testing.netns import HostNetwork
 # Minutes, not the suite's default: a cluster starts, and a lost host takes Dask's timeouts.
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1800)]
 
-# The full 100,000-task map takes minutes on 2 cores: CI runs a smaller one;
-# scripts/multihost.py runs the full size by hand.
-SCALE_TASKS = int(os.environ.get("TASKYARD_MULTIHOST_SCALE", "2000"))
 # A lost host or scheduler must end the flow within this (Dask's TCP timeout is 30 s).
 BOUND_S = 150.0
 
@@ -42,15 +40,8 @@ BOUND_S = 150.0
 @pytest.fixture(scope="module")
 def cluster(host_network: HostNetwork, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskOnHosts]:
     """``dask scheduler`` on head, a worker (1 thread, with its nanny) on each worker host."""
-    logs = tmp_path_factory.mktemp("dask-hosts-logs")
-    home = tmp_path_factory.mktemp("dask-hosts-home")
-    started = DaskOnHosts(host_network, logs)
-    started.env["TASKYARD_HOME"] = str(home)
-    try:
-        started.start()
+    with started_cluster(DaskOnHosts, host_network, tmp_path_factory, "dask") as started:
         yield started
-    finally:
-        started.stop()
 
 
 class TestDaskAcrossHosts:

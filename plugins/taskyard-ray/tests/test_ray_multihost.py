@@ -12,7 +12,6 @@ Figures are printed (``-s``) and recorded in docs/runners/ray.md.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -20,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from taskyard.testing.hostchecks import (
+    SCALE_TASKS,
     assert_completed,
     assert_nothing_running,
     pids_of,
     show_report,
+    started_cluster,
     wait_for_marks,
     wait_until_running_on,
 )
@@ -33,9 +34,6 @@ from taskyard.testing.netns import HostNetwork
 # Minutes, not the suite's default: a cluster starts, and a lost host takes Ray's health checks.
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1800)]
 
-# The full 100,000-task map takes minutes on 2 cores: CI runs a smaller one;
-# scripts/multihost.py runs the full size by hand.
-SCALE_TASKS = int(os.environ.get("TASKYARD_MULTIHOST_SCALE", "2000"))
 # A lost host or head must end the flow within this.
 BOUND_S = 150.0
 
@@ -43,15 +41,8 @@ BOUND_S = 150.0
 @pytest.fixture(scope="module")
 def cluster(host_network: HostNetwork, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayOnHosts]:
     """A Ray head (no CPUs) on head, a worker node (1 CPU) on each worker host, a zero-CPU node on flow."""
-    logs = tmp_path_factory.mktemp("ray-hosts-logs")
-    home = tmp_path_factory.mktemp("ray-hosts-home")
-    started = RayOnHosts(host_network, logs)
-    started.env["TASKYARD_HOME"] = str(home)
-    try:
-        started.start()
+    with started_cluster(RayOnHosts, host_network, tmp_path_factory, "ray") as started:
         yield started
-    finally:
-        started.stop()
 
 
 class TestRayAcrossHosts:

@@ -7,13 +7,28 @@ flows they run live in :mod:`taskyard.testing.hostflows`, the clusters in
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from taskyard.testing.hostclusters import FlowReport, HostCluster
+from taskyard.testing.netns import HostNetwork
+
+if TYPE_CHECKING:
+    import pytest
+
+C = TypeVar("C", bound=HostCluster)
+
+# The full 100,000-task map takes minutes on 2 cores: CI runs a smaller one;
+# scripts/multihost.py runs the full size by hand.
+SCALE_TASKS = int(os.environ.get("TASKYARD_MULTIHOST_SCALE", "2000"))
 
 __all__ = (
+    "SCALE_TASKS",
+    "started_cluster",
     "show_report",
     "assert_completed",
     "assert_nothing_running",
@@ -22,6 +37,20 @@ __all__ = (
     "pids_of",
     "runs_started_again",
 )
+
+
+@contextlib.contextmanager
+def started_cluster(kind: type[C], net: HostNetwork, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[C]:
+    """A ``kind`` cluster started on ``net`` with its own logs and TASKYARD_HOME; stopped on exit."""
+    logs = tmp_path_factory.mktemp(f"{name}-hosts-logs")
+    home = tmp_path_factory.mktemp(f"{name}-hosts-home")
+    cluster = kind(net, logs)
+    cluster.env["TASKYARD_HOME"] = str(home)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def show_report(backend: str, name: str, report: FlowReport) -> None:
