@@ -2,22 +2,24 @@
 
 The runner registers :class:`OwnedWorkers` on a cluster it starts and closes
 (never on one given by ``address``). It runs in every worker process,
-including those a nanny starts again later.
+including those a nanny starts again later. :func:`muted` silences the
+flow process's side (the scheduler) while the runner kills those workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ("OwnedWorkers",)
+__all__ = ("OwnedWorkers", "muted")
 
 _CLOSING = ("closing", "closed", "closing_gracefully", "failed")
 
@@ -77,3 +79,22 @@ class OwnedWorkers(WorkerPlugin):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(idle.wait(), self.wait)
         callback.callback = self._beat
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Silence ``distributed``'s loggers in this process for the duration.
+
+    For the runner's stop of its own cluster after a cancellation: it kills
+    the worker processes, and the scheduler then reports every connection to
+    them as broken (e.g. ``Batched Comm Closed`` with a traceback) — news to
+    nobody, since the runner did it. The user has already been told the run
+    was cancelled.
+    """
+    log = logging.getLogger("distributed")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

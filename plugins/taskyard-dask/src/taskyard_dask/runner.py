@@ -354,7 +354,16 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         and closing a worker that runs one waits seconds before killing it
         anyway. After a second Ctrl-C (:func:`hurrying`) every wait is short.
         """
+        from taskyard_dask.owned import muted
+
         client, cluster = self._client, self._cluster
+        with muted() if cluster is not None and stop_now else contextlib.nullcontext():
+            self._close_client_and_cluster(client, cluster, stop_now)
+        if self._release_main is not None:
+            self._release_main()
+        self._shared.clear()
+
+    def _close_client_and_cluster(self, client: Any, cluster: Any, stop_now: bool) -> None:
         hurry = hurrying()
         if cluster is not None and stop_now:
             _kill_worker_processes(cluster)
@@ -373,9 +382,6 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=5 if hurry else 30)
-        if self._release_main is not None:
-            self._release_main()
-        self._shared.clear()
 
     # -- logs --------------------------------------------------------------------------
 
