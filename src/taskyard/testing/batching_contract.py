@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from taskyard import flow, get_run_context, task, wait
+from taskyard import flow, get_run_context, get_run_logger, task, wait
 from taskyard.runners.base import TaskRunner
 from taskyard.states import StateType
 from taskyard.testing.hermetic import HermeticHome
@@ -113,6 +113,13 @@ def sleeps_then_marks(x: int, folder: str) -> int:
     return x
 
 
+@task(batch_size=_BATCH, log_prints=True, task_run_name="batch-log-{x}")
+def logs_and_prints(x: int) -> str:
+    get_run_logger().warning("logged by call %d", x)
+    print(f"printed by call {x}")
+    return get_run_context().task_run.id  # type: ignore[union-attr]
+
+
 def _peak(lines: list[str]) -> int:
     events = sorted(e for line in lines for e in ((float(line.split()[0]), 1), (float(line.split()[1]), -1)))
     peak = current = 0
@@ -166,6 +173,19 @@ class TaskRunnerBatchingContract(HermeticHome):
         _states(runner, lambda: hooked.map(range(6), str(tmp_path)))
         names = sorted(p.name for p in tmp_path.iterdir())
         assert names == sorted(f"hook-{x}-{'Failed' if x == 2 else 'Completed'}" for x in range(6))
+
+    def test_logs_are_per_call(self, runner: TaskRunner[Any], caplog: pytest.LogCaptureFixture) -> None:
+        """Each call of a batch logs and prints once, under its own run name and id, in the flow process."""
+        with caplog.at_level("INFO"):
+            states = _states(runner, lambda: logs_and_prints.map(range(8)))
+        ids = [s.result() for s in states]
+        for kind in ("logged", "printed"):
+            records = sorted(
+                (r for r in caplog.records if r.getMessage().startswith(f"{kind} by call ")),
+                key=lambda r: int(r.getMessage().rsplit(" ", 1)[1]),
+            )
+            seen = [(r.getMessage(), getattr(r, "task_run_name", None), getattr(r, "task_run_id", None)) for r in records]
+            assert seen == [(f"{kind} by call {x}", f"batch-log-{x}", ids[x]) for x in range(8)]
 
     def test_a_call_that_kills_its_worker_ends_crashed_alone(self, runner: TaskRunner[Any]) -> None:
         """A call that ends its worker process ends Crashed; the other calls of its batch complete."""
