@@ -82,8 +82,9 @@ class TestHostNetwork:
         pids: list[int] = []
         with pytest.raises(RuntimeError, match="test body failed"), HostNetwork() as net:
             net["worker-b"].popen([sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "host.log")
+            assert _eventually(lambda: bool(net["worker-b"].pids()))  # `ip netns exec` enters the namespace, then execs
             pids = net["worker-b"].pids()
-            assert pids and set(net.namespaces()) <= _netns()
+            assert set(net.namespaces()) <= _netns()
             raise RuntimeError("test body failed")
         assert _netns() == before
         for pid in pids:
