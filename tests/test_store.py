@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from taskyard import flow, get_run_context, tags, task
+from taskyard.futures import wait as wait_all
 from taskyard.runs import list_flow_runs, read_flow_run
 from taskyard.store.codec import TASK_FIELDS, decode_chunk, encode_chunk, json_safe
 from taskyard.store.db import connect, database_path, pid_alive
@@ -113,6 +114,27 @@ class TestRecording:
         assert all(t.start_time is not None and t.end_time is not None and t.start_time <= t.end_time for t in record.task_runs)
         assert record.parameters == {"n": 1500}
         assert [s.name for s in record.state_history] == ["Running", "Completed"]
+
+    def test_recorded_times_are_the_states_own(self) -> None:
+        """Start and end times read back equal each run's state, whether the engine's fast path made it or not."""
+
+        @task
+        def fails_on_3(x: int) -> int:
+            if x == 3:
+                raise ValueError("three")
+            return x
+
+        @flow
+        def timed() -> dict[str, tuple[Any, ...]]:
+            futures = [*fails_on_3.map(range(6)), flaky_once.submit("ok"), double.submit(1)]
+            return {f.task_run_id: (f.state.name, f.state.start_time, f.state.timestamp) for f in wait_all(futures).done}
+
+        states = timed()
+        record = read_flow_run(list_flow_runs()[0].id)
+        assert len(record.task_runs) == len(states) == 8
+        for run in record.task_runs:
+            assert (run.state.name, run.start_time, run.end_time) == states[run.id]
+        assert record.task_counts == {"Completed": 7, "Failed": 1}
 
     def test_process_runner_task_runs_are_recorded(self) -> None:
         """Task runs executed in worker processes are recorded from the states they send back."""
@@ -244,6 +266,25 @@ class TestWriterPasses:
         ready, rest = _split(rest, finishing=True)
         assert [[i.id for i in r[0]] for r in ready] == [["id-3"]] and rest == []
         assert not ready[0][1][0].is_final()  # never ended: written as it is
+
+    def test_a_pass_over_a_long_batch_stops_at_its_first_unfinished_run(self) -> None:
+        """Past the first window of a batch, a pass still stops at the first run not final and resumes there."""
+        from taskyard.context import TaskRunInfo
+        from taskyard.futures import TaskFuture
+        from taskyard.states import Completed
+        from taskyard.store.recorder import _WINDOW, _split
+
+        size = 2 * _WINDOW + 10
+        infos = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(size)]
+        futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
+        for future in futures[: _WINDOW + 5] + futures[_WINDOW + 6 :]:
+            future._state = Completed(data=0)
+        ready, rest = _split([(infos, futures, 1.0, 0)], finishing=False)
+        assert [len(r[0]) for r in ready] == [_WINDOW + 5] and [r[3] for r in rest] == [_WINDOW + 5]
+        assert all(state is future._state for state, future in zip(ready[0][1], futures, strict=False))
+        futures[_WINDOW + 5]._state = Completed(data=0)
+        ready, rest = _split(rest, finishing=False)
+        assert [len(r[0]) for r in ready] == [size - _WINDOW - 5] and rest == []
 
 
 class TestManyProcesses:

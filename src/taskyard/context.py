@@ -88,6 +88,10 @@ class FlowRunInfo:
             object.__setattr__(self, name, value)
 
 
+# What a task run's identity never carries to another process.
+_LOCAL_ONLY = frozenset({"nested", "final"})
+
+
 @dataclass(slots=True)
 class TaskRunInfo:
     """Identity of one task run; ``run_count`` counts its attempts (1 on the first).
@@ -119,6 +123,10 @@ class TaskRunInfo:
     ended: float | None = None
     # The runs submitted inside this run (taskyard.nested), while it runs.
     nested: Any = field(default=None, repr=False, compare=False)
+    # The final state the engine's fast path made for this run in this
+    # process, whose times are exactly ``started`` and ``ended``: the run
+    # store reads those floats instead of converting the state's datetimes.
+    final: Any = field(default=None, repr=False, compare=False)
 
     @property
     def start_time(self) -> datetime | None:
@@ -131,8 +139,8 @@ class TaskRunInfo:
         return None if self.ended is None else datetime.fromtimestamp(self.ended, UTC)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # A run's nested pool never travels with it.
-        return tuple(None if name == "nested" else getattr(self, name) for name in self.__slots__)
+        # A run's nested pool and final state never travel with it.
+        return tuple(None if name in _LOCAL_ONLY else getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for name, value in zip(self.__slots__, state, strict=True):

@@ -172,11 +172,15 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
             info.nested = None
             nested.close(ok)
         started = datetime.fromtimestamp(info.started, UTC)
+        # One clock reading for the state and the run's end: the run store
+        # records info.started/ended of a run whose ``final`` is its state.
+        ended = time.time()
+        at = datetime.fromtimestamp(ended, UTC)
         if ok:
-            state: State[R] = Completed(value, run_count=info.run_count, start_time=started)
+            state: State[R] = Completed(value, run_count=info.run_count, start_time=started, timestamp=at)
         else:
-            state = failed_state(value, info.run_count, start_time=started)
-        info.state_type, info.state_name, info.ended = state.type.value, state.name, time.time()
+            state = failed_state(value, info.run_count, start_time=started, timestamp=at)
+        info.state_type, info.state_name, info.ended, info.final = state.type.value, state.name, ended, state
         if not ok:
             _log_failure(info, state)
     finally:
@@ -383,7 +387,11 @@ def retry_delay(policy: _RetryPolicy, retry_index: int) -> float:
 
 
 def failed_state(
-    exc: BaseException, run_count: int, remote: bool = False, start_time: datetime | None = None
+    exc: BaseException,
+    run_count: int,
+    remote: bool = False,
+    start_time: datetime | None = None,
+    timestamp: datetime | None = None,
 ) -> State[Any]:
     """The final state for an exception raised by user code.
 
@@ -392,9 +400,9 @@ def failed_state(
     it as the ``__cause__`` of the exception it re-raises.
     """
     if isinstance(exc, TaskTimeoutError):
-        return TimedOut(exc, run_count=run_count, start_time=start_time)
+        return TimedOut(exc, run_count=run_count, start_time=start_time, timestamp=timestamp)
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if remote else None
-    return Failed(exc, run_count=run_count, traceback=text, start_time=start_time)
+    return Failed(exc, run_count=run_count, traceback=text, start_time=start_time, timestamp=timestamp)
 
 
 def hook_steps(hooks: Iterable[Callable[..., object]], owner: object, info: object, state: State[Any]) -> Steps[None]:

@@ -263,8 +263,11 @@ def _now() -> datetime:
     return datetime.now(_UTC)
 
 
-def _make(type_: StateType, name: str, message: str | None, data: Any = None, **kw: Any) -> State[Any]:
-    return State(type=type_, name=name, message=message, timestamp=_now(), data=data, **kw)
+def _make(
+    type_: StateType, name: str, message: str | None, data: Any = None, timestamp: datetime | None = None, **kw: Any
+) -> State[Any]:
+    at = _now() if timestamp is None else timestamp
+    return State(type=type_, name=name, message=message, timestamp=at, data=data, **kw)
 
 
 def Scheduled(message: str | None = None, *, name: str = "Scheduled") -> State[Any]:
@@ -294,12 +297,14 @@ def Completed(
     run_count: int = 1,
     name: str = "Completed",
     start_time: datetime | None = None,
+    timestamp: datetime | None = None,
 ) -> State[Any]:
     # The hot path of every run: built as State.model_construct would, without
     # validating values that are right by construction (3-4x faster).
     state = _new_state(State)
     _set(state, "__dict__", {
-        "type": StateType.COMPLETED, "name": name, "message": message, "timestamp": datetime.now(_UTC),
+        "type": StateType.COMPLETED, "name": name, "message": message,
+        "timestamp": datetime.now(_UTC) if timestamp is None else timestamp,
         "data": data, "run_count": run_count, "traceback": None, "result_location": None,
         "start_time": start_time, "history": (), "log_records": None,
     })  # fmt: skip
@@ -322,17 +327,22 @@ def Failed(
     traceback: str | None = None,
     data: Any = None,
     start_time: datetime | None = None,
+    timestamp: datetime | None = None,
 ) -> State[Any]:
     """A FAILED state holding ``exc`` (Prefect's ``Failed(data=exc, message=...)`` works too)."""
     if exc is None and data is not None:
         exc = data
     if message is None and exc is not None:
         message = f"{type(exc).__name__}: {exc}"
-    return _make(StateType.FAILED, name, message, exc, run_count=run_count, traceback=traceback, start_time=start_time)
+    return _make(
+        StateType.FAILED, name, message, exc, timestamp, run_count=run_count, traceback=traceback, start_time=start_time
+    )
 
 
-def TimedOut(exc: BaseException, *, run_count: int = 1, start_time: datetime | None = None) -> State[Any]:
-    return Failed(exc, run_count=run_count, name="TimedOut", start_time=start_time)
+def TimedOut(
+    exc: BaseException, *, run_count: int = 1, start_time: datetime | None = None, timestamp: datetime | None = None
+) -> State[Any]:
+    return Failed(exc, run_count=run_count, name="TimedOut", start_time=start_time, timestamp=timestamp)
 
 
 def NotReady(upstream: str, upstream_state: State[Any]) -> State[Any]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from operator import attrgetter, is_, itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -239,9 +240,13 @@ class Recorder:
     def _encode(self, batches: list[_Batch], counts: dict[str, int]) -> tuple[int, bytes]:
         """One chunk for the task runs of ``batches``, column by column (see codec).
 
-        The recorder's hot path (a 10k-task map is 10k task runs): one list
-        comprehension per field, C-level ``map`` for timestamps, and what a
-        batch shares (one task, its tags, its submission time) copied, not read.
+        The recorder's hot path (a 10k-task map is 10k task runs), so every
+        column is one C-level ``map`` over slotted objects where it can be:
+        what a batch shares (one task, its tags, its submission time) is
+        copied, not read; a state's fields are read from its ``__dict__``
+        (a pydantic attribute read costs several times more); and the times
+        of runs whose state the engine's fast path made here are the floats
+        it kept on the run (``started``/``ended``), not datetimes to convert.
         """
         infos: list[TaskRunInfo] = []
         states: list[State[Any]] = []
@@ -257,16 +262,27 @@ class Recorder:
             tags.extend([self._tag_tuple(first.tags)] * n)
             submitted.extend([at] * n)
         count = len(infos)
-        state_names = [s.name for s in states]
+        made_here = all(map(is_, map(_FINAL, infos), states))
+        if made_here:  # the engine's fast path made every state here: its run holds what the state says
+            state_names, run_counts = list(map(_STATE_NAME, infos)), list(map(_INFO_RUN_COUNT, infos))
+            starts, ends = list(map(_STARTED, infos)), list(map(_ENDED, infos))
+        else:
+            fields = list(map(_FIELDS, states))
+            state_names, run_counts = list(map(_NAME, fields)), list(map(_RUN_COUNT, fields))
+            starts, ends = _times(infos, states, fields)
         for name in set(state_names):
             counts[name] = counts.get(name, 0) + state_names.count(name)
-        starts = [s.start_time for s in states]
-        run_counts = [s.run_count for s in states]
+        if made_here and state_names.count("Completed") == count:
+            # The fast path's Completed states have no message and no result location (engine._run_plain).
+            messages: list[str | None] = [None] * count
+            locations: list[str | None] = messages
+        else:
+            fields = list(map(_FIELDS, states))
+            messages, locations = list(map(_MESSAGE, fields)), list(map(_LOCATION, fields))
         columns: list[list[Any] | None] = [
-            [i.id for i in infos], [i.name for i in infos], task_names, [i.map_index for i in infos], tags, submitted,
-            None if _KNOWN_NAMES.issuperset(state_names) else [s.type._value_ for s in states], state_names, [s.message for s in states], run_counts,
-            list(map(_timestamp, starts)) if None in starts else list(map(datetime.timestamp, starts)),  # type: ignore[arg-type]
-            list(map(datetime.timestamp, [s.timestamp for s in states])), [s.result_location for s in states],
+            list(map(_ID, infos)), list(map(_RUN_NAME, infos)), task_names, list(map(_MAP_INDEX, infos)), tags,
+            submitted, None if _KNOWN_NAMES.issuperset(state_names) else [s.type._value_ for s in states],
+            state_names, messages, run_counts, starts, ends, locations,
             [_history(s) for s in states] if max(run_counts) > 1 else [None] * count,
         ]  # fmt: skip
         return count, encode_chunk(count, columns)
@@ -321,6 +337,42 @@ def _final_state(held: Any) -> State[Any] | None:
     return held if kind is State else None
 
 
+def _final_states(held: Sequence[Any], start: int) -> list[State[Any]]:
+    """The final states of ``held[start:]`` up to the first run not final yet.
+
+    Read a window at a time, so a pass costs about what finished since the
+    last one; a window of plain futures (a map on a local runner) is read
+    at C speed.
+    """
+    found: list[State[Any]] = []
+    while start < len(held):
+        window = held[start : start + _WINDOW]
+        start += len(window)
+        if set(map(type, window)) == _PLAIN_FUTURE:
+            states = list(map(_FUTURE_STATE, window))
+            unfinished = list(map(is_, states, itertools.repeat(None)))
+            if True in unfinished:
+                found.extend(states[: unfinished.index(True)])
+                return found
+            found.extend(states)
+            continue
+        for h in window:
+            state = _final_state(h)
+            if state is None:
+                return found
+            found.append(state)
+    return found
+
+
+def _states_now(held: Sequence[Any]) -> list[State[Any]]:
+    """The states of runs as they are (the flow run is finishing): final, or Pending for one that never ended."""
+    if set(map(type, held)) == _PLAIN_FUTURE:
+        states = list(map(_FUTURE_STATE, held))
+        if not any(map(is_, states, itertools.repeat(None))):
+            return states
+    return [s if (s := _final_state(h)) is not None else h.state for h in held]
+
+
 def _split(batches: list[_Held], finishing: bool) -> tuple[list[_Batch], list[_Held]]:
     """The runs of each batch that are final, from where the last pass stopped; and the batches still held.
 
@@ -334,21 +386,46 @@ def _split(batches: list[_Held], finishing: bool) -> tuple[list[_Batch], list[_H
     rest: list[_Held] = []
     for infos, held, at, start in batches:
         if finishing:
-            states = [s if (s := _final_state(h)) is not None else h.state for h in held[start:]]
-            ready.append((infos[start:], states, at))
+            ready.append((infos[start:], _states_now(held[start:]), at))
             continue
-        states = []
-        for h in itertools.islice(held, start, None):
-            state = _final_state(h)
-            if state is None:
-                break
-            states.append(state)
+        states = _final_states(held, start)
         end = start + len(states)
         if states:
             ready.append((infos[start:end], states, at))
         if end < len(held):
             rest.append((infos, held, at, end))
     return ready, rest
+
+
+_ID, _RUN_NAME, _MAP_INDEX, _FINAL = attrgetter("id"), attrgetter("name"), attrgetter("map_index"), attrgetter("final")
+_STARTED, _ENDED, _FIELDS = attrgetter("started"), attrgetter("ended"), attrgetter("__dict__")
+_STATE_NAME, _INFO_RUN_COUNT, _FUTURE_STATE = attrgetter("state_name"), attrgetter("run_count"), attrgetter("_state")
+_PLAIN_FUTURE = {TaskFuture}
+_WINDOW = 1024
+_NAME, _MESSAGE, _RUN_COUNT = itemgetter("name"), itemgetter("message"), itemgetter("run_count")
+_LOCATION = itemgetter("result_location")
+
+
+def _times(
+    infos: list[TaskRunInfo], states: list[State[Any]], fields: list[dict[str, Any]]
+) -> tuple[list[float | None], list[float]]:
+    """The start and end times of runs, as seconds since the epoch.
+
+    A run whose state the engine's fast path made in this process (its
+    ``final`` is that very state) has both as floats already; any other
+    run's state times are converted from datetimes.
+    """
+    finals = list(map(_FINAL, infos))
+    starts: list[float | None] = []
+    ends: list[float] = []
+    for info, final, state, values in zip(infos, finals, states, fields, strict=True):
+        if final is state:
+            starts.append(info.started)
+            ends.append(info.ended)  # type: ignore[arg-type]  # set with final
+        else:
+            starts.append(_timestamp(values["start_time"]))
+            ends.append(values["timestamp"].timestamp())
+    return starts, ends
 
 
 def _timestamp(moment: datetime | None) -> float | None:
