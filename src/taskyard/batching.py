@@ -25,17 +25,21 @@ per backend task, and a CPU-bound map keeps its load balancing.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from taskyard.logs import levels_held
 
 if TYPE_CHECKING:
     from taskyard.engine import TaskCall
     from taskyard.states import State
 
-__all__ = ("BatchSizer", "BatchResult", "run_batch", "check_batch_size", "TARGET_SECONDS", "MAX_BATCH")
+__all__ = ("BatchSizer", "BatchResult", "run_batch", "batch_levels", "check_batch_size", "TARGET_SECONDS", "MAX_BATCH")
 
 #: The duration an adaptive batch aims for (joblib's ``batch_size="auto"`` aims for 0.2–2 s;
 #: shorter here so the first results of a map arrive early).
@@ -144,5 +148,21 @@ def run_batch(calls: Sequence[TaskCall[Any]], run_one: Callable[[TaskCall[Any]],
     (:func:`taskyard.runners.base.run_call`, or a runner's wrapper of it).
     """
     started = time.perf_counter()
-    states = {call.task_run.id: run_one(call) for call in calls}
+    with batch_levels(calls):
+        states = {call.task_run.id: run_one(call) for call in calls}
     return BatchResult(states, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def batch_levels(calls: Sequence[TaskCall[Any]]) -> Iterator[None]:
+    """Around a batch on a worker: the loggers pass its flow run's level once for all its calls.
+
+    Each call captures its own records either way; this only spares setting
+    (and resetting) the worker's logger levels call by call.
+    """
+    flow_run = calls[0].flow_run if calls else None
+    if flow_run is None or flow_run.pid in (0, os.getpid()):  # no capture in the flow's own process
+        yield
+        return
+    with levels_held(flow_run.log_level):
+        yield

@@ -9,9 +9,10 @@ see each other's runs. Task calls carry a snapshot (:class:`FlowRunInfo`,
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,10 +89,6 @@ class FlowRunInfo:
             object.__setattr__(self, name, value)
 
 
-# What a task run's identity never carries to another process.
-_LOCAL_ONLY = frozenset({"nested", "final"})
-
-
 @dataclass(slots=True)
 class TaskRunInfo:
     """Identity of one task run; ``run_count`` counts its attempts (1 on the first).
@@ -138,13 +135,17 @@ class TaskRunInfo:
         """When the run reached its final state (UTC); set before its hooks run."""
         return None if self.ended is None else datetime.fromtimestamp(self.ended, UTC)
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        # A run's nested pool and final state never travel with it.
-        return tuple(None if name in _LOCAL_ONLY else getattr(self, name) for name in self.__slots__)
+    def __reduce__(self) -> tuple[type[TaskRunInfo], tuple[Any, ...]]:
+        # Rebuilt by its constructor from a tuple read in one C call: every
+        # call of a map carries one. A run's nested pool and final state never travel with it.
+        return TaskRunInfo, _wire_fields(self)
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, state, strict=True):
-            object.__setattr__(self, name, value)
+
+# The fields a task run carries to another process: all but the local-only
+# ones at the end (its nested pool and final state), in constructor order.
+_WIRE_NAMES = [f.name for f in fields(TaskRunInfo)]
+_WIRE_NAMES = _WIRE_NAMES[: _WIRE_NAMES.index("nested")]
+_wire_fields = operator.attrgetter(*_WIRE_NAMES)
 
 
 @dataclass(frozen=True, slots=True)

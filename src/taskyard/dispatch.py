@@ -39,6 +39,7 @@ from taskyard.context import FlowRunInfo, TaskRunInfo, current_tags
 from taskyard.engine import TaskCall, failed_state
 from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture
+from taskyard.gcpause import collector_paused
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.logs import RunLoggerAdapter, run_extra
@@ -58,6 +59,12 @@ __all__ = ("Dispatcher", "new_run_id")
 def new_run_id() -> str:
     """A random 128-bit id as 32 hex digits (cheaper than uuid4, as unique)."""
     return os.urandom(16).hex()
+
+
+def _new_run_ids(count: int) -> list[str]:
+    """``count`` ids as :func:`new_run_id` makes them, from one read of the random source."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 class _Gate:
@@ -132,9 +139,11 @@ class Dispatcher:
 
     # -- naming ---------------------------------------------------------------
 
-    def task_run(self, task: Task[..., Any], parameters: dict[str, Any], map_index: int = -1) -> TaskRunInfo:
-        """A new task run identity for a call of ``task``."""
-        run_id = new_run_id()
+    def task_run(
+        self, task: Task[..., Any], parameters: dict[str, Any], map_index: int = -1, run_id: str | None = None
+    ) -> TaskRunInfo:
+        """A new task run identity for a call of ``task`` (a new id unless ``run_id`` is given)."""
+        run_id = run_id or new_run_id()
         tags = current_tags() | task.tags if task.tags else current_tags()
         flow_run_id = self.flow_run.id if self.flow_run is not None else None
         info = TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index, flow_run_id=flow_run_id)
@@ -198,29 +207,31 @@ class Dispatcher:
         names = list(mapped)
         columns = [mapped[name] for name in names]
         runs: list[TaskRunInfo] = []
-        for i in range(length):
-            params = dict(static)
-            ups = list(base_ups) if base_ups else []
-            needs = static_needs
-            for name, column in zip(names, columns, strict=True):
-                value = column[i]
-                params[name] = value
-                if type(value) not in _PLAIN:
-                    needs = scan(value, ups) or needs
-            call = TaskCall(task, params, self.task_run(task, params, i), self.flow_run)
-            runs.append(call.task_run)
-            refused = self._refusal(call) if task.resources else None
-            if refused is not None:
-                futures[i] = _finished(call, refused)
-            elif self._native and ups and not gated and not any(isinstance(u.future, State) for u in ups):
-                call.upstreams = ups  # the runner resolves them on its backend, and may batch the call
-                ready.append(call)
-                ready_at.append(i)
-            elif needs or ups or gated:
-                futures[i] = self._route(call, ups, needs)
-            else:
-                ready.append(call)
-                ready_at.append(i)
+        run_ids = _new_run_ids(length)
+        with collector_paused(length):  # the runner may run user code: not in there
+            for i in range(length):
+                params = dict(static)
+                ups = list(base_ups) if base_ups else []
+                needs = static_needs
+                for name, column in zip(names, columns, strict=True):
+                    value = column[i]
+                    params[name] = value
+                    if type(value) not in _PLAIN:
+                        needs = scan(value, ups) or needs
+                call = TaskCall(task, params, self.task_run(task, params, i, run_ids[i]), self.flow_run)
+                runs.append(call.task_run)
+                refused = self._refusal(call) if task.resources else None
+                if refused is not None:
+                    futures[i] = _finished(call, refused)
+                elif self._native and ups and not gated and not any(isinstance(u.future, State) for u in ups):
+                    call.upstreams = ups  # the runner resolves them on its backend, and may batch the call
+                    ready.append(call)
+                    ready_at.append(i)
+                elif needs or ups or gated:
+                    futures[i] = self._route(call, ups, needs)
+                else:
+                    ready.append(call)
+                    ready_at.append(i)
         if ready:
             try:
                 placed = self.runner.map(ready)

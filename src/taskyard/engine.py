@@ -137,15 +137,17 @@ def _is_plain(task: Task[..., Any]) -> bool:
 def _run_plain(call: TaskCall[R]) -> State[R] | None:
     """The engine's fast path: what ``task_steps`` does for a plain task, without the generator.
 
-    A task with no retries, timeout, cache or hooks (see :func:`_is_plain`),
-    run in the flow's own process with nothing to persist, is one attempt:
-    call the function, judge the outcome. Returns None when the call needs
-    the full engine after all (a result to persist, prints to capture, a
-    worker process, sync code called from async code).
+    A task with no retries, timeout, cache or hooks (see :func:`_is_plain`)
+    and nothing to persist is one attempt: call the function, judge the
+    outcome. In a worker process (a process pool's, a cluster's) the run's
+    log records are captured as the full engine does. Returns None when the
+    call needs the full engine after all (a result to persist, prints to
+    capture, sync code called from async code).
     """
     task, info, params, flow_run = call.task, call.task_run, call.parameters, call.flow_run
-    if flow_run is not None and (flow_run.log_prints or flow_run.pid not in (0, _PID[0])):
+    if flow_run is not None and flow_run.log_prints:
         return None
+    remote = flow_run is not None and flow_run.pid not in (0, _PID[0])
     if async_code_var.get():
         return None
     try:
@@ -159,6 +161,9 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
     info.state_type, info.state_name = "RUNNING", "Running"
     task_token = task_run_var.set(info)
     flow_token = flow_run_var.set(flow_run) if flow_run is not None else None
+    capture = LogCapture(flow_run.log_level) if remote else None  # type: ignore[union-attr]
+    if capture is not None:
+        capture.__enter__()
     try:
         info.run_count += 1
         args, kwargs = task.split_parameters(params)
@@ -179,14 +184,18 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
         if ok:
             state: State[R] = Completed(value, run_count=info.run_count, start_time=started, timestamp=at)
         else:
-            state = failed_state(value, info.run_count, start_time=started, timestamp=at)
+            state = failed_state(value, info.run_count, remote=remote, start_time=started, timestamp=at)
         info.state_type, info.state_name, info.ended, info.final = state.type.value, state.name, ended, state
         if not ok:
             _log_failure(info, state)
     finally:
+        if capture is not None:
+            capture.__exit__()
         if flow_token is not None:
             flow_run_var.reset(flow_token)
         task_run_var.reset(task_token)
+    if capture is not None and capture.records:
+        state = state.model_copy(update={"log_records": tuple(capture.records)})
     return state
 
 

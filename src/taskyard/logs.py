@@ -18,16 +18,17 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 from taskyard.context import FlowRunInfo, TaskRunInfo, flow_run_var, task_run_var
 
-__all__ = ("get_run_logger", "RunLoggerAdapter", "run_extra", "LogCapture", "replay_records", "printing_to")
+__all__ = ("get_run_logger", "RunLoggerAdapter", "run_extra", "LogCapture", "levels_held", "replay_records", "printing_to")
 
 RUN_LOGGER = "taskyard.runs"
 
@@ -125,6 +126,57 @@ _handler: _CaptureHandler | None = None
 _LEVELLED = (logging.getLogger("taskyard"), logging.getLogger())
 
 
+class _Levels:
+    """The worker's logger levels, lowered while runs that capture records are in progress.
+
+    An unconfigured worker's loggers pass WARNING and above; a run captures at
+    its flow's level. Each holder (a run, or a whole batch of runs) asks for a
+    level; the loggers pass the lowest level asked for while any holder is
+    left, and get their own levels back after the last. Setting a logger's
+    level clears every logger's cache, so this is done when the lowest level
+    changes, not per run — and concurrent runs in one worker (threads of a
+    Dask worker) never restore a level another run still needs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: dict[int, int] = {}
+        self._saved: list[tuple[logging.Logger, int]] = []
+        self._applied: int | None = None
+
+    def hold(self, level: int) -> None:
+        with self._lock:
+            self._holders[level] = self._holders.get(level, 0) + 1
+            if self._applied is None or level < self._applied:
+                self._apply(level)
+
+    def release(self, level: int) -> None:
+        with self._lock:
+            left = self._holders[level] - 1
+            if left:
+                self._holders[level] = left
+                return
+            del self._holders[level]
+            lowest = min(self._holders, default=None)
+            if lowest != self._applied:
+                self._apply(lowest)
+
+    def _apply(self, level: int | None) -> None:
+        for logger, saved in self._saved:
+            logger.setLevel(saved)
+        self._saved = []
+        self._applied = level
+        if level is None:
+            return
+        for logger in _LEVELLED:
+            if logger.getEffectiveLevel() > level:
+                self._saved.append((logger, logger.level))
+                logger.setLevel(level)
+
+
+_levels = _Levels()
+
+
 class LogCapture:
     """Collect the records logged in this context at ``level`` and above."""
 
@@ -137,22 +189,25 @@ class LogCapture:
         self.level = level
         self.records: list[dict[str, Any]] = []
         self._token: Any = None
-        self._saved: list[tuple[logging.Logger, int]] = []
 
     def __enter__(self) -> LogCapture:
         self._token = _capture.set(self.records)
-        # The worker's loggers may be unconfigured (WARNING); let the run's
-        # records through at the flow's level.
-        for logger in _LEVELLED:
-            if logger.getEffectiveLevel() > self.level:
-                self._saved.append((logger, logger.level))
-                logger.setLevel(self.level)
+        _levels.hold(self.level)
         return self
 
     def __exit__(self, *exc: object) -> None:
         _capture.reset(self._token)
-        for logger, level in self._saved:
-            logger.setLevel(level)
+        _levels.release(self.level)
+
+
+@contextlib.contextmanager
+def levels_held(level: int) -> Iterator[None]:
+    """Keep the loggers passing ``level`` for a whole batch of runs, instead of run by run."""
+    _levels.hold(level)
+    try:
+        yield
+    finally:
+        _levels.release(level)
 
 
 def replay_records(records: tuple[dict[str, Any], ...]) -> None:

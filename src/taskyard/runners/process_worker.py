@@ -4,44 +4,52 @@
 
     flow process                          worker process
     ────────────                          ──────────────
-    batch frame (cloudpickled calls) ──▶  reader thread ─▶ queue ─▶ main thread:
+    batch frame (the calls, packed) ──▶   reader thread ─▶ queue ─▶ main thread:
                                           (end-of-file without a    for each call:
-                                           stop frame: the flow       slot = n   (shared memory)
+                                           stop frame: the flow       started += 1 (shared memory)
                                            process died — exit)       run it
-    state frames, one per call      ◀──────────────────────────────   send its state
+    page frames ("page k is ready")  ◀──  its state into a shared page (state_pages.py)
 
-A frame is a 4-byte length and a payload. The worker sends each state as
-soon as its call ends, so a worker that dies loses no finished run; the
-shared ``slot`` counts the calls it has started, so the flow process knows
-whether the worker died while running a call (which one: the first without
-a state) or between calls (then none is to blame).
+A frame is a 4-byte length and a payload. The state of each call that ends
+goes at once into shared memory, which outlives the worker, and the pages
+are handed over every few milliseconds: a worker that dies loses no
+finished run. The shared ``started`` counter says how many calls the worker
+has started, so the flow process knows whether the worker died while
+running a call (which one: the first without a state) or between calls
+(then none is to blame).
 
-States travel as plain tuples (``pickle``, falling back to ``cloudpickle``
-for values defined in ``__main__``): a pydantic model pickles five times
-slower, and a state is sent per call.
+A batch of a map's calls travels as their shared task and flow run plus
+one row per call (:func:`pack_calls`). States travel as plain tuples
+(``pickle``, falling back to ``cloudpickle`` for values defined in
+``__main__``): a pydantic model pickles five times slower.
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import pickle
 import queue
 import signal
 import struct
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import cloudpickle
 
 from taskyard.exceptions import RunError, UnpicklableArgumentError
+from taskyard.batching import batch_levels
 from taskyard.runners.base import Crashed, State, TaskCall, run_call
 from taskyard.runners.lifeline import set_parent_death_signal
 from taskyard.runners.shared import load_shared
+from taskyard.runners.state_pages import FLUSH_SECONDS, STARTED, PageWriter, StatePages
+from taskyard.context import TaskRunInfo
 from taskyard.states import Failed, StateType, shared_fields
 
-__all__ = ("worker_main", "write_frame", "FrameBuffer", "UNLOADABLE", "STOP", "INIT_FAILED", "decode_state")
+__all__ = ("worker_main", "write_frame", "FrameBuffer", "UNLOADABLE", "STOP", "INIT_FAILED", "decode_state", "pack_calls")
 
 _HEADER = struct.Struct("!I")
 UNLOADABLE = b"u"  # worker → flow: the batch did not unpickle here; none of it ran
@@ -53,7 +61,15 @@ _ALL_FIELDS = shared_fields(State.model_fields)  # every decoded state shares on
 
 def write_frame(fd: int, payload: bytes) -> None:
     """Write one frame to ``fd`` whole (a pipe write may be cut short by a signal)."""
-    view = memoryview(_HEADER.pack(len(payload)) + payload)
+    _write(fd, _frame(payload))
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
@@ -82,6 +98,55 @@ class FrameBuffer:
         return frames
 
 
+# -- calls on the wire ----------------------------------------------------------------
+
+# What a run the dispatcher just made holds besides its identity (read in one C call).
+_UNIFORM = operator.attrgetter("parameters", "state_type", "state_name", "started", "ended", "nested", "final")
+_FRESH = _UNIFORM(TaskRunInfo("", "", ""))
+
+
+def pack_calls(calls: list[TaskCall[Any]]) -> bytes:
+    """A batch of calls as one payload for a worker (cloudpickle; the calls' task and flow run once).
+
+    The calls of a map share their task and flow run and differ only in
+    their identity and arguments, so they travel as one row each, rebuilt
+    into calls on the worker: pickling each call's objects costs ten times
+    more than that. Calls that do not fit that shape travel as they are.
+    """
+    rows = _rows(calls)
+    if rows is None:
+        return bytes(cloudpickle.dumps(calls))
+    first = calls[0]
+    return bytes(cloudpickle.dumps((first.task, first.flow_run, first.task_run.task_name, first.task_run.flow_run_id, rows)))
+
+
+def _rows(calls: list[TaskCall[Any]]) -> list[tuple[Any, ...]] | None:
+    first = calls[0]
+    task, flow_run, task_name, flow_run_id = first.task, first.flow_run, first.task_run.task_name, first.task_run.flow_run_id
+    rows = []
+    for call in calls:
+        run = call.task_run
+        if (
+            call.task is not task or call.flow_run is not flow_run or call.upstreams
+            or run.task_name != task_name or run.flow_run_id != flow_run_id or _UNIFORM(run) != _FRESH
+        ):  # fmt: skip
+            return None
+        rows.append((run.id, run.name, run.map_index, run.run_count, run.tags, run.transaction, call.parameters))
+    return rows
+
+
+def unpack_calls(payload: bytes) -> list[TaskCall[Any]]:
+    """The calls :func:`pack_calls` packed (in the worker)."""
+    loaded = cloudpickle.loads(payload)
+    if isinstance(loaded, list):
+        return loaded
+    task, flow_run, task_name, flow_run_id, rows = loaded
+    return [
+        TaskCall(task, parameters, TaskRunInfo(id_, name, task_name, tags, index, count, txn, flow_run_id), flow_run)
+        for id_, name, index, count, tags, txn, parameters in rows
+    ]
+
+
 # -- states on the wire -------------------------------------------------------------
 
 
@@ -100,19 +165,41 @@ def encode_state(state: State[Any]) -> bytes:
 
 
 def _fields_of(state: State[Any]) -> tuple[Any, ...]:
+    start = state.start_time
     return (
         state.type.value, state.name, state.message, state.timestamp.timestamp(), state.data,
         state.run_count, state.traceback, state.result_location, state.log_records,
+        None if start is None else start.timestamp(), state.history,
     )  # fmt: skip
 
 
 def decode_state(payload: bytes) -> State[Any]:
     """The state a worker sent (the flow process's side of :func:`encode_state`)."""
-    type_, name, message, stamp, data, run_count, tb, location, records = pickle.loads(payload[1:])
-    return State.model_construct(
-        _ALL_FIELDS, type=StateType(type_), name=name, message=message, timestamp=datetime.fromtimestamp(stamp, UTC),
-        data=data, run_count=run_count, traceback=tb, result_location=location, log_records=records,
-    )  # fmt: skip
+    return _state_of(*pickle.loads(payload[1:]))
+
+
+_TYPES = {t.value: t for t in StateType}
+_new_state = State.__new__
+_set = object.__setattr__
+
+
+def _state_of(
+    type_: str, name: str, message: Any, stamp: float, data: Any, run_count: int, tb: Any, location: Any,
+    records: Any, start: float | None, history: Any,
+) -> State[Any]:
+    # Built as State.model_construct would, without its per-field work: the
+    # values were a State's a moment ago (one per call of a map comes here).
+    state = _new_state(State)
+    _set(state, "__dict__", {
+        "type": _TYPES[type_], "name": name, "message": message, "timestamp": datetime.fromtimestamp(stamp, UTC),
+        "data": data, "run_count": run_count, "traceback": tb, "result_location": location,
+        "start_time": None if start is None else datetime.fromtimestamp(start, UTC), "history": history,
+        "log_records": records,
+    })  # fmt: skip
+    _set(state, "__pydantic_fields_set__", _ALL_FIELDS)
+    _set(state, "__pydantic_extra__", None)
+    _set(state, "__pydantic_private__", None)
+    return state
 
 
 def _unsendable(state: State[Any], exc: BaseException) -> State[Any]:
@@ -129,14 +216,14 @@ def _unsendable(state: State[Any], exc: BaseException) -> State[Any]:
 
 
 def worker_main(
-    inbox: Any, outbox: Any, slot: Any, forked_from_server: bool, inherited: list[int], init: bytes | None = None
+    inbox: Any, outbox: Any, pages: StatePages, forked_from_server: bool, inherited: list[int], init: bytes | None = None
 ) -> None:
     """Entry point of a worker process.
 
     Args:
         inbox: Connection the flow process sends batch frames on.
         outbox: Connection this worker sends state frames on.
-        slot: Shared counter of the calls this worker has started.
+        pages: Shared memory: the count of calls started, and the pages states go through.
         forked_from_server: The parent is the fork server, a process that
             lives exactly as long as the flow process: its death may kill us.
         inherited: Descriptors a forked worker holds by accident (the flow
@@ -156,6 +243,7 @@ def worker_main(
     batches: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     threading.Thread(target=_read_batches, args=(inbox.fileno(), batches), name="taskyard-inbox", daemon=True).start()
     out = outbox.fileno()
+    writer = PageWriter(pages, lambda frame: _write(out, frame))
     if init is not None:
         try:
             initializer, initargs = cloudpickle.loads(init)
@@ -163,17 +251,24 @@ def worker_main(
         except BaseException as exc:
             write_frame(out, INIT_FAILED + f"{type(exc).__name__}: {exc}".encode())
             raise SystemExit(1) from None
-    started = 0
     while (payload := batches.get()) is not None:
         try:
-            calls: list[TaskCall[Any]] = cloudpickle.loads(payload)
+            calls = unpack_calls(payload)
         except Exception:
             write_frame(out, UNLOADABLE)
             continue
-        for call in calls:
-            started += 1
-            slot.value = started
-            write_frame(out, encode_state(_run_one(call)))
+        with batch_levels(calls):
+            _run_batch(calls, pages.counts, writer)
+
+
+def _run_batch(calls: list[TaskCall[Any]], counts: Any, writer: PageWriter) -> None:
+    """Run the calls of one batch in order; each state goes to a page as its call ends."""
+    for call in calls:
+        counts[STARTED] += 1
+        writer.put(_frame(encode_state(_run_one(call))))
+        if time.perf_counter() - writer.handed_at >= FLUSH_SECONDS:
+            writer.hand_over()
+    writer.hand_over(wait=True)  # the flow process needs them to send more
 
 
 def _read_batches(fd: int, batches: queue.SimpleQueue[bytes | None]) -> None:

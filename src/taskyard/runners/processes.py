@@ -2,16 +2,17 @@
 
 ::
 
-    submit/map ─▶ cloudpickle.dumps(batch) ─▶ queue ─▶ a worker with room (≤ 2 batches each)
-                   │ (fails: Failed state naming          │ own pipes per worker
+    submit/map ─▶ pack_calls(batch) ─▶ queue ─▶ a worker with room (≤ 2 batches each)
+                   │ (fails: Failed state naming          │ own pipes and shared pages per worker
                    │  the argument that won't pickle)     ▼
-    futures ◀── one state per call, as it ends ◀── worker process (process_worker.py)
+    futures ◀── one state per call, a page at a time ◀── worker process (process_worker.py)
        ▲
-       └── a worker died: the call it had started (the shared counter says
-           whether it had) is lost — run again while its retries allow, then
-           Crashed; the calls queued on it never started and are placed
-           again; the other workers never notice. A fresh worker takes its
-           place.
+       └── a worker died: the states it left in its pages are read (no
+           finished call is lost); the call it had started (the shared
+           counter says whether it had) is lost — run again while its
+           retries allow, then Crashed; the calls queued on it never
+           started and are placed again; the other workers never notice.
+           A fresh worker takes its place.
 
 The runner assigns every batch to one worker, so it always knows which
 calls a worker holds and which one it is running: a worker that dies costs
@@ -28,7 +29,9 @@ cut the per-call cost. Batches are cut as workers take them, sized by a
 batches of that task ran: one call at first, then larger while calls are
 short (aiming for ~0.1 s per batch), never so large that a worker would sit
 idle at the end of the map. ``batch_size=`` (here or on the task) fixes the
-size; each call still has its own state, sent back as it ends.
+size; each call still has its own state, written to shared memory as it
+ends and handed to the flow process every few milliseconds
+(:mod:`taskyard.runners.state_pages`).
 
 Workers end with the flow process: each watches its pipe from the flow
 process and exits when it closes, and (under the fork server) also gets a
@@ -52,6 +55,7 @@ from typing import Any
 import cloudpickle
 
 from taskyard.exceptions import RunError, UnpicklableArgumentError
+from taskyard.gcpause import collector_paused
 from taskyard.runners.base import (
     BatchSizer,
     Cancelled,
@@ -71,16 +75,19 @@ from taskyard.runners.process_worker import (
     UNLOADABLE,
     FrameBuffer,
     decode_state,
+    pack_calls,
     worker_main,
     write_frame,
 )
 from taskyard.runners.shared import SharedArguments
+from taskyard.runners.state_pages import PAGE, StatePages
 from taskyard.states import Failed
 
 __all__ = ("ProcessPoolTaskRunner",)
 
 _MAX_BATCH = 1024  # an adaptive batch never holds more calls than this
 _PREFETCH = 2  # batches a worker holds: one running, one ready, so it never waits for the flow process
+_PAUSE_FROM_STATES = 64  # a frame with this many states is read with the garbage collector paused
 _MAX_ORPHANED = 3  # deaths with this call queued and nothing running before it is blamed
 
 class _Entry:
@@ -120,17 +127,17 @@ _Batch = tuple[_Sent, bytes]
 class _Worker:
     """The flow process's handle on one worker process."""
 
-    __slots__ = ("process", "inbox", "outbox", "slot", "frames", "batches", "done")
+    __slots__ = ("process", "inbox", "outbox", "pages", "frames", "batches", "done")
 
-    def __init__(self, process: Any, inbox: Any, outbox: Any, slot: Any) -> None:
-        self.process, self.inbox, self.outbox, self.slot = process, inbox, outbox, slot
+    def __init__(self, process: Any, inbox: Any, outbox: Any, pages: StatePages) -> None:
+        self.process, self.inbox, self.outbox, self.pages = process, inbox, outbox, pages
         self.frames = FrameBuffer()
         self.batches: deque[_Sent] = deque()  # sent, oldest first; the head one is being run
-        self.done = 0  # states received; the slot counts calls started
+        self.done = 0  # states received; pages.started counts calls started
 
     def running(self) -> bool:
         """True if the worker has started a call it has not answered."""
-        return bool(self.batches) and self.slot.value > self.done
+        return bool(self.batches) and self.pages.started > self.done
 
 
 class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
@@ -213,10 +220,11 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[TaskFuture[Any]]:
         self.check_open()
-        futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
-        self._shared.replace(calls)
-        entries = [_Entry(call, future) for call, future in zip(calls, futures, strict=True)]
-        segments = [_Segment([e for e in entries if e.call.task is t], self._sizer(t)) for t in _tasks_of(calls)]
+        with collector_paused(len(calls)):
+            futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
+            self._shared.replace(calls)
+            entries = [_Entry(call, future) for call, future in zip(calls, futures, strict=True)]
+            segments = [_Segment([e for e in entries if e.call.task is t], self._sizer(t)) for t in _tasks_of(calls)]
         with self._lock:
             closing = self._closing
             if not closing:
@@ -261,7 +269,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _pack(self, entries: list[_Entry], fail: Callable[[list[_Entry], State[Any]], None]) -> list[_Batch]:
         """Pickle a batch; a call that will not pickle is passed to ``fail``, the others go on."""
         try:
-            return [(_Sent(entries, None), cloudpickle.dumps([e.call for e in entries]))]
+            return [(_Sent(entries, None), pack_calls([e.call for e in entries]))]
         except Exception:
             if len(entries) > 1:
                 return [b for e in entries for b in self._pack([e], fail)]
@@ -308,7 +316,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         ctx = self._ctx
         inbox_r, inbox_w = ctx.Pipe(duplex=False)
         outbox_r, outbox_w = ctx.Pipe(duplex=False)
-        slot = ctx.RawValue("q", 0)
+        pages = StatePages(ctx)
         # A forked child gets a copy of every descriptor: it must close the
         # flow process's ends of the pipes, or it would never see them close.
         inherited = [inbox_w.fileno(), outbox_r.fileno()] + [
@@ -317,7 +325,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         process = ctx.Process(
             target=worker_main,
             args=(
-                inbox_r, outbox_w, slot, self.start_method == "forkserver",
+                inbox_r, outbox_w, pages, self.start_method == "forkserver",
                 inherited if self.start_method == "fork" else [], self._init,
             ),  # fmt: skip
             name="taskyard-worker",
@@ -328,7 +336,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         finally:
             inbox_r.close()
             outbox_w.close()
-        worker = _Worker(process, inbox_w, outbox_r, slot)
+        worker = _Worker(process, inbox_w, outbox_r, pages)
         self._workers[outbox_r.fileno()] = worker
         assert self._selector is not None
         self._selector.register(outbox_r.fileno(), selectors.EVENT_READ, worker)
@@ -374,12 +382,24 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             if frame == UNLOADABLE:
                 self._unloadable(worker)
                 continue
-            with self._lock:
-                worker.done += 1
-                if not worker.batches:  # taken by a cancellation
-                    continue
+            self._states(worker, worker.pages.take(frame[1]) if frame[:1] == PAGE else [frame])
+
+    def _states(self, worker: _Worker, payloads: list[bytes]) -> None:
+        """Complete the calls whose states ``worker`` sent, in the order it ran them."""
+        with collector_paused(len(payloads), at_least=_PAUSE_FROM_STATES):
+            states = [_decoded(payload) for payload in payloads]
+            self._finish(self._received(worker, len(states)), states)
+
+    def _received(self, worker: _Worker, count: int) -> list[_Entry]:
+        """The entries ``count`` states just received from ``worker`` belong to, in order."""
+        entries: list[_Entry] = []
+        with self._lock:
+            worker.done += count
+            while len(entries) < count and worker.batches:  # none left: taken by a cancellation
                 head = worker.batches[0]
-                entry = head.pop(0)
+                take = min(count - len(entries), len(head))
+                entries.extend(head[:take])
+                del head[:take]
                 if not head:
                     worker.batches.popleft()
                     now = time.perf_counter()
@@ -388,15 +408,16 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     if worker.batches:
                         worker.batches[0].started = now
                     self._dispatch()
-            self._settle()
-            try:
-                state = decode_state(frame)
-            except Exception as exc:  # the worker checked it loads; a second line of defence
-                state = Failed(RunError(f"the outcome of this run could not be unpickled here: {exc!r}"))
-            self._finish([entry], state)
+        self._settle()
+        return entries
 
-    def _finish(self, entries: list[_Entry], state: State[Any]) -> None:
-        _set_states(entries, state)
+    def _finish(self, entries: list[_Entry], state: State[Any] | list[State[Any]]) -> None:
+        """Complete ``entries`` with ``state`` (one for all, or one each)."""
+        if isinstance(state, list):
+            for entry, one in zip(entries, state, strict=False):  # fewer entries: a cancellation took some
+                entry.future._set_state(one)
+        else:
+            _set_states(entries, state)
         with self._lock:
             self._outstanding -= len(entries)
             wake = self._closing and self._outstanding == 0
@@ -428,6 +449,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         assert self._selector is not None
         self._selector.unregister(worker.outbox.fileno())
         worker.process.join(5)
+        self._states(worker, worker.pages.left())  # the calls that finished: none is lost
         with self._lock:
             self._workers.pop(worker.outbox.fileno(), None)
             running = worker.running()
@@ -496,9 +518,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 running, waiting = [], list(queued)
                 for worker in self._workers.values():
                     held = [e for b in worker.batches for e in b]
-                    if worker.running():
-                        running.append(held.pop(0))
-                    waiting.extend(held)
+                    started = max(0, worker.pages.started - worker.done) if held else 0  # ended or running
+                    running.extend(held[:started])
+                    waiting.extend(held[started:])
                     worker.batches.clear()
                 workers = list(self._workers.values())
         if cancel_pending:
@@ -515,6 +537,13 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 def _tasks_of(calls: Sequence[TaskCall[Any]]) -> list[Any]:
     """The distinct tasks of ``calls``, in order of first appearance."""
     return list({id(c.task): c.task for c in calls}.values())
+
+
+def _decoded(payload: bytes) -> State[Any]:
+    try:
+        return decode_state(payload)
+    except Exception as exc:  # the worker checked it loads; a second line of defence
+        return Failed(RunError(f"the outcome of this run could not be unpickled here: {exc!r}"))
 
 
 def _set_states(entries: list[_Entry], state: State[Any]) -> None:
