@@ -20,6 +20,7 @@ __all__ = (
     "tiny",
     "tiny_task",
     "tiny_unbatched_task",
+    "spin_unbatched_task",
     "noop_task",
     "inc_task",
     "square_task",
@@ -86,3 +87,4 @@ measure_task = task(name="measure")(measure)
 tiny_task = task(name="tiny")(tiny)
 #: The same calls with batching off, for the unbatched rows beside the batched ones.
 tiny_unbatched_task = task(name="tiny", batch_size=1)(tiny)
+spin_unbatched_task = task(name="spin", batch_size=1)(spin)

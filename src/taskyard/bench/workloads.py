@@ -28,6 +28,7 @@ from taskyard.bench.functions import (
     noop_task,
     spin,
     spin_task,
+    spin_unbatched_task,
     TINY_LOOPS,
     tiny,
     tiny_task,
@@ -155,6 +156,10 @@ def _cpu_flow(size: int, data: Any) -> Any:
     return spin_task.map(range(size)).result()
 
 
+def _cpu_unbatched_flow(size: int, data: Any) -> Any:
+    return spin_unbatched_task.map(range(size)).result()
+
+
 def _cpu_raw(b: RawBackend, size: int, data: Any) -> Any:
     return b.gather(b.map(spin, range(size)))
 
@@ -236,6 +241,10 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "cpu-map", f"N pure-Python CPU tasks of {CPU_LOOPS:,} loop steps (~50 ms each)", 40,
             _cpu_flow, _cpu_raw, _expect(lambda n, _: [k + _SPIN_SUM for k in range(n)]), _same,
+        ),
+        Workload(
+            "cpu-map-unbatched", "cpu-map with batch_size=1: one backend task per call", 40,
+            _cpu_unbatched_flow, _cpu_raw, _expect(lambda n, _: [k + _SPIN_SUM for k in range(n)]), _same,
         ),
         Workload(
             "tiny-map", "a map of N tiny tasks (~0.1 ms each), batched as the runner does by default", 20_000,

@@ -85,8 +85,9 @@ def bench(
 ) -> None:
     """Benchmark task runners against each other and against their raw backends.
 
-    Workloads: noop-map, chain, fan-in, cpu-map, large-arg, many-flows, or
-    your own FILE.py:FLOW. Each runs on the taskyard runner and on the bare
+    Workloads: noop-map, chain, fan-in, cpu-map, large-arg, many-flows,
+    tiny-map (20,000 calls of ~0.1 ms), the unbatched forms tiny-map-unbatched
+    and cpu-map-unbatched (batch_size=1), or your own FILE.py:FLOW. Each runs on the taskyard runner and on the bare
     backend beneath it (loop, ThreadPoolExecutor, ProcessPoolExecutor, Dask
     client, Ray) with one warm-up and --repeat timed runs; results are checked.
 
