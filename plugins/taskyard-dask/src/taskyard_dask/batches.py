@@ -13,8 +13,9 @@
                    cluster until read; reading one gathers the batch once); the
                    batch's time teaches the sizer; the next batch is cut
     error:         the batch is quarantined: run again one group at a time on the
-                   whole cluster, halved while it fails — the call that kills its
-                   worker then ends Crashed (or runs again) alone, the rest complete
+                   whole cluster, each call reporting its start, halved while it
+                   fails — the call that kills its worker then ends Crashed (or
+                   runs again) alone, the rest complete (taskyard_dask.losses)
 
 A scheduler round trip costs ~2 ms per Dask task; a batch pays it once for
 all its calls, which is what makes a map of tiny tasks faster than a raw
@@ -30,12 +31,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from taskyard.exceptions import CrashedRunError
 from taskyard.runners.base import BatchResult, BatchSizer, Cancelled, Crashed, set_state
-from taskyard.runners.toolkit import BatchFeeder, lose_attempt, lost_state, split_upstreams
+from taskyard.runners.toolkit import BatchFeeder, split_upstreams
+from taskyard_dask.entries import Entry, annotated, submit_kwargs
+from taskyard_dask.losses import QUEUED, crash, error_of
+from taskyard_dask.reading import state_for
 
 if TYPE_CHECKING:
-    from taskyard_dask.runner import DaskTaskRunner, _Entry
+    from taskyard_dask.runner import DaskTaskRunner
 
 __all__ = ("DaskBatches", "EAGER_BYTES", "EAGER_BYTES_PER_CALL")
 
@@ -55,7 +58,7 @@ class _Sent:
 
     __slots__ = ("entries", "sizer", "started")
 
-    def __init__(self, entries: list[_Entry], sizer: BatchSizer | None) -> None:
+    def __init__(self, entries: list[Entry], sizer: BatchSizer | None) -> None:
         self.entries, self.sizer, self.started = entries, sizer, time.perf_counter()
 
 
@@ -64,9 +67,9 @@ class DaskBatches:
 
     def __init__(self, runner: DaskTaskRunner) -> None:
         self.runner = runner
-        self.feeder: BatchFeeder[_Entry] = BatchFeeder(self._send, runner._threads)
+        self.feeder: BatchFeeder[Entry] = BatchFeeder(self._send, runner._threads)
         self._sizers: dict[int, tuple[Any, BatchSizer]] = {}
-        self._lane: deque[list[_Entry]] = deque()
+        self._lane: deque[list[Entry]] = deque()
         self._lane_lock = threading.Lock()
         self._lane_busy = False
         # The sizers (one per task) whose batches held results too large to bring back
@@ -81,30 +84,30 @@ class DaskBatches:
             known = self._sizers[id(task)] = (task, BatchSizer(fixed))
         return known[1]
 
-    def pending(self) -> list[_Entry]:
+    def pending(self) -> list[Entry]:
         """The calls waiting here, not yet on the cluster."""
         with self._lane_lock:
             lane = [e for group in self._lane for e in group]
         return self.feeder.queued() + lane
 
-    def cancel(self) -> list[_Entry]:
+    def cancel(self) -> list[Entry]:
         """Send nothing more; return (and forget) the calls waiting here."""
         with self._lane_lock:
             lane = [e for group in self._lane for e in group]
             self._lane.clear()
         return self.feeder.cancel() + lane
 
-    def _send(self, entries: list[_Entry], sizer: BatchSizer) -> None:
+    def _send(self, entries: list[Entry], sizer: BatchSizer) -> None:
         sent = self._submit(entries, sizer)
         if sent is None:
             self.feeder.finished(sizer, 0, None)
 
-    def _submit(self, entries: list[_Entry], sizer: BatchSizer | None) -> _Sent | None:
+    def _submit(self, entries: list[Entry], sizer: BatchSizer | None) -> _Sent | None:
         """Submit ``entries`` as one Dask task; None if none of them went (placed alone, or failed)."""
         runner = self.runner
         ids: list[str] = []
         values: list[Any] = []
-        ready: list[_Entry] = []
+        ready: list[Entry] = []
         for entry in entries:
             found = split_upstreams(entry.call, lambda up: runner._usable(up.native))
             if found.waiting:  # an upstream with no Dask future yet: this call goes alone, later
@@ -120,20 +123,20 @@ class DaskBatches:
         shared = next((e.shared for e in ready if e.shared), ())
         options = ready[0].options
         key = f"{ready[0].call.task_run.task_name}-batch-{os.urandom(8).hex()}"
-        from taskyard_dask.runner import _annotated, _submit_kwargs
-        from taskyard_dask.worker import run_calls_on_worker
+        from taskyard_dask.worker import run_calls_on_worker, run_marked_calls_on_worker
 
+        # A quarantined group (no sizer) reports each call's start, so its loss is judged exactly.
+        run, head = (run_calls_on_worker, ()) if sizer is not None else (run_marked_calls_on_worker, (runner._losses.topic,))
         try:
-            with _annotated(options):
+            with annotated(options):
                 native = runner._client.submit(
-                    run_calls_on_worker, [e.call for e in ready], tuple(ids), *values, *shared,
-                    key=key, pure=False, **_submit_kwargs(options),
+                    run, *head, [e.call for e in ready], tuple(ids), *values, *shared,
+                    key=key, pure=False, **submit_kwargs(options),
                 )  # fmt: skip
         except Exception as exc:  # e.g. a call that will not pickle: each goes alone and says so
             logger.debug("a batch of %d calls could not be submitted (%r); sending them one by one", len(ready), exc)
             for entry in ready:
-                entry.placements += 1
-                entry.key = f"{entry.call.task_run.task_name}-{entry.call.task_run.id}-s{entry.placements}"
+                entry.rekey("s")
                 runner._place(entry)
             return None
         sent = _Sent(ready, sizer)
@@ -146,7 +149,7 @@ class DaskBatches:
 
     # -- a batch that failed as a whole: find the call at fault ------------------------------
 
-    def _quarantine(self, groups: list[list[_Entry]]) -> None:
+    def _quarantine(self, groups: list[list[Entry]]) -> None:
         """Run ``groups`` one at a time on the cluster, halving each that fails again.
 
         One group in flight at a time means no two suspects ever share a
@@ -170,44 +173,53 @@ class DaskBatches:
             with self._lane_lock:
                 self._lane_busy = False
 
-    def _lane_done(self, sent: _Sent, mine: list[_Entry], native: Any) -> None:
+    def _lane_done(self, sent: _Sent, mine: list[Entry], native: Any) -> None:
         with self._lane_lock:
             self._lane_busy = False
-        status = native.status
-        if status == "error" and mine:
-            if len(mine) > 1:
-                half = len(mine) // 2
-                self._quarantine([mine[:half], mine[half:]])
+        if native.status == "error" and mine:
+            exc = error_of(native)
+            if self.runner._losses.is_killed(exc):
+                self._judge(mine, native.key, exc)
+            elif len(mine) > 1:
+                self._quarantine(self._halves(mine))
                 return
-            self._charge(mine[0], native)
+            else:
+                mine[0].losses += 1
+                crash(mine[0], exc)
         self._lane_pump()
 
-    def _charge(self, entry: _Entry, native: Any) -> None:
-        """The one call of a failed group: its run lost its worker (or could not run there)."""
-        try:
-            exc = native.exception(timeout=30)
-        except Exception as error:
-            exc = error
-        call = entry.call
-        entry.losses += 1
-        if isinstance(exc, self.runner._killed_worker):
-            if lose_attempt(call, entry.losses, self.runner._outstanding.closing):
-                logger.warning(
-                    "a Dask worker died running task run %r; running it again (retry %d of %d)",
-                    call.task_run.name, entry.losses, call.task.retries,
-                )  # fmt: skip
-                self._quarantine([[entry]])
+    def _judge(self, group: list[Entry], key: str, exc: BaseException) -> None:
+        """A quarantined group lost its worker: had its calls started? (see taskyard_dask.losses)"""
+        losses, outstanding = self.runner._losses, self.runner._outstanding
+        for entry in group:
+            outstanding.add(("judging", id(entry)), entry)  # still in flight for shutdown
+
+        def started() -> bool:
+            return any(losses.started(f"{key}/{e.call.task_run.id}") for e in group)
+
+        def decide(verdict: str) -> None:
+            kept = [e for e in group if outstanding.pop(("judging", id(e))) is e]  # not cancelled meanwhile
+            if not kept:
                 return
-            set_state(entry.future, lost_state(call, entry.losses, "a Dask worker process died", exc))
-            return
-        message = f"Dask failed running task run {call.task_run.name!r}: {exc!r}"
-        crash = CrashedRunError(message)
-        crash.__cause__ = exc if isinstance(exc, BaseException) else None
-        set_state(entry.future, Crashed(message, exc=crash, run_count=entry.losses))
+            if verdict == QUEUED:  # none of them started: the same group again
+                again = [e for e in kept if losses.orphan(e)]
+                self._quarantine([again] if again else [])
+            elif len(kept) > 1:
+                self._quarantine(self._halves(kept))
+            # Alone in the lane: it was running (UNKNOWN: its start report could not be made).
+            elif losses.lose(kept[0], exc):
+                self._quarantine([kept])
+
+        losses.deaths.judge(exc, key, started, decide)
+
+    @staticmethod
+    def _halves(group: list[Entry]) -> list[list[Entry]]:
+        half = len(group) // 2
+        return [group[:half], group[half:]]
 
     # -- the end of a batch (Dask's callback thread) ---------------------------------------
 
-    def _finished(self, native: Any, mine: list[_Entry], sizer: BatchSizer | None) -> float | None:
+    def _finished(self, native: Any, mine: list[Entry], sizer: BatchSizer | None) -> float | None:
         """Complete the calls of a finished batch: small results now, large ones when read.
 
         Returns how long the batch ran on its worker, when its result came back.
@@ -219,8 +231,6 @@ class DaskBatches:
         holding larger results stays on the cluster until a call's State is
         read, as an unbatched run's would, so downstream runs take them there.
         """
-        from taskyard_dask.runner import _REMOTE, _state_for
-
         if not mine:
             return None
         size = None
@@ -239,12 +249,10 @@ class DaskBatches:
                 result = None
             if isinstance(result, BatchResult):
                 for entry in mine:
-                    set_state(entry.future, _state_for(entry.future, result))
+                    set_state(entry.future, state_for(entry.future, result))
                 return result.seconds
         for entry in mine:
-            future = entry.future
-            future._batch.remote[future.task_run_id] = future
-            future._set_state(_REMOTE)
+            entry.future.mark_remote()
         return None
 
     def _on_done(self, sent: _Sent, native: Any) -> None:
@@ -271,6 +279,9 @@ class DaskBatches:
                     # The batch failed as a whole (its worker died, it could not be
                     # loaded there): find the call at fault; the others complete.
                     logger.debug("a batch of %d calls failed as a whole; isolating the call at fault", len(mine))
+                    exc = error_of(native)
+                    if runner._losses.is_killed(exc):  # it counts among the runs lost with its worker
+                        runner._losses.deaths.judge(exc, native.key, lambda: None, None)
                     self._quarantine([mine])
             else:
                 message = "Dask dropped this run's batch: the connection to the scheduler was lost, or the cluster went away"

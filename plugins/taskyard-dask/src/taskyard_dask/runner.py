@@ -10,10 +10,12 @@
     DaskTaskFuture ◀── Dask done-callback ◀────────────────────────────┘ (State stays on the worker)
       .native = the Dask future
       finished → marked done; the State is gathered when first read (siblings of a
-                 map in one round trip), so a chain A→B→C never moves data through
-                 the flow process
-      error    → KilledWorker: submitted again while the task's retries allow, else
-                 Crashed; an upstream's loss: placed again once the upstream settles
+                 map in one round trip; taskyard_dask.reading), so a chain A→B→C
+                 never moves data through the flow process
+      error    → KilledWorker: the dead worker is judged (taskyard_dask.losses): the run
+                 it was running is submitted again while its retries allow, else
+                 Crashed; runs only queued there are placed again; an upstream's
+                 loss: placed again once the upstream settles
       cancelled→ Cancelled (by us) or Crashed (scheduler connection lost)
 
 With no ``address`` the runner starts a temporary cluster (``LocalCluster`` on
@@ -24,34 +26,25 @@ at shutdown; with an ``address`` it only connects and disconnects.
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import CancelledError
-import importlib
 import logging
 import os
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
 
-from taskyard.exceptions import CrashedRunError, RunnerNotStartedError
+from taskyard.exceptions import RunnerNotStartedError
 from taskyard.runners.base import (
-    BatchResult,
     Cancelled,
-    Crashed,
     Failed,
-    State,
     TaskCall,
     TaskFuture,
     TaskRunner,
     check_batch_size,
-    received_state,
+    hurrying,
     set_state,
     unpicklable_argument_error,
-    hurrying,
-    unreadable_outcome_state,
     without_main,
 )
 from taskyard.runners.toolkit import (
@@ -59,79 +52,28 @@ from taskyard.runners.toolkit import (
     Outstanding,
     estimate_size,
     find_shared,
-    lose_attempt,
-    lost_state,
     split_upstreams,
     submit_failure_state,
     with_placeholders,
 )
-from taskyard.states import Pending, Running
+from taskyard.states import Crashed
 from taskyard_dask.batches import DaskBatches
-from taskyard_dask.options import current_dask_options, options_for_tags
+from taskyard_dask.entries import Entry, annotated, options_for, submit_kwargs
+from taskyard_dask.losses import Losses
+from taskyard_dask.reading import DaskTaskFuture, States
 from taskyard_dask.resources import ClusterResources
-from taskyard_dask.starting import Start
+from taskyard_dask.starting import Start, cluster_kwargs, load_class
 
 __all__ = ("DaskTaskRunner", "DaskTaskFuture")
 
 logger = logging.getLogger("taskyard.dask")
 
-# A run whose upstreams keep being lost is placed again at most this often.
-_MAX_PLACEMENTS = 20
 # Shared arguments at least this large (dask.sizeof) are scattered once per map.
 SHARE_MIN_BYTES = 100_000
-# Reading one result of a map gathers finished siblings too, up to this many bytes.
-FETCH_BATCH_BYTES = 16_000_000
-_SUBMIT_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
-# The state of a run that finished on the cluster and has not been read yet.
 # An interrupted start is left this long to finish before shutdown closes what it started.
 START_FINISH_SECONDS = 120
 # The name distributed's Nanny gives the worker processes it starts (and restarts).
 NANNY_PROCESS_NAME = "Dask Worker process (from Nanny)"
-_REMOTE: State[Any] = Running("finished on the Dask cluster; the state is fetched when read", name="Remote")
-
-
-class DaskTaskFuture(TaskFuture[Any]):
-    """A TaskFuture whose State stays on the cluster until it is read."""
-
-    __slots__ = ("_batch",)
-
-    def __init__(self, task_run_id: str, task_run_name: str, batch: _Batch) -> None:
-        super().__init__(task_run_id, task_run_name)
-        self._batch = batch
-
-    @property
-    def state(self) -> State[Any]:
-        state = self._state
-        if state is _REMOTE:
-            return self._batch.runner._fetch(self)
-        return state if state is not None else Pending()
-
-
-
-class _Batch:
-    """The futures of one submit or map: finished ones are gathered together."""
-
-    __slots__ = ("runner", "remote", "__weakref__")
-
-    def __init__(self, runner: DaskTaskRunner) -> None:
-        self.runner = runner
-        self.remote: dict[str, DaskTaskFuture] = {}
-
-
-class _Entry:
-    """A call on its way through the cluster (kept for resubmission)."""
-
-    __slots__ = ("call", "future", "options", "shared", "native", "losses", "key", "placements")
-
-    def __init__(self, call: TaskCall[Any], future: DaskTaskFuture, options: Mapping[str, Any], shared: tuple[Any, ...]) -> None:
-        self.call = call
-        self.future = future
-        self.options = options
-        self.shared = shared
-        self.native: Any = None
-        self.losses = 0
-        self.placements = 0
-        self.key = f"{call.task_run.task_name}-{call.task_run.id}"
 
 
 class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
@@ -191,9 +133,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._cluster: Any = None
         self._future_class: Any = None
         self._killed_worker: Any = None
-        self._fetch_lock = threading.Lock()
-        self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
-        self._batches: weakref.WeakSet[_Batch] = weakref.WeakSet()
+        self._outstanding: Outstanding[Entry] = Outstanding(lambda entry: entry.future)
+        self._states = States(self)
+        self._losses = Losses(self)
         self._logs = LogRelay()
         self._shared: dict[int, tuple[Any, Any]] = {}
         self._log_name = f"taskyard-logs-{os.urandom(4).hex()}"
@@ -238,16 +180,17 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             if self.address is not None:
                 self._client = distributed.Client(self.address, **client_kwargs)  # type: ignore[no-untyped-call]
             else:
-                cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
+                cls = load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
                 # Worker processes leave the flow script's __main__ alone: a script
                 # without an `if __name__ == "__main__":` guard runs once.
                 self._release_main = without_main(NANNY_PROCESS_NAME)
-                self._started_with = _cluster_kwargs(cls, self.cluster_kwargs)
+                self._started_with = cluster_kwargs(cls, self.cluster_kwargs)
                 self._cluster = cls(**self._started_with)
                 if self.adapt_kwargs:
                     self._cluster.adapt(**self.adapt_kwargs)
                 self._client = distributed.Client(self._cluster, **client_kwargs)  # type: ignore[no-untyped-call]
             self._forward_logs()
+            self._losses.listen(self._client, f"{self._log_name}-starts")
             if self._cluster is not None:
                 from taskyard_dask.owned import OwnedWorkers
 
@@ -280,7 +223,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 self._wait_outstanding()
             else:
                 self._cancel_outstanding()
-            self._release_states()
+            self._states.release_all()
         self._close_backend(stop_now=cancel_pending or not wait)
 
     def _wait_outstanding(self) -> None:
@@ -299,52 +242,6 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 self._client.cancel(natives, force=True)
             except Exception as exc:  # the scheduler may be gone already
                 logger.debug("cancelling %d Dask futures failed: %r", len(natives), exc)
-
-    def _release_states(self) -> None:
-        """Give every finished, unread run its state; large results stay behind."""
-        remote: dict[str, list[DaskTaskFuture]] = {}
-        for batch in list(self._batches):
-            for f in list(batch.remote.values()):
-                remote.setdefault(f.native.key, []).append(f)
-        if not remote:
-            return
-        headers: dict[str, Any] = {}
-        if self._client.status == "running":
-            try:
-                headers = self._read_headers(list(remote))
-            except Exception as exc:
-                if len(remote) == 1:  # e.g. a result or exception that cannot be pickled back
-                    (key, futures), = remote.items()
-                    headers[key] = unreadable_outcome_state(futures[0].task_run_name, exc, "its Dask worker")
-                else:  # find the runs whose states cannot come back
-                    for key, futures in remote.items():
-                        try:
-                            headers.update(self._read_headers([key]))
-                        except Exception as one:
-                            headers[key] = unreadable_outcome_state(futures[0].task_run_name, one, "its Dask worker")
-        if self._client.status == "running":
-            for key, futures in remote.items():  # e.g. a worker died since: Dask computes it again
-                if key not in headers:
-                    headers[key] = _gather_one(futures[0].native, futures[0].task_run_name)
-        with self._fetch_lock:
-            for key, futures in remote.items():
-                found = headers.get(key)
-                for future in futures:
-                    if future._state is _REMOTE:
-                        future._state = received_state(_state_for(future, found)) if found is not None else Crashed(
-                            f"task run {future.task_run_name!r} finished on the Dask cluster, but its state "
-                            "could not be read before the runner shut down"
-                        )
-                    future._batch.remote.pop(future.task_run_id, None)
-
-    def _read_headers(self, keys: list[str]) -> dict[str, Any]:
-        from taskyard_dask.worker import state_headers
-
-        headers: dict[str, Any] = {}
-        for found in self._client.run(state_headers, keys, on_error="return").values():
-            if isinstance(found, dict):
-                headers.update(found)
-        return headers
 
     def _close_backend(self, stop_now: bool = False) -> None:
         """Release the client, and close the cluster if the runner started it.
@@ -403,21 +300,18 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def submit(self, call: TaskCall[Any]) -> DaskTaskFuture:
         self.check_open()
-        batch = _Batch(self)
-        self._batches.add(batch)
-        future = DaskTaskFuture(call.task_run.id, call.task_run.name, batch)
+        future = DaskTaskFuture(call.task_run.id, call.task_run.name, self._states.group())
         self._logs.watch(call)
         if not self._refused(call, future):
-            self._place(_Entry(call, future, self._options(call), ()))
+            self._place(Entry(call, future, self._options(call), ()))
         return future
 
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[DaskTaskFuture]:  # type: ignore[override]
         self.check_open()
         if not calls:
             return []
-        batch = _Batch(self)
-        self._batches.add(batch)
-        futures = every = [DaskTaskFuture(c.task_run.id, c.task_run.name, batch) for c in calls]
+        group = self._states.group()
+        futures = every = [DaskTaskFuture(c.task_run.id, c.task_run.name, group) for c in calls]
         for call in {id(c.flow_run): c for c in calls}.values():
             self._logs.watch(call)
         if any(c.task.resources for c in calls):  # the calls no worker can run end here
@@ -431,10 +325,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         if len(plain) < len(calls):  # calls with upstreams go one by one
             for call, future in zip(calls, futures, strict=True):
                 if call.upstreams:
-                    self._place(_Entry(call, future, self._options(call), ()))
+                    self._place(Entry(call, future, self._options(call), ()))
         plain_calls, shared = self._share([calls[i] for i in plain])
         options = self._options(plain_calls[0]) if plain_calls else {}
-        entries = [_Entry(call, futures[i], options, shared) for i, call in zip(plain, plain_calls, strict=True)]
+        entries = [Entry(call, futures[i], options, shared) for i, call in zip(plain, plain_calls, strict=True)]
         if entries:
             self._send_batch(entries)
         return every
@@ -444,10 +338,10 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         plain = [i for i, c in enumerate(calls) if not c.upstreams]
         plain_calls, shared = self._share([calls[i] for i in plain])
         swapped = dict(zip(plain, plain_calls, strict=True))
-        by_task: dict[int, list[_Entry]] = {}
+        by_task: dict[int, list[Entry]] = {}
         options = self._options(calls[0])
         for i, call in enumerate(calls):
-            entry = _Entry(swapped.get(i, call), futures[i], options, shared if i in swapped else ())
+            entry = Entry(swapped.get(i, call), futures[i], options, shared if i in swapped else ())
             by_task.setdefault(id(call.task), []).append(entry)
         for task_id, entries in by_task.items():
             self._batching.feeder.add(entries, sizers[task_id])
@@ -473,7 +367,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         return refused is not None
 
     def _options(self, call: TaskCall[Any]) -> Mapping[str, Any]:
-        options = _options_for(call)
+        options = options_for(call)
         return self._resources.options(call, options) if self._resources is not None else options
 
     def _share(self, calls: list[TaskCall[Any]]) -> tuple[list[TaskCall[Any]], tuple[Any, ...]]:
@@ -495,39 +389,41 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._shared[id(value)] = (value, native)
         return native
 
-    def _place(self, entry: _Entry) -> None:
+    def _place(self, entry: Entry) -> None:
         """Submit ``entry`` with its upstreams as Dask futures, or as states when they have none."""
         ids, values, waiting = split_upstreams(entry.call, lambda up: self._usable(up.native))
         if waiting:  # a future of another runner, or one being submitted again
             self._outstanding.defer(entry, waiting, self._place)
             return
         values.extend(entry.shared)
-        from taskyard_dask.worker import run_call_on_worker
+        from taskyard_dask.worker import run_call_on_worker, run_marked_call_on_worker
 
+        # A run once lost with a worker, maybe before it started, reports its start (taskyard_dask.losses).
+        run, head = (run_marked_call_on_worker, (self._losses.topic,)) if entry.marked else (run_call_on_worker, ())
         try:
-            with _annotated(entry.options):
+            with annotated(entry.options):
                 native = self._client.submit(
-                    run_call_on_worker, entry.call, tuple(ids), *values, key=entry.key, pure=False, **_submit_kwargs(entry.options)
+                    run, *head, entry.call, tuple(ids), *values, key=entry.key, pure=False, **submit_kwargs(entry.options)
                 )
         except Exception as exc:
             set_state(entry.future, submit_failure_state(entry.call, exc, "a Dask worker"))
             return
         self._track(entry, native)
 
-    def _send_batch(self, entries: list[_Entry]) -> None:
+    def _send_batch(self, entries: list[Entry]) -> None:
         from taskyard_dask.worker import run_mapped_call_on_worker
 
         shared = entries[0].shared
         options = entries[0].options
         extra = {"shared": shared} if shared else {}
         try:
-            with _annotated(options):
+            with annotated(options):
                 natives = self._client.map(
                     run_mapped_call_on_worker,
                     [e.call for e in entries],
                     key=[e.key for e in entries],
                     pure=False,
-                    **_submit_kwargs(options),
+                    **submit_kwargs(options),
                     **extra,
                 )
         except Exception as exc:
@@ -560,7 +456,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             return native
         return None
 
-    def _track(self, entry: _Entry, native: Any) -> None:
+    def _track(self, entry: Entry, native: Any) -> None:
         entry.native = native
         entry.future.native = native
         self._outstanding.add(native.key, entry)
@@ -574,10 +470,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
             return
         future, status = entry.future, native.status
         if status == "finished":
-            future._batch.remote[future.task_run_id] = future
-            future._set_state(_REMOTE)  # a marker for this subclass's lazy `state`, not a final state
+            future.mark_remote()
         elif status == "error":
-            self._on_error(entry, native)
+            self._losses.on_error(entry, native)
         elif status == "cancelled" and self._outstanding.closing:
             set_state(future, Cancelled("the flow run was cancelled before this run finished"))
         else:
@@ -586,91 +481,6 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 "the connection to the scheduler was lost, or the cluster went away"
             )
             set_state(future, Crashed(message, run_count=entry.losses + 1))
-
-    def _on_error(self, entry: _Entry, native: Any) -> None:
-        try:
-            exc = native.exception(timeout=30)
-        except Exception as error:
-            exc = error
-        killed = isinstance(exc, self._killed_worker)
-        if killed:
-            own = getattr(exc, "task", native.key) == native.key
-        else:
-            own = not any(self._errored(up) for up, _ in entry.call.upstreams)
-        if not own:  # an upstream was lost: place this run again once that one settles
-            entry.placements += 1
-            if entry.placements > _MAX_PLACEMENTS:
-                message = f"task run {entry.call.task_run.name!r} could not be placed: its upstreams kept failing on Dask"
-                set_state(entry.future, Crashed(message, exc=CrashedRunError(message)))
-                return
-            # A new key: Dask answers a resubmitted key with the errored future it already has.
-            entry.key = f"{entry.call.task_run.task_name}-{entry.call.task_run.id}-p{entry.placements}"
-            self._place(entry)
-            return
-        entry.losses += 1
-        call = entry.call
-        if killed and lose_attempt(call, entry.losses, self._outstanding.closing):
-            logger.warning(
-                "a Dask worker died running task run %r; running it again (retry %d of %d)",
-                call.task_run.name, entry.losses, call.task.retries,
-            )
-            entry.key = f"{call.task_run.task_name}-{call.task_run.id}-{entry.losses}"
-            self._place(entry)
-            return
-        if killed:
-            set_state(entry.future, lost_state(call, entry.losses, "a Dask worker process died", exc))
-            return
-        message = f"Dask failed running task run {call.task_run.name!r}: {exc!r}"
-        crash = CrashedRunError(message)
-        crash.__cause__ = exc if isinstance(exc, BaseException) else None
-        set_state(entry.future, Crashed(message, exc=crash, run_count=entry.losses))
-
-    def _errored(self, upstream: Any) -> bool:
-        native = getattr(upstream, "native", None)
-        return isinstance(native, self._future_class) and native.status in ("error", "cancelled", "lost")
-
-    # -- reading states ------------------------------------------------------------------
-
-    def _fetch(self, future: DaskTaskFuture) -> State[Any]:
-        """Gather ``future``'s State, with finished siblings from its map (bounded in bytes).
-
-        Calls that ran in one batch share one Dask future: gathering it once
-        gives every one of them its State.
-        """
-        with self._fetch_lock:
-            state = future._state
-            if state is not _REMOTE:
-                return state  # type: ignore[return-value]
-            batch = future._batch
-            # list() first: Dask's callback thread adds to the dict meanwhile. Only
-            # futures already marked done: one still being marked must keep its wake-up.
-            finished = [f for f in list(batch.remote.values()) if f._state is _REMOTE]
-            natives = {future.native.key: future.native}
-            others = {f.native.key: f.native for f in finished if f.native.key not in natives}
-            if others:
-                try:
-                    sizes = self._client.nbytes(list(others), summary=False)
-                except Exception:
-                    sizes = {}
-                budget = FETCH_BATCH_BYTES
-                for key, native in others.items():
-                    budget -= sizes.get(key, FETCH_BATCH_BYTES)
-                    if budget < 0:
-                        break
-                    natives[key] = native
-            take = [f for f in finished if f.native.key in natives]
-            if future not in take:
-                take.append(future)
-            for f in take:
-                batch.remote.pop(f.task_run_id, None)
-            try:
-                got = dict(zip(natives, self._client.gather(list(natives.values())), strict=True))
-            except Exception:
-                got = {key: _gather_one(native, future.task_run_name) for key, native in natives.items()}
-            for f in take:
-                f._state = received_state(_state_for(f, got[f.native.key]))
-            return future._state  # type: ignore[return-value]
-
 
 def _kill_worker_processes(cluster: Any) -> None:
     """Kill the worker processes of a cluster's nannies; quietly skip what is not there.
@@ -690,69 +500,3 @@ def _kill_worker_processes(cluster: Any) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _state_for(future: TaskFuture[Any], found: Any) -> State[Any]:
-    """``future``'s State out of what its Dask future held (its own State, or its batch's)."""
-    if isinstance(found, BatchResult):
-        state = found.states.get(future.task_run_id)
-        if state is None:
-            return Crashed(f"task run {future.task_run_name!r} is missing from the result of its batch")
-        return state
-    return found  # type: ignore[no-any-return]
-
-
-def _gather_one(native: Any, task_run_name: str) -> Any:
-    try:
-        return native.result(timeout=60)
-    except (OSError, TimeoutError, CancelledError) as exc:  # the cluster, not the run, failed
-        message = f"the state of task run {task_run_name!r} could not be read from the Dask cluster: {exc!r}"
-        error = CrashedRunError(message)
-        error.__cause__ = exc
-        return Crashed(message, exc=error)
-    except Exception as exc:  # the outcome itself cannot make the trip (as on the process runner)
-        return unreadable_outcome_state(task_run_name, exc, "its Dask worker")
-
-
-def _options_for(call: TaskCall[Any]) -> Mapping[str, Any]:
-    base = current_dask_options()
-    tags = call.task_run.tags
-    return options_for_tags(tags, base) if tags else base
-
-
-def _submit_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: options[k] for k in _SUBMIT_OPTIONS if k in options}
-
-
-@contextlib.contextmanager
-def _annotated(options: Mapping[str, Any]) -> Iterator[None]:
-    annotations = options.get("annotations")
-    if not annotations:
-        yield
-        return
-    import dask
-
-    with dask.annotate(**annotations):  # type: ignore[attr-defined]
-        yield
-
-
-def _load_class(spec: type[Any] | str) -> type[Any]:
-    if not isinstance(spec, str):
-        return spec
-    module, _, name = spec.rpartition(".")
-    if not module:
-        raise ValueError(f"cluster_class must be a class or a 'module.Class' string, not {spec!r}")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-
-
-def _cluster_kwargs(cls: type[Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Loopback-only defaults for a LocalCluster; other classes get ``given`` as is."""
-    from distributed import LocalCluster
-
-    kwargs = dict(given)
-    if isinstance(cls, type) and issubclass(cls, LocalCluster):
-        # processes=False talks over inproc:// (no socket), which a host would turn off.
-        in_process = kwargs.get("processes") is False and "protocol" not in kwargs
-        if "ip" not in kwargs and not in_process:
-            kwargs.setdefault("host", "127.0.0.1")
-        kwargs.setdefault("dashboard_address", "127.0.0.1:0")
-        kwargs["scheduler_kwargs"] = {"allowed_failures": 0, **kwargs.get("scheduler_kwargs", {})}
-    return kwargs

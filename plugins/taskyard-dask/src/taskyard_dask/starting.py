@@ -1,4 +1,6 @@
-"""Starting a cluster that Ctrl-C may interrupt: the start finishes in a thread, then it is closed.
+"""Starting the runner's cluster: the class and its loopback defaults, and a start Ctrl-C may interrupt.
+
+The start finishes in a thread, then it is closed.
 
 A Ctrl-C (or SIGTERM, which taskyard turns into one) reaches the main thread
 wherever it is. In the middle of ``LocalCluster(...)`` it leaves a half-built
@@ -13,10 +15,12 @@ ordinary way.
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-__all__ = ("Start",)
+__all__ = ("Start", "load_class", "cluster_kwargs")
 
 
 class Start:
@@ -51,3 +55,28 @@ class Start:
     def finish(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` seconds) for an interrupted build to end; True if it did."""
         return self._done.wait(timeout)
+
+
+def load_class(spec: type[Any] | str) -> type[Any]:
+    """The cluster class ``spec`` names (a class, or a ``"module.Class"`` string)."""
+    if not isinstance(spec, str):
+        return spec
+    module, _, name = spec.rpartition(".")
+    if not module:
+        raise ValueError(f"cluster_class must be a class or a 'module.Class' string, not {spec!r}")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def cluster_kwargs(cls: type[Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Loopback-only defaults for a LocalCluster; other classes get ``given`` as is."""
+    from distributed import LocalCluster
+
+    kwargs = dict(given)
+    if isinstance(cls, type) and issubclass(cls, LocalCluster):
+        # processes=False talks over inproc:// (no socket), which a host would turn off.
+        in_process = kwargs.get("processes") is False and "protocol" not in kwargs
+        if "ip" not in kwargs and not in_process:
+            kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+        kwargs["scheduler_kwargs"] = {"allowed_failures": 0, **kwargs.get("scheduler_kwargs", {})}
+    return kwargs

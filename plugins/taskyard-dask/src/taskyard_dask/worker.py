@@ -23,13 +23,16 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from taskyard.runners.base import BatchResult, State, TaskCall, sendable_state
+from taskyard.runners.base import BatchResult, State, TaskCall, run_batch, sendable_state
 from taskyard.runners.toolkit import ReleasedResult, record_payload, run_batch_on_worker, run_on_worker
 
 __all__ = (
     "run_call_on_worker",
     "run_mapped_call_on_worker",
     "run_calls_on_worker",
+    "run_marked_call_on_worker",
+    "run_marked_calls_on_worker",
+    "report_start",
     "state_headers",
     "ReleasedResult",
     "LogForwarder",
@@ -78,6 +81,47 @@ def run_calls_on_worker(calls: list[TaskCall[Any]], ids: tuple[str, ...], *value
     result = run_batch_on_worker(calls, ids, values, "a Dask worker")
     result.states = {key: sendable_state(state, "its Dask worker") for key, state in result.states.items()}
     return result
+
+
+def report_start(topic: str, mark: str) -> None:
+    """Tell the flow process that the run ``mark`` starts, before it does (see taskyard_dask.losses).
+
+    A direct call to the scheduler, answered before the run begins: unlike a
+    worker's batched events it cannot be lost with the worker if the run
+    kills it at once. If it fails, the run is taken as not started.
+    """
+    from distributed import get_worker
+    from distributed.utils import sync
+
+    try:
+        worker = get_worker()
+        sync(worker.loop, worker.scheduler.log_event, topic=topic, msg=mark)
+    except Exception as exc:
+        logging.getLogger("taskyard.dask").debug("reporting the start of %s failed: %r", mark, exc)
+
+
+def current_key() -> str:
+    """The Dask key of the task this worker thread runs."""
+    from distributed import get_worker
+
+    return str(get_worker().get_current_task())
+
+
+def run_marked_call_on_worker(topic: str, call: TaskCall[Any], ids: tuple[str, ...], *values: Any) -> State[Any]:
+    """:func:`run_call_on_worker`, with its start reported on ``topic`` (its Dask key)."""
+    report_start(topic, current_key())
+    return run_call_on_worker(call, ids, *values)
+
+
+def run_marked_calls_on_worker(topic: str, calls: list[TaskCall[Any]], ids: tuple[str, ...], *values: Any) -> BatchResult:
+    """:func:`run_calls_on_worker`, with each call's start reported on ``topic`` ("key/task run id")."""
+    key = current_key()
+
+    def run_one(call: TaskCall[Any]) -> State[Any]:
+        report_start(topic, f"{key}/{call.task_run.id}")
+        return sendable_state(run_on_worker(call, ids, values, "a Dask worker"), "its Dask worker")
+
+    return run_batch(calls, run_one)
 
 
 def state_headers(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
