@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskyard.context import FlowRunInfo, TaskRunInfo, current_tags
@@ -40,7 +40,6 @@ from taskyard.engine import TaskCall, failed_state
 from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture
 from taskyard.gcpause import collector_paused
-from taskyard.futures import wait as wait_futures
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.logs import RunLoggerAdapter, run_extra
 from taskyard.runners.base import unsatisfiable_resources
@@ -61,10 +60,12 @@ def new_run_id() -> str:
     return os.urandom(16).hex()
 
 
-def _new_run_ids(count: int) -> list[str]:
-    """``count`` ids as :func:`new_run_id` makes them, from one read of the random source."""
-    digits = os.urandom(16 * count).hex()
-    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+def _run_ids() -> Iterator[str]:
+    """Endless :func:`new_run_id` ids, drawn from the OS 256 at a time (one system call, not one per run)."""
+    while True:
+        block = os.urandom(16 * 256).hex()
+        for at in range(0, len(block), 32):
+            yield block[at : at + 32]
 
 
 class _Gate:
@@ -139,18 +140,28 @@ class Dispatcher:
 
     # -- naming ---------------------------------------------------------------
 
-    def task_run(
-        self, task: Task[..., Any], parameters: dict[str, Any], map_index: int = -1, run_id: str | None = None
-    ) -> TaskRunInfo:
-        """A new task run identity for a call of ``task`` (a new id unless ``run_id`` is given)."""
-        run_id = run_id or new_run_id()
+    def task_run(self, task: Task[..., Any], parameters: dict[str, Any], map_index: int = -1) -> TaskRunInfo:
+        """A new task run identity for a call of ``task``."""
+        return self._namer(task)(parameters, map_index, new_run_id())
+
+    def _namer(self, task: Task[..., Any]) -> Callable[[dict[str, Any], int, str], TaskRunInfo]:
+        """Makes task run identities for calls of ``task`` made here and now (one submit, or every call of a map).
+
+        What the calls share (tags, transaction, flow run, how names are
+        made) is looked up once, not once per call.
+        """
         tags = current_tags() | task.tags if task.tags else current_tags()
         flow_run_id = self.flow_run.id if self.flow_run is not None else None
-        info = TaskRunInfo(run_id, task.run_name(parameters, run_id), task.name, tags, map_index, flow_run_id=flow_run_id)
         txn = open_transaction()
-        if txn is not None:
-            info.transaction = txn.id
-        return info
+        transaction = txn.id if txn is not None else None
+        task_name, prefix = task.name, f"{task.name}-"
+        default_names = task.task_run_name is None
+
+        def make(parameters: dict[str, Any], map_index: int, run_id: str) -> TaskRunInfo:
+            name = prefix + run_id[:8] if default_names else task.run_name(parameters, run_id)
+            return TaskRunInfo(run_id, name, task_name, tags, map_index, transaction=transaction, flow_run_id=flow_run_id)
+
+        return make
 
     # -- submission --------------------------------------------------------------
 
@@ -204,22 +215,24 @@ class Dispatcher:
         futures: list[TaskFuture[Any] | None] = [None] * length
         ready: list[TaskCall[Any]] = []
         ready_at: list[int] = []
-        names = list(mapped)
-        columns = [mapped[name] for name in names]
+        named_columns = list(mapped.items())
         runs: list[TaskRunInfo] = []
-        run_ids = _new_run_ids(length)
+        task_run, flow_run = self._namer(task), self.flow_run
         with collector_paused(length):  # the runner may run user code: not in there
-            for i in range(length):
+            for i, run_id in zip(range(length), _run_ids(), strict=False):  # the ids never end
                 params = dict(static)
-                ups = list(base_ups) if base_ups else []
+                ups = list(base_ups) if base_ups else _NO_UPS  # a list of its own once one is found
                 needs = static_needs
-                for name, column in zip(names, columns, strict=True):
+                for name, column in named_columns:
                     value = column[i]
                     params[name] = value
                     if type(value) not in _PLAIN:
+                        if ups is _NO_UPS:
+                            ups = []
                         needs = scan(value, ups) or needs
-                call = TaskCall(task, params, self.task_run(task, params, i, run_ids[i]), self.flow_run)
-                runs.append(call.task_run)
+                info = task_run(params, i, run_id)
+                call = TaskCall(task, params, info, flow_run)
+                runs.append(info)
                 refused = self._refusal(call) if task.resources else None
                 if refused is not None:
                     futures[i] = _finished(call, refused)
@@ -406,10 +419,14 @@ class Dispatcher:
         while seen < len(self.futures):
             batch = self.futures[seen:]
             seen += len(batch)
-            wait_futures(batch)
+            for future in batch:  # as wait() does, without its sets of every future (a million-run map)
+                if not future.done():
+                    future.wait()
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+# The upstreams of a call that has none: shared, never appended to.
+_NO_UPS: list[Upstream] = []
 
 
 def _done(future: TaskFuture[Any] | FutureRef | State[Any]) -> bool:

@@ -121,17 +121,33 @@ class TaskCall(Generic[R]):
 
 def _is_plain(task: Task[..., Any]) -> bool:
     """True for a sync task with no retries, timeout, cache, hooks or print capture of its own."""
-    return not (
-        task.is_async
-        or task.isgenerator
-        or task.retries
-        or task.timeout_seconds is not None
-        or task.cache_key_fn is not None
-        or (task.cache_policy is not None and task.cache_policy is not NONE)
-        or task.log_prints is not None
-        or raw_hooks(task, "on_completion")
-        or raw_hooks(task, "on_failure")
-    )
+    # The options as set_options stored them, read from the instance dict at
+    # once: this runs for every call (raw_hooks says where hooks are kept).
+    options = task.__dict__
+    try:
+        return not (
+            options["is_async"]
+            or options["isgenerator"]
+            or options["retries"]
+            or options["timeout_seconds"] is not None
+            or options["cache_key_fn"] is not None
+            or (options["cache_policy"] is not None and options["cache_policy"] is not NONE)
+            or options["log_prints"] is not None
+            or options.get("_on_completion_hooks")
+            or options.get("_on_failure_hooks")
+        )
+    except KeyError:  # a task whose options live elsewhere (a subclass's properties)
+        return not (
+            task.is_async
+            or task.isgenerator
+            or task.retries
+            or task.timeout_seconds is not None
+            or task.cache_key_fn is not None
+            or (task.cache_policy is not None and task.cache_policy is not NONE)
+            or task.log_prints is not None
+            or raw_hooks(task, "on_completion")
+            or raw_hooks(task, "on_failure")
+        )
 
 
 def _run_plain(call: TaskCall[R]) -> State[R] | None:
@@ -185,7 +201,9 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
             state: State[R] = Completed(value, run_count=info.run_count, start_time=started, timestamp=at)
         else:
             state = failed_state(value, info.run_count, remote=remote, start_time=started, timestamp=at)
-        info.state_type, info.state_name, info.ended, info.final = state.type.value, state.name, ended, state
+        # (state.type.value is an enum property read: slow on the hot path)
+        info.state_type = "COMPLETED" if ok else state.type._value_
+        info.state_name, info.ended, info.final = state.name, ended, state
         if not ok:
             _log_failure(info, state)
     finally:

@@ -68,6 +68,10 @@ class StateType(enum.StrEnum):
     PAUSED = "PAUSED"
 
 
+# The members as module constants: on Python 3.11 reading ``StateType.COMPLETED``
+# costs about 150 ns (an enum descriptor), and every run's state reads some.
+_SCHEDULED, _PENDING, _RUNNING = StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING
+_COMPLETED, _FAILED, _CRASHED, _CANCELLED = StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED
 _FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 _BAD = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
@@ -161,25 +165,25 @@ class State(BaseModel, Generic[R]):
     __str__ = __repr__
 
     def is_scheduled(self) -> bool:
-        return self.type is StateType.SCHEDULED
+        return self.type is _SCHEDULED
 
     def is_pending(self) -> bool:
-        return self.type is StateType.PENDING
+        return self.type is _PENDING
 
     def is_running(self) -> bool:
-        return self.type is StateType.RUNNING
+        return self.type is _RUNNING
 
     def is_completed(self) -> bool:
-        return self.type is StateType.COMPLETED
+        return self.type is _COMPLETED
 
     def is_failed(self) -> bool:
-        return self.type is StateType.FAILED
+        return self.type is _FAILED
 
     def is_crashed(self) -> bool:
-        return self.type is StateType.CRASHED
+        return self.type is _CRASHED
 
     def is_cancelled(self) -> bool:
-        return self.type is StateType.CANCELLED
+        return self.type is _CANCELLED
 
     def is_final(self) -> bool:
         """True once the run can change no more: completed, failed, crashed or cancelled."""
@@ -229,7 +233,7 @@ class State(BaseModel, Generic[R]):
         """
         if async_code_var.get() and _called_from_user_code():
             return self.aresult(raise_on_failure)  # type: ignore[return-value]
-        if self.type is StateType.COMPLETED:
+        if self.type is _COMPLETED:
             data = self.data
             loader = getattr(data, "__taskyard_load__", None)
             return loader() if loader is not None else data  # type: ignore[no-any-return]
@@ -303,7 +307,7 @@ def Completed(
     # validating values that are right by construction (3-4x faster).
     state = _new_state(State)
     _set(state, "__dict__", {
-        "type": StateType.COMPLETED, "name": name, "message": message,
+        "type": _COMPLETED, "name": name, "message": message,
         "timestamp": datetime.now(_UTC) if timestamp is None else timestamp,
         "data": data, "run_count": run_count, "traceback": None, "result_location": None,
         "start_time": start_time, "history": (), "log_records": None,
