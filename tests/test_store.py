@@ -286,6 +286,22 @@ class TestWriterPasses:
         ready, rest = _split(rest, finishing=False)
         assert [len(r[0]) for r in ready] == [size - _WINDOW - 5] and rest == []
 
+    def test_a_pass_keeps_no_written_run_of_a_map_alive(self) -> None:
+        """The runs a pass wrote leave the batch it keeps, so a long map's finished runs can be freed."""
+        from taskyard.context import TaskRunInfo
+        from taskyard.futures import TaskFuture
+        from taskyard.states import Completed
+        from taskyard.store.recorder import _split
+
+        infos: list[TaskRunInfo | None] = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(5)]
+        futures: list[TaskFuture[Any]] = [TaskFuture(f"id-{i}", f"t-{i}") for i in range(5)]
+        for future in futures[:3]:
+            future._state = Completed(data=0)
+        ready, rest = _split([(infos, futures, 1.0, 0)], finishing=False)
+        assert [i.id for i in ready[0][0]] == ["id-0", "id-1", "id-2"]  # type: ignore[union-attr]
+        assert infos[:3] == [None, None, None] and [i.id for i in infos[3:]] == ["id-3", "id-4"]  # type: ignore[union-attr]
+        assert rest[0][0] is infos and rest[0][3] == 3
+
 
 class TestManyProcesses:
     def test_eight_flow_processes_writing_at_once_lose_nothing(self, tmp_path: Path) -> None:

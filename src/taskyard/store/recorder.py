@@ -392,6 +392,8 @@ def _split(batches: list[_Held], finishing: bool) -> tuple[list[_Batch], list[_H
         end = start + len(states)
         if states:
             ready.append((infos[start:end], states, at))
+            if type(infos) is list:  # a map's runs, the recorder's own list: keep no written run alive
+                infos[start:end] = itertools.repeat(None, end - start)
         if end < len(held):
             rest.append((infos, held, at, end))
     return ready, rest
