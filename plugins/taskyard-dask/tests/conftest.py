@@ -27,6 +27,24 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get
 os.environ.setdefault("TASKYARD_HOME", tempfile.mkdtemp(prefix="taskyard-dask-tests-"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forked_local_workers() -> Iterator[None]:
+    """LocalClusters started by the tests fork their worker processes from a forkserver.
+
+    With Dask's default (spawn) each worker process imports distributed and
+    taskyard anew, which made starting and closing a runner-started cluster
+    the largest cost of the suite; distributed's own test suite uses a
+    forkserver for the same reason. What users get by default — spawned
+    workers, a script without a ``__main__`` guard, signals, shutdown noise —
+    is tested by the tests that run flows in their own processes, which do not
+    inherit this setting.
+    """
+    import dask
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _taskyard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own TASKYARD_HOME (workers started during the test inherit it)."""
