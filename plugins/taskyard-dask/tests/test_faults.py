@@ -140,6 +140,20 @@ class TestInterruptedStart:
         assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
         assert fp.survivors(within=10) == []
 
+    def test_ctrl_c_to_the_group_while_workers_spawn_prints_one_line(self, flow_process: Any) -> None:
+        """Ctrl-C to the whole group while a worker process is still importing: one line, no child traceback, nothing survives."""
+        fp = flow_process(STARTING)
+        deadline = time.monotonic() + 120
+        while not [p for p in fp.remember_children() if _alive_worker(p)]:  # spawned, not set up yet
+            assert fp.proc.poll() is None and time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.01)
+        time.sleep(0.3)  # it is importing (distributed takes seconds): a Python that would print a traceback
+        fp.signal(signal.SIGINT, group=True)
+        status, _, err, _ = fp.finish(timeout=120)
+        assert status == -signal.SIGINT, err
+        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert fp.survivors(within=10) == []
+
 
 def _alive_worker(process: Any) -> bool:
     try:

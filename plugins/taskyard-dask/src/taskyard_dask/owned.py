@@ -4,6 +4,8 @@ The runner registers :class:`OwnedWorkers` on a cluster it starts and closes
 (never on one given by ``address``). It runs in every worker process,
 including those a nanny starts again later. :func:`muted` silences the
 flow process's side (the scheduler) while the runner kills those workers.
+:func:`deaf_children` makes a worker process deaf to the terminal's signals
+from its start, before the plugin is set up.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ("OwnedWorkers", "muted")
+__all__ = ("OwnedWorkers", "muted", "deaf_children", "GROUP_SIGNALS")
+
+#: The signals a terminal (Ctrl-C) or a job scheduler sends to a whole process group.
+GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 _CLOSING = ("closing", "closed", "closing_gracefully", "failed")
 
@@ -51,8 +56,10 @@ class OwnedWorkers(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         own_process = os.getpid() != self.flow_pid  # not a worker in the flow's process (processes=False)
         if own_process and threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in GROUP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
+            if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (deaf_children); ignored now
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
         callback = getattr(worker, "periodic_callbacks", {}).get("heartbeat")
         if callback is None:
             return
@@ -98,3 +105,26 @@ def muted() -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
+
+
+def deaf_children() -> None:
+    """Block SIGINT and SIGTERM in this helper thread, and so in the threads and processes it starts.
+
+    A worker process that the group's Ctrl-C reaches while it is still
+    importing dies with a traceback of its own, before :class:`OwnedWorkers`
+    can make it ignore the signal. The nannies spawn their worker processes
+    from threads the cluster's start creates; a thread inherits its creator's
+    signal mask, and a process keeps it across fork and exec, so a worker
+    process spawned after this call starts with both signals blocked (and
+    the threads stay blocked: see below). Never in the main thread: that is where the flow process takes Ctrl-C. A no-op
+    where the platform has no thread signal masks.
+    """
+    if threading.current_thread() is threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return
+    # multiprocessing starts its resource tracker with these two signals blocked in the calling
+    # thread and then unblocks them there: started now, it is not started again later from the
+    # cluster's event loop thread, which would then hear the signals and pass them on.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)

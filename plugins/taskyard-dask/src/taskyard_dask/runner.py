@@ -184,6 +184,9 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 # Worker processes leave the flow script's __main__ alone: a script
                 # without an `if __name__ == "__main__":` guard runs once.
                 self._release_main = without_main(NANNY_PROCESS_NAME)
+                from taskyard_dask.owned import deaf_children
+
+                deaf_children()  # this helper thread: the worker processes spawned from it start deaf to Ctrl-C
                 self._started_with = cluster_kwargs(cls, self.cluster_kwargs)
                 self._cluster = cls(**self._started_with)
                 if self.adapt_kwargs:
