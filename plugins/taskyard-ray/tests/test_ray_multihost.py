@@ -117,6 +117,55 @@ class TestRayAcrossHosts:
             cluster.wait_for_workers(2)
 
 
+    def test_a_partitioned_worker_host_never_hangs_the_flow(self, cluster: RayOnHosts, tmp_path: Path) -> None:
+        """worker-a's link down mid-map: the flow ends within BOUND_S; link up, a new flow run works."""
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        spawned = cluster.spawn_flow("slowmap", size=30, seconds=1.0, retries=2, marks=str(marks))
+        wait_for_marks(marks, 2)
+        wait_until_running_on(marks, lambda: pids_of(cluster, "worker-a"))
+        cut_at = time.monotonic()
+        cluster.net.partition("worker-a")
+        try:
+            report = cluster.finish_flow(spawned, timeout=BOUND_S + 120)
+            report["seconds_after_cut"] = round(time.monotonic() - cut_at, 1)
+            show_report("ray", "worker host partitioned mid-map", report)
+            assert report["exit_code"] == 0, report["stderr"][-3000:]
+            assert report["seconds_after_cut"] < BOUND_S
+            assert sum(report["task_states"].values()) == 30
+            assert_nothing_running(report)
+            # The run cut off with the host was failed by Ray (not left waiting) and placed again.
+            assert "NodeDiedError" in report["stderr"] or "CRASHED/Crashed" in report["task_states"], report["stderr"][-3000:]
+        finally:
+            cluster.net.heal("worker-a")
+        healed_at = time.monotonic()
+        # Retries: the head may still declare the cut-off node dead (after ~65 s) while this runs.
+        after = cluster.run_flow("slowmap", timeout=300, size=40, seconds=0.05, retries=3, marks=str(tmp_path))
+        after["seconds_after_heal"] = round(time.monotonic() - healed_at, 1)
+        show_report("ray", "new flow run after the link came back", after)
+        assert_completed(after)
+        assert after["result"] == sum(range(40))
+
+    def test_a_lost_head_ends_the_flow_with_a_clear_error(self, cluster: RayOnHosts, tmp_path: Path) -> None:
+        """The head host killed mid-map: outstanding runs end Crashed within BOUND_S, the flow fails naming the head."""
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        spawned = cluster.spawn_flow("slowmap", size=30, seconds=2.0, retries=0, marks=str(marks))
+        wait_for_marks(marks, 2)
+        lost_at = time.monotonic()
+        assert cluster.net["head"].kill()
+        report = cluster.finish_flow(spawned, timeout=BOUND_S + 120)
+        report["seconds_after_loss"] = round(time.monotonic() - lost_at, 1)
+        show_report("ray", "head host lost mid-map", report)
+        # Exit 0 with a report: the flow ended on its own, before Ray's 60 s end of the process.
+        assert report["exit_code"] == 0, report["stderr"][-3000:]
+        assert report["flow_state"] in ("FAILED", "CRASHED")
+        assert "Ray head" in (report["message"] or ""), report["message"]
+        assert report["seconds_after_loss"] < BOUND_S
+        assert any(k.startswith("CRASHED") for k in report["task_states"]), report["task_states"]
+        assert_nothing_running(report)
+
+
 CORE_CONTRACT = '''
 import pytest
 from taskyard.testing.conformance import TaskRunnerCoreContract

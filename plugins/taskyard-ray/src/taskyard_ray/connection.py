@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskyard_ray.reaper import Reaper, children_of, start_reaper, with_descendants
+from taskyard_ray.watchdog import driver_keepalive
 
 __all__ = ("Connection", "attach", "release", "start_local_ray", "patient_node_lookup", "LOCAL_DEFAULTS")
 
@@ -74,7 +75,7 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
     if address is None:
         reaper = start_local_ray(init_kwargs)
         return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address, reaper=reaper)
-    with _loopback_if(address), _keeping_sigterm():
+    with _loopback_if(address), _keeping_sigterm(), driver_keepalive():  # a lost node noticed in seconds
         ray.init(address=address, **init_kwargs)
     return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address)
 

@@ -59,6 +59,7 @@ from taskyard_ray.connection import Connection, attach, release
 from taskyard_ray.logs import LogStream
 from taskyard_ray import wire
 from taskyard_ray.options import current_ray_options, remote_options
+from taskyard_ray.watchdog import HeadWatch
 
 __all__ = ("RayTaskRunner",)
 
@@ -157,6 +158,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._bad: set[Any] = set()
         self._shared: dict[int, tuple[Any, Any]] = {}
         self._seq = itertools.count()
+        self._head_watch: HeadWatch | None = None
+        self._head_lost: str | None = None  # why, once the head of a joined cluster was lost
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -172,6 +175,10 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._logs = LogStream.acquire(ray)
             self._settler = threading.Thread(target=self._settle_arrivals, name="taskyard-ray-settler", daemon=True)
             self._settler.start()
+            if not self.connection.started:  # a cluster's head can be lost: watch it (taskyard_ray.watchdog)
+                self._head_watch = HeadWatch(
+                    self.connection.address, lambda: bool(self._outstanding.entries()), self._on_head_lost
+                ).start()
         except BaseException:
             release(self.connection)
             raise
@@ -189,6 +196,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             else:
                 self._cancel_outstanding()
         self._stopping = True
+        if self._head_watch is not None:
+            self._head_watch.stop()
         self._arrivals.put(None)
         if self._settler is not None:
             self._settler.join(timeout=10)
@@ -280,6 +289,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _place(self, entry: _Entry) -> None:
         """Submit ``entry`` with its upstreams as ObjectRefs, or as states when they have none."""
         call = entry.call
+        if self._head_lost is not None:  # nothing can run on a cluster without its head
+            set_state(entry.future, lost_state(call, entry.losses + 1, self._head_lost))
+            return
         ids, values, waiting = split_upstreams(call, self._native_of)
         if waiting:  # held back by a limit, of another runner, or being placed again
             self._outstanding.defer(entry, waiting, self._place)
@@ -301,6 +313,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         entry.seq = next(self._seq)
         entry.future.native = state_ref
         self._outstanding.add(header, entry)
+        if self._head_lost is not None and self._outstanding.pop(header) is not None:  # lost meanwhile
+            set_state(entry.future, lost_state(call, entry.losses + 1, self._head_lost))
+            return
         # Ray calls back (on its own thread) once the header is in; the settler takes it from there.
         header.future().add_done_callback(lambda done, entry=entry: self._arrivals.put((entry, done)))
 
@@ -426,11 +441,17 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             return
         set_state(entry.future, lost_state(call, entry.losses, f"Ray lost the worker ({type(error).__name__})", error))
 
-    def _lose_everything(self, exc: BaseException) -> None:
+    def _lose_everything(self, exc: BaseException, what: str = "the connection to Ray was lost") -> None:
         for entry in self._outstanding.entries():
             if self._outstanding.pop(entry.header) is None:
                 continue
-            set_state(entry.future, lost_state(entry.call, entry.losses + 1, "the connection to Ray was lost", exc))
+            set_state(entry.future, lost_state(entry.call, entry.losses + 1, what, exc))
+
+    def _on_head_lost(self, message: str) -> None:
+        """The head watch gave up on the cluster's head: every run, outstanding or to come, ends Crashed."""
+        logger.error("%s; the runs on that cluster end Crashed", message)
+        self._head_lost = message
+        self._lose_everything(CrashedRunError(message), message)
 
     # -- reading states -----------------------------------------------------------------------
 
