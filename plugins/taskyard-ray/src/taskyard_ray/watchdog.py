@@ -15,8 +15,8 @@ Why both are needed (Ray 2.60, measured on the simulated hosts of
 ``taskyard.testing.netns``): a worker host whose link goes down is declared
 dead by the head after about 65 s, but Ray does not fail the runs that were
 on it — the driver waits for its gRPC connection to that node's worker, and
-the client keepalive Ray uses by default (``grpc_client_keepalive_time_ms``,
-300 s) takes minutes to notice. Ray reads its system config from
+the client keepalive Ray uses by default (``grpc_client_keepalive_time_ms``)
+takes minutes to notice (the flow had not ended 240 s after the cut). Ray reads its system config from
 ``RAY_<name>`` environment variables when a process joins a cluster, so the
 driver alone gets a short keepalive (:func:`driver_keepalive`), without
 touching the cluster. A lost head gives the driver no error at all: Ray
@@ -47,7 +47,8 @@ __all__ = (
 logger = logging.getLogger("taskyard.ray")
 
 # The driver pings each connection idle this long, and drops it when a ping is not answered in time.
-KEEPALIVE_TIME_MS = 5_000
+# Not less: at 5 s the GCS once answered a driver's pings with GOAWAY "too_many_pings".
+KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 # While runs are outstanding the head is probed this often; unreachable this long, it is lost.
 PROBE_PERIOD_S = 2.0
