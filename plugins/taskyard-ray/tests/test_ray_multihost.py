@@ -39,6 +39,9 @@ pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1800)]
 
 # A lost host or head must end the flow within this.
 BOUND_S = 150.0
+# A host cut off: the flow process's keepalive breaks the connection, then Ray fails the run;
+# 31-96 s after the cut on the shared 2-core machine (docs/runners/ray.md).
+PARTITION_BOUND_S = 210.0
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,7 @@ class TestRayAcrossHosts:
             cluster.wait_for_workers(2)
 
     def test_a_partitioned_worker_host_never_hangs_the_flow(self, cluster: RayOnHosts, tmp_path: Path) -> None:
-        """worker-a's link down mid-map: the flow ends within BOUND_S; link up, a new flow run works."""
+        """worker-a's link down mid-map: the flow ends within PARTITION_BOUND_S; link up, a new flow run works."""
         marks = tmp_path / "marks"
         marks.mkdir()
         spawned = cluster.spawn_flow("slowmap", size=30, seconds=1.0, retries=2, marks=str(marks))
@@ -129,11 +132,11 @@ class TestRayAcrossHosts:
         cut_at = time.monotonic()
         cluster.net.partition("worker-a")
         try:
-            report = cluster.finish_flow(spawned, timeout=BOUND_S + 120)
+            report = cluster.finish_flow(spawned, timeout=PARTITION_BOUND_S + 120)
             report["seconds_after_cut"] = round(time.monotonic() - cut_at, 1)
             show_report("ray", "worker host partitioned mid-map", report)
             assert report["exit_code"] == 0, report["stderr"][-3000:]
-            assert report["seconds_after_cut"] < BOUND_S
+            assert report["seconds_after_cut"] < PARTITION_BOUND_S
             assert sum(report["task_states"].values()) == 30
             assert_nothing_running(report)
             # The run cut off with the host was failed by Ray (not left waiting) and placed again.
