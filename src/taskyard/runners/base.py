@@ -29,6 +29,9 @@ Everything a runner needs is importable from this module:
 * :func:`hurrying` — True once a second Ctrl-C or SIGTERM asked a flow
   run's clean-up to hurry: ``shutdown`` then skips its long waits (it still
   completes every future it returned);
+* :class:`LayeredOptions` — per-submission options set by nested ``with``
+  blocks (what ``dask_options`` and ``ray_options`` are made of; see
+  :mod:`taskyard.runners.layered`);
 * :func:`without_main` and :func:`launching_without_main` — worker
   processes that start without the flow script's ``__main__``, so a script
   with no ``if __name__ == "__main__":`` guard runs once (see
@@ -80,6 +83,7 @@ from taskyard.exceptions import (
 from taskyard.futures import TaskFuture, received_state
 from taskyard.interrupts import hurrying
 from taskyard.resources import local_capacity, shortfall
+from taskyard.runners.layered import LayeredOptions
 from taskyard.runners.mainless import launching_without_main, without_main
 from taskyard.states import Cancelled, Crashed, Failed, Pending, State
 
@@ -109,6 +113,7 @@ __all__ = (
     "BatchResult",
     "run_batch",
     "check_batch_size",
+    "LayeredOptions",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])

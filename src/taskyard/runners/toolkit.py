@@ -66,9 +66,6 @@ The parts:
 
 from __future__ import annotations
 
-import itertools
-import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -91,6 +88,8 @@ from taskyard.runners.base import (
     set_state,
     unpicklable_argument_error,
 )
+from taskyard.runners.placeholders import SharedArg, estimate_size, find_shared, with_placeholders
+from taskyard.runners.worker_logs import LogRelay, record_payload
 
 __all__ = (
     "SharedArg",
@@ -113,77 +112,6 @@ __all__ = (
 )
 
 E = TypeVar("E")
-
-_SMALL = frozenset({int, float, bool, complex, type(None)})
-
-
-# -- shared values ------------------------------------------------------------------------
-
-
-class SharedArg:
-    """Stands in a call's parameters for the shared value at ``index`` (shipped once)."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __reduce__(self) -> tuple[type[SharedArg], tuple[int]]:
-        return SharedArg, (self.index,)
-
-    def __repr__(self) -> str:
-        return f"SharedArg({self.index})"
-
-
-def find_shared(calls: Sequence[TaskCall[Any]], size_of: Callable[[Any], int], min_bytes: int) -> list[str]:
-    """The parameters whose value is the same object in every call and at least ``min_bytes``.
-
-    Args:
-        calls: The calls of one map (fewer than two share nothing).
-        size_of: The backend's size estimate (``dask.sizeof``, a pickle length).
-        min_bytes: Smaller values travel inside the calls, as usual.
-    """
-    if len(calls) < 2:
-        return []
-    first = calls[0].parameters
-    names = []
-    for name, value in first.items():
-        if type(value) in _SMALL:
-            continue
-        if all(c.parameters.get(name, first) is value for c in calls) and size_of(value) >= min_bytes:
-            names.append(name)
-    return names
-
-
-def estimate_size(value: Any, depth: int = 0) -> int:
-    """A cheap size estimate in bytes, without pickling (``nbytes``, lengths, sampled containers)."""
-    if isinstance(value, bytes | bytearray | str | memoryview):
-        return len(value)
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    size = sys.getsizeof(value)
-    if depth > 3:
-        return size
-    if isinstance(value, list | tuple | set | frozenset):
-        items = list(itertools.islice(value, 100))
-        if items:
-            size += sum(estimate_size(i, depth + 1) for i in items) * len(value) // len(items)
-    elif isinstance(value, dict):
-        pairs = list(itertools.islice(value.items(), 100))
-        if pairs:
-            per = sum(estimate_size(k, depth + 1) + estimate_size(v, depth + 1) for k, v in pairs)
-            size += per * len(value) // len(pairs)
-    elif hasattr(value, "__dict__"):
-        size += estimate_size(vars(value), depth + 1)
-    return size
-
-
-def with_placeholders(calls: Sequence[TaskCall[Any]], names: Sequence[str]) -> list[TaskCall[Any]]:
-    """New calls with parameter ``names[i]`` replaced by ``SharedArg(i)`` (the originals are untouched)."""
-    swap = {name: SharedArg(i) for i, name in enumerate(names)}
-    return [TaskCall(c.task, {**c.parameters, **swap}, c.task_run, c.flow_run, c.upstreams) for c in calls]
-
 
 # -- upstreams ----------------------------------------------------------------------------
 
@@ -460,63 +388,6 @@ def submit_failure_state(call: TaskCall[Any], exc: BaseException, destination: s
     error = CrashedRunError(message)
     error.__cause__ = exc
     return Crashed(message, exc=error)
-
-
-# -- logs -----------------------------------------------------------------------------------
-
-_PAYLOAD_FIELDS = (
-    "name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
-    "created", "threadName", "processName", "process",
-)
-
-
-def record_payload(record: logging.LogRecord, where: str = "") -> dict[str, Any]:
-    """A log record made on a worker as a plain, picklable dict (worker side).
-
-    It carries the message (formatted), the exception text, and the run
-    names and ids — from the record, or from the run the worker is executing.
-    """
-    from taskyard.context import flow_run_var, task_run_var
-
-    flow_run = flow_run_var.get()
-    task_run = task_run_var.get()
-    payload = {field: getattr(record, field, None) for field in _PAYLOAD_FIELDS}
-    payload.update(
-        msg=record.getMessage(),
-        exc_text=logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text,
-        flow_run_id=getattr(record, "flow_run_id", None) or (flow_run.id if flow_run else None),
-        flow_run_name=getattr(record, "flow_run_name", None) or (flow_run.name if flow_run else None),
-        task_run_id=getattr(record, "task_run_id", None) or (task_run.id if task_run else None),
-        task_run_name=getattr(record, "task_run_name", None) or (task_run.name if task_run else None),
-        worker=where,
-    )
-    return payload
-
-
-class LogRelay:
-    """Flow side: hands payloads from :func:`record_payload` to this process's loggers.
-
-    Only payloads of runs this process placed (see :meth:`watch`) are
-    delivered; a cluster shared by many flow processes sends every record to
-    every subscriber.
-    """
-
-    def __init__(self) -> None:
-        self._run_ids: set[str] = set()
-
-    def watch(self, call: TaskCall[Any]) -> None:
-        """Deliver the records of ``call``'s flow run (or of the call itself, outside a flow)."""
-        flow_run = call.flow_run
-        self._run_ids.add(flow_run.id if flow_run is not None else call.task_run.id)
-
-    def deliver(self, payload: dict[str, Any]) -> None:
-        """Hand one payload to the logger it was logged on, if it belongs to a watched run."""
-        if payload.get("flow_run_id") not in self._run_ids and payload.get("task_run_id") not in self._run_ids:
-            return
-        record = logging.makeLogRecord({**payload, "args": None, "taskyard_forwarded": True})
-        target = logging.getLogger(record.name)
-        if target.isEnabledFor(record.levelno):
-            target.handle(record)
 
 
 # -- states left on the cluster ---------------------------------------------------------------

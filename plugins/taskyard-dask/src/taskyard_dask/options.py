@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
-from contextvars import ContextVar
-from types import MappingProxyType
 from typing import Any
+
+from taskyard.runners.base import LayeredOptions
 
 __all__ = ("dask_options", "current_dask_options", "options_for_tags", "RESOURCE_TAG_PREFIX")
 
 RESOURCE_TAG_PREFIX = "dask-resource:"
 
 _KNOWN = frozenset({"resources", "priority", "workers", "allow_other_workers", "annotations"})
-_NONE: Mapping[str, Any] = MappingProxyType({})
-_options_var: ContextVar[Mapping[str, Any]] = ContextVar("taskyard_dask_options", default=_NONE)
+_options = LayeredOptions("taskyard_dask_options", merged=("resources", "annotations"))
 
 
 @contextlib.contextmanager
@@ -62,27 +61,15 @@ def dask_options(
         "allow_other_workers": allow_other_workers,
         "annotations": annotations,
     }
-    outer = _options_var.get()
-    merged = dict(outer)
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in ("resources", "annotations"):
-            merged[key] = {**outer.get(key, {}), **value}
-        elif key == "workers" and not isinstance(value, str):
-            merged[key] = list(value)
-        else:
-            merged[key] = value
-    token = _options_var.set(merged)
-    try:
+    if workers is not None and not isinstance(workers, str):
+        given["workers"] = list(workers)
+    with _options.layer(given) as merged:
         yield merged
-    finally:
-        _options_var.reset(token)
 
 
 def current_dask_options() -> Mapping[str, Any]:
     """The options of the enclosing ``dask_options`` blocks (empty outside any)."""
-    return _options_var.get()
+    return _options.current()
 
 
 def options_for_tags(tags: Iterable[str], base: Mapping[str, Any]) -> dict[str, Any]:

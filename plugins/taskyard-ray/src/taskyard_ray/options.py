@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
-from types import MappingProxyType
 from typing import Any
+
+from taskyard.runners.base import LayeredOptions
 
 __all__ = ("ray_options", "current_ray_options", "remote_options")
 
-_NONE: Mapping[str, Any] = MappingProxyType({})
-_options_var: ContextVar[Mapping[str, Any]] = ContextVar("taskyard_ray_options", default=_NONE)
+_options = LayeredOptions("taskyard_ray_options", merged=("runtime_env", "resources"))
 
 
 @contextlib.contextmanager
@@ -61,25 +60,13 @@ def ray_options(
         "num_gpus": num_gpus,
         "memory": memory,
     }
-    outer = _options_var.get()
-    merged = dict(outer)
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in ("runtime_env", "resources"):
-            merged[key] = {**outer.get(key, {}), **value}
-        else:
-            merged[key] = value
-    token = _options_var.set(MappingProxyType(merged))
-    try:
+    with _options.layer(given) as merged:
         yield merged
-    finally:
-        _options_var.reset(token)
 
 
 def current_ray_options() -> Mapping[str, Any]:
     """The options of the enclosing ``ray_options`` blocks (empty outside any)."""
-    return _options_var.get()
+    return _options.current()
 
 
 def remote_options(request: Mapping[str, float], given: Mapping[str, Any]) -> dict[str, Any]:
