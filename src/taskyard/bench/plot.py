@@ -90,8 +90,11 @@ def _draw(ax: Any, rows: list[BenchResult], workload: str) -> None:
         if r.ratio_to_raw:
             top = max(r.max_s or 0, r.raw_max_s or 0)
             ax.annotate(f"×{r.ratio_to_raw:.2f}", (x, top), ha="center", va="bottom", fontsize=8)
-    size = rows[0].size if rows else None
+    sizes = {r.size for r in rows}
+    size = rows[0].size if len(sizes) == 1 else None
     ax.set_title(f"{workload}" + (f" (N={size:,})" if size else ""), fontsize=10)
+    if len(sizes) > 1:  # rows recorded at different sizes: each bar says its own
+        runners = [f"{r.runner}\nN={r.size:,}" if r.size else r.runner for r in rows]
     ax.set_xticks(xs, runners)
     scale = axis_scale([v for _, _, values in groups for triple in values for v in triple])
     ax.set_yscale(scale)
