@@ -21,7 +21,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ("OwnedWorkers", "muted", "deaf_children", "GROUP_SIGNALS")
+__all__ = ("OwnedWorkers", "muted", "deaf_children", "kill_worker_processes", "GROUP_SIGNALS")
 
 #: The signals a terminal (Ctrl-C) or a job scheduler sends to a whole process group.
 GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -128,3 +128,19 @@ def deaf_children() -> None:
 
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+
+
+def kill_worker_processes(cluster: Any) -> None:
+    """Kill the worker processes of a cluster's nannies; quietly skip what is not there.
+
+    Each nanny is first marked as closing gracefully (what ``Nanny.close_gracefully``
+    does), so it closes when its worker dies instead of starting another.
+    """
+    from distributed.core import Status
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):
+            pid = nanny.process.process.pid  # Nanny → WorkerProcess → AsyncProcess
+            if pid and nanny.status == Status.running:
+                nanny.status = Status.closing_gracefully
+                os.kill(pid, signal.SIGKILL)

@@ -264,9 +264,11 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._shared.clear()
 
     def _close_client_and_cluster(self, client: Any, cluster: Any, stop_now: bool) -> None:
+        from taskyard_dask.owned import kill_worker_processes
+
         hurry = hurrying()
         if cluster is not None and stop_now:
-            _kill_worker_processes(cluster)
+            kill_worker_processes(cluster)
         if client is not None:
             # With the scheduler gone, talking to it only waits for connect
             # timeouts (~30 s): skip straight to closing the client.
@@ -484,22 +486,3 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
                 "the connection to the scheduler was lost, or the cluster went away"
             )
             set_state(future, Crashed(message, run_count=entry.losses + 1))
-
-def _kill_worker_processes(cluster: Any) -> None:
-    """Kill the worker processes of a cluster's nannies; quietly skip what is not there.
-
-    Each nanny is first marked as closing gracefully (what ``Nanny.close_gracefully``
-    does), so it closes when its worker dies instead of starting another.
-    """
-    import signal
-
-    from distributed.core import Status
-
-    for nanny in list(getattr(cluster, "workers", {}).values()):
-        with contextlib.suppress(Exception):
-            pid = nanny.process.process.pid  # Nanny → WorkerProcess → AsyncProcess
-            if pid and nanny.status == Status.running:
-                nanny.status = Status.closing_gracefully
-                os.kill(pid, signal.SIGKILL)
-
-
