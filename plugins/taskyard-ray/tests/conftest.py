@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ray_processes import RayCluster, free_port, tempfile_dir
@@ -56,3 +57,12 @@ def ray_cluster() -> Iterator[RayCluster]:
 @pytest.fixture(scope="session")
 def ray_address(ray_cluster: RayCluster) -> str:
     return ray_cluster.address
+
+
+@pytest.fixture(scope="class")
+def connected(ray_address: str) -> Iterator[Any]:
+    """One connection to the session's cluster while the class runs (each flow run's runner shares it)."""
+    from taskyard_ray import RayTaskRunner
+
+    with RayTaskRunner(address=ray_address) as owner:
+        yield owner

@@ -25,13 +25,6 @@ def local_ray() -> Iterator[RayTaskRunner]:
         yield owner
 
 
-@pytest.fixture(scope="class")
-def connected(ray_address: str) -> Iterator[RayTaskRunner]:
-    """A RayTaskRunner connected to the session's cluster while the class runs."""
-    with RayTaskRunner(address=ray_address) as owner:
-        yield owner
-
-
 @pytest.mark.usefixtures("local_ray")
 class TestRayTaskRunnerOnLocalRay(TaskRunnerContract):
     """Local mode: a Ray started by the runner (2 CPUs, 1 declared GPU, on 127.0.0.1)."""

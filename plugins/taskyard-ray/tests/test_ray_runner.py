@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +123,6 @@ def blob_size(blob: Blob) -> int:
 
 def _call(t: Any, **params: Any) -> TaskCall[Any]:
     return TaskCall(t, params, TaskRunInfo(os.urandom(16).hex(), f"{t.name}-call", t.name))
-
-
-@pytest.fixture(scope="class")
-def connected(ray_address: str) -> Iterator[RayTaskRunner]:
-    """One connection to the session's cluster while the class runs (each flow run's runner shares it)."""
-    with RayTaskRunner(address=ray_address) as owner:
-        yield owner
 
 
 def _listening(pids: set[int]) -> list[str]:

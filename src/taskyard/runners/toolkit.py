@@ -48,7 +48,9 @@ The parts:
 * **Batches**: :class:`BatchFeeder` queues the calls of a map and hands
   them to the runner in batches as the backend takes them (a few batches in
   flight per worker), each cut to the size the task's
-  :class:`~taskyard.runners.base.BatchSizer` gives; the runner runs a batch
+  :class:`~taskyard.runners.base.BatchSizer` gives (:class:`TaskSizers`
+  keeps one per task); :func:`batch_upstreams` sorts the batch's calls into
+  those that go now and those that wait for an upstream; the runner runs a batch
   as one backend task with :func:`run_batch_on_worker` and reports its end
   with :meth:`BatchFeeder.finished`. The batch's native future stands for
   every call in it: a call downstream gets it as its upstream and
@@ -101,6 +103,9 @@ __all__ = (
     "run_on_worker",
     "run_batch_on_worker",
     "BatchFeeder",
+    "TaskSizers",
+    "batch_upstreams",
+    "BatchUpstreams",
     "Outstanding",
     "lose_attempt",
     "lost_state",
@@ -157,6 +162,40 @@ def split_upstreams(call: TaskCall[Any], native_of: Callable[[TaskFuture[Any]], 
     return Upstreams(ids, values, waiting)
 
 
+class BatchUpstreams(NamedTuple):
+    """The upstreams of a batch's calls together (see :func:`batch_upstreams`)."""
+
+    ready: list[int]
+    """Indices of the calls whose upstreams can all be passed now: they go in the batch."""
+    waiting: list[int]
+    """Indices of the calls with an upstream to wait for: the runner places each alone (it defers itself)."""
+    ids: list[str]
+    """Upstream task run ids of the ready calls, each once, in the order of ``values``."""
+    values: list[Any]
+    """For each id: the backend's native future (one batch's future may stand for several ids) or a final State."""
+
+
+def batch_upstreams(calls: Sequence[TaskCall[Any]], native_of: Callable[[TaskFuture[Any]], Any]) -> BatchUpstreams:
+    """:func:`split_upstreams` over the calls of one batch: what goes in the batch, and its upstreams once each."""
+    found = BatchUpstreams([], [], [], [])
+    seen: set[str] = set()
+    for i, call in enumerate(calls):
+        if not call.upstreams:
+            found.ready.append(i)
+            continue
+        ids, values, waiting = split_upstreams(call, native_of)
+        if waiting:
+            found.waiting.append(i)
+            continue
+        found.ready.append(i)
+        for run_id, value in zip(ids, values, strict=True):
+            if run_id not in seen:
+                seen.add(run_id)
+                found.ids.append(run_id)
+                found.values.append(value)
+    return found
+
+
 def run_on_worker(call: TaskCall[Any], ids: Sequence[str], values: Sequence[Any], where: str = "a worker") -> State[Any]:
     """Run ``call`` where it landed (worker side) and return its final State.
 
@@ -195,6 +234,26 @@ def run_batch_on_worker(
     upstreams of all the calls together.
     """
     return run_batch(calls, lambda call: run_on_worker(call, ids, values, where))
+
+
+class TaskSizers:
+    """One :class:`~taskyard.runners.base.BatchSizer` per task, for a runner that batches.
+
+    A task's own ``batch_size`` wins over ``default`` (the runner's); None
+    on both adapts the size to how long the task's calls take.
+    """
+
+    def __init__(self, default: int | None) -> None:
+        self.default = default
+        self._sizers: dict[int, tuple[Any, BatchSizer]] = {}
+
+    def __call__(self, task: Any) -> BatchSizer:
+        """The sizer of ``task`` (made at its first map, kept while the runner lives)."""
+        known = self._sizers.get(id(task))
+        if known is None or known[0] is not task:  # the task object kept with it: its id names it
+            fixed = task.batch_size if task.batch_size is not None else self.default
+            known = self._sizers[id(task)] = (task, BatchSizer(fixed))
+        return known[1]
 
 
 class BatchFeeder(Generic[E]):

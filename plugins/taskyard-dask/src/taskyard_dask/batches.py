@@ -32,7 +32,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from taskyard.runners.base import BatchResult, BatchSizer, Cancelled, Crashed, set_state
-from taskyard.runners.toolkit import BatchFeeder, split_upstreams
+from taskyard.runners.toolkit import BatchFeeder, TaskSizers, batch_upstreams
 from taskyard_dask.entries import Entry, annotated, submit_kwargs
 from taskyard_dask.losses import QUEUED, crash, error_of
 from taskyard_dask.reading import state_for
@@ -68,7 +68,7 @@ class DaskBatches:
     def __init__(self, runner: DaskTaskRunner) -> None:
         self.runner = runner
         self.feeder: BatchFeeder[Entry] = BatchFeeder(self._send, runner._threads)
-        self._sizers: dict[int, tuple[Any, BatchSizer]] = {}
+        self._sizers = TaskSizers(runner.batch_size)
         self._lane: deque[list[Entry]] = deque()
         self._lane_lock = threading.Lock()
         self._lane_busy = False
@@ -78,11 +78,7 @@ class DaskBatches:
 
     def sizer(self, task: Any) -> BatchSizer:
         """The sizer of ``task`` (its own ``batch_size``, else the runner's, else adaptive)."""
-        known = self._sizers.get(id(task))
-        if known is None or known[0] is not task:
-            fixed = task.batch_size if task.batch_size is not None else self.runner.batch_size
-            known = self._sizers[id(task)] = (task, BatchSizer(fixed))
-        return known[1]
+        return self._sizers(task)
 
     def pending(self) -> list[Entry]:
         """The calls waiting here, not yet on the cluster."""
@@ -105,19 +101,11 @@ class DaskBatches:
     def _submit(self, entries: list[Entry], sizer: BatchSizer | None) -> _Sent | None:
         """Submit ``entries`` as one Dask task; None if none of them went (placed alone, or failed)."""
         runner = self.runner
-        ids: list[str] = []
-        values: list[Any] = []
-        ready: list[Entry] = []
-        for entry in entries:
-            found = split_upstreams(entry.call, lambda up: runner._usable(up.native))
-            if found.waiting:  # an upstream with no Dask future yet: this call goes alone, later
-                runner._place(entry)
-                continue
-            ready.append(entry)
-            for run_id, value in zip(found.ids, found.values, strict=True):
-                if run_id not in ids:
-                    ids.append(run_id)
-                    values.append(value)
+        found = batch_upstreams([e.call for e in entries], lambda up: runner._usable(up.native))
+        for i in found.waiting:  # an upstream with no Dask future yet: this call goes alone, later
+            runner._place(entries[i])
+        ready = [entries[i] for i in found.ready]
+        ids, values = found.ids, found.values
         if not ready:
             return None
         shared = next((e.shared for e in ready if e.shared), ())

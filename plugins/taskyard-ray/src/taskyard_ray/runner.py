@@ -16,6 +16,9 @@
                      allow, else Crashed; an upstream's loss: placed again once the
                      upstream settles (it then ends NotReady or runs on the retry)
 
+A map's ready calls go in adaptive batches (one Ray task for many calls,
+one State per call; see :mod:`taskyard_ray.batches`) unless ``batch_size=1``.
+
 Each remote call returns two objects: a header, read at once — the State
 itself when its result is small, else the State without its result — and
 the full State, left in Ray until someone reads it.
@@ -38,6 +41,7 @@ from taskyard.runners.base import (
     TaskCall,
     TaskFuture,
     TaskRunner,
+    check_batch_size,
     received_state,
     set_state,
     unreadable_outcome_state,
@@ -54,6 +58,7 @@ from taskyard.runners.toolkit import (
     submit_failure_state,
     with_placeholders,
 )
+from taskyard_ray.batches import RayBatches, Sent, pick
 from taskyard_ray.capacity import Capacity
 from taskyard_ray.connection import Connection, attach, release
 from taskyard_ray.logs import LogStream
@@ -89,7 +94,9 @@ class _Batch:
 class _Entry:
     """A call on its way through Ray (kept to place it again)."""
 
-    __slots__ = ("call", "future", "batch", "options", "shared", "header", "seq", "losses", "placements", "upstream_refs")
+    __slots__ = (
+        "call", "future", "batch", "options", "shared", "header", "key", "seq", "losses", "placements", "upstream_refs",
+    )  # fmt: skip
 
     def __init__(
         self, call: TaskCall[Any], future: RemoteTaskFuture, batch: _Batch, options: dict[str, Any], shared: tuple[Any, ...]
@@ -99,7 +106,8 @@ class _Entry:
         self.batch = batch
         self.options = options
         self.shared = shared
-        self.header: Any = None  # the header ObjectRef while placed; the header State once read
+        self.header: Any = None  # the header ObjectRef while placed (its batch's, in a batch)
+        self.key: Any = None  # what the runner tracks it under while placed: the header, or (header, index)
         self.seq = 0
         self.losses = 0
         self.placements = 0
@@ -120,6 +128,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         init_kwargs: Keyword arguments for ``ray.init`` (``num_cpus``,
             ``object_store_memory``, ``runtime_env``, ...). A local Ray gets
             200 MB of object store and no dashboard unless told otherwise.
+        batch_size: Calls of a map per Ray task: None (default) adapts it to
+            how long calls take (see docs/batching.md), ``1`` gives every call
+            its own Ray task, ``N`` fixes it. A task's own ``batch_size`` wins.
 
     After ``start()``, ``connection`` says whether the runner started Ray
     (``connection.started``) and the cluster's address.
@@ -130,7 +141,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
     resolves_dependencies = True
     supports_cancel_running = True
 
-    def __init__(self, address: str | None = None, init_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, init_kwargs: Mapping[str, Any] | None = None, batch_size: int | None = None
+    ) -> None:
         init_kwargs = dict(init_kwargs or {})
         if "address" in init_kwargs:
             raise ValueError("pass the cluster address as RayTaskRunner(address=...), not in init_kwargs")
@@ -143,6 +156,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             )
         self.address = address
         self.init_kwargs = init_kwargs
+        self.batch_size = check_batch_size(batch_size, "RayTaskRunner")
         self.connection: Connection | None = None
         self._ray: Any = None
         self._remote_fn: Any = None
@@ -150,7 +164,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._logs: LogStream | None = None
         self._functions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
-        self._arrivals: queue.SimpleQueue[tuple[_Entry, Any] | None] = queue.SimpleQueue()
+        self._arrivals: queue.SimpleQueue[tuple[_Entry | Sent, Any] | None] = queue.SimpleQueue()
         self._settler: threading.Thread | None = None
         self._stopping = False
         self._fetch_lock = threading.Lock()
@@ -160,6 +174,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._seq = itertools.count()
         self._head_watch: HeadWatch | None = None
         self._head_lost: str | None = None  # why, once the head of a joined cluster was lost
+        self._batching = RayBatches(self)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -187,11 +202,20 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         """None: Ray places resource requests itself (each remote call carries the run's request)."""
         return None
 
+    def _cpus(self) -> int:
+        """The CPUs of the cluster's alive nodes (read again every few seconds): how many batches run at once."""
+        if self._capacity is None:
+            return 1
+        return max(1, int(sum(node.get("cpu", 0.0) for node in self._capacity.nodes())))
+
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         if not self.begin_shutdown():
             return
         if self._remote_fn is not None:
             if wait and not cancel_pending:
+                while queued := self._batching.feeder.queued():  # calls still waiting for their batch
+                    for entry in queued:
+                        entry.future.wait()
                 self._outstanding.wait_all()
             else:
                 self._cancel_outstanding()
@@ -210,13 +234,15 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             release(self.connection)
 
     def _cancel_outstanding(self) -> None:
+        for entry in self._batching.feeder.cancel():
+            set_state(entry.future, Cancelled("the flow run was cancelled before this run started"))
         entries = self._outstanding.cancel_all()
-        for entry in entries:
-            if entry.header is not None:
-                try:  # force: a task in code that ignores KeyboardInterrupt still stops
-                    self._ray.cancel(entry.header, force=True)
-                except Exception as exc:  # finished meanwhile, or Ray is gone
-                    logger.debug("ray.cancel of %r failed: %r", entry.call.task_run.name, exc)
+        headers = {entry.header: entry for entry in entries if entry.header is not None}  # a batch's once
+        for header, entry in headers.items():
+            try:  # force: a task in code that ignores KeyboardInterrupt still stops
+                self._ray.cancel(header, force=True)
+            except Exception as exc:  # finished meanwhile, or Ray is gone
+                logger.debug("ray.cancel of %r failed: %r", entry.call.task_run.name, exc)
 
     def _release_states(self) -> None:
         """Give every finished, unread run its header State: large results stay behind, released."""
@@ -257,8 +283,16 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
                 entries.append(self._entry(swapped[id(call)], batch, options, shared))
             else:
                 entries.append(self._entry(call, batch, options if not call.upstreams else self._options_for(call), ()))
-        for entry in entries:
-            self._place(entry)
+        sizers = {id(c.task): self._batching.sizers(c.task) for c in calls}
+        if all(s.fixed == 1 for s in sizers.values()):
+            for entry in entries:
+                self._place(entry)
+        else:  # in adaptive batches, one queue per task (see taskyard_ray.batches)
+            by_task: dict[int, list[_Entry]] = {}
+            for entry in entries:
+                by_task.setdefault(id(entry.call.task), []).append(entry)
+            for task_id, queued in by_task.items():
+                self._batching.feeder.add(queued, sizers[task_id])
         return [entry.future for entry in entries]
 
     def _new_batch(self) -> _Batch:
@@ -309,7 +343,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         except Exception as exc:
             set_state(entry.future, submit_failure_state(call, exc, "a Ray worker"))
             return
-        entry.header = header
+        entry.header = entry.key = header
         entry.seq = next(self._seq)
         entry.future.native = state_ref
         self._outstanding.add(header, entry)
@@ -319,23 +353,25 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         # Ray calls back (on its own thread) once the header is in; the settler takes it from there.
         header.future().add_done_callback(lambda done, entry=entry: self._arrivals.put((entry, done)))
 
-    def _function(self, call: TaskCall[Any], options: dict[str, Any]) -> Any:
+    def _function(self, call: TaskCall[Any], options: dict[str, Any], batch: bool = False) -> Any:
         """The remote function for ``call``'s task and flow run with ``options``: made and exported once.
 
         The task and the flow run's context are inside the function, so Ray
-        pickles them once, not into every call of a map.
+        pickles them once, not into every call of a map. ``batch``: the
+        function that runs a batch of calls.
         """
-        from taskyard_ray.worker import task_function
+        from taskyard_ray.worker import batch_function, task_function
 
         task, flow_run = call.task, call.flow_run
         key = (
             id(task), id(flow_run), getattr(flow_run, "run_count", None),
-            repr(sorted(options.items())) if options else "",
+            repr(sorted(options.items())) if options else "", batch,
         )
         found = self._functions.get(key)
         if found is not None and found[0] is task and found[1] is flow_run:
             return found[2]
-        function = self._remote_fn(task_function(task, flow_run, self._logs.name if self._logs is not None else None))
+        make = batch_function if batch else task_function
+        function = self._remote_fn(make(task, flow_run, self._logs.name if self._logs is not None else None))
         if options:
             function = function.options(**options)
         if len(self._functions) >= _MAX_FUNCTIONS:
@@ -380,9 +416,12 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             return False
         return True
 
-    def _settle(self, arrived: list[tuple[_Entry, Any]]) -> None:
+    def _settle(self, arrived: list[tuple[_Entry | Sent, Any]]) -> None:
         arrived.sort(key=lambda item: item[0].seq)  # upstreams before the runs that depend on them
         for entry, done in arrived:
+            if isinstance(entry, Sent):
+                self._batching.settle(entry, done)
+                continue
             if self._outstanding.pop(entry.header) is None:
                 continue  # cancelled meanwhile
             error = done.exception()
@@ -390,9 +429,13 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             if isinstance(header, State):
                 self._finished(entry, header)
             else:
-                self._bad.add(entry.future.native)
-                _consume(self._ray, entry.future.native)
+                self._lose_ref(entry.future.native)
                 self._on_error(entry, header)
+
+    def _lose_ref(self, ref: Any) -> None:
+        """``ref`` (a state ref) holds an error: downstream runs must not be handed it."""
+        self._bad.add(ref)
+        _consume(self._ray, ref)
 
     def _finished(self, entry: _Entry, header: State[Any]) -> None:
         future = entry.future
@@ -405,7 +448,12 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             entry.batch.finished[future.task_run_id] = future
         future.mark_finished()
 
-    def _on_error(self, entry: _Entry, error: BaseException) -> None:
+    def _on_error(self, entry: _Entry, error: BaseException, charge: bool = True) -> None:
+        """Ray failed ``entry``'s run: place it again, or end it.
+
+        ``charge`` False: the run was one of a batch lost as a whole, so its
+        loss is not its own; it is placed again alone, without losing an attempt.
+        """
         errors = self._ray.exceptions
         call = entry.call
         unsettled = [
@@ -426,6 +474,10 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         if isinstance(error, errors.TaskCancelledError) or self._outstanding.closing:
             set_state(entry.future, Cancelled("the flow run was cancelled before this run finished"))
             return
+        if not charge:
+            entry.future.native = None
+            self._place(entry)
+            return
         if isinstance(error, errors.RayTaskError):
             # run_on_ray never raises: Ray could not ship the State back, or the call in.
             set_state(entry.future, unreadable_outcome_state(entry.future.task_run_name, error, "its Ray worker"))
@@ -443,7 +495,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _lose_everything(self, exc: BaseException, what: str = "the connection to Ray was lost") -> None:
         for entry in self._outstanding.entries():
-            if self._outstanding.pop(entry.header) is None:
+            if self._outstanding.pop(entry.key) is None:
                 continue
             set_state(entry.future, lost_state(entry.call, entry.losses + 1, what, exc))
 
@@ -473,7 +525,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             for f in take:
                 self._lazy.pop(f.task_run_id, None)
             try:
-                states = [wire.as_state(s) for s in self._ray.get([f.native for f in take], timeout=120)]
+                refs = list(dict.fromkeys(f.native for f in take))  # the calls of one batch share a ref
+                outcomes = dict(zip(refs, self._ray.get(refs, timeout=120), strict=True))
+                states = [pick(outcomes[f.native], f.task_run_id) for f in take]
             except Exception:
                 states = [self._get_one(f) for f in take]
             for f, state in zip(take[1:], states[1:], strict=True):
@@ -482,7 +536,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _get_one(self, future: RemoteTaskFuture) -> State[Any]:
         try:
-            return wire.as_state(self._ray.get(future.native, timeout=60))
+            return pick(self._ray.get(future.native, timeout=60), future.task_run_id)
         except Exception as exc:
             message = f"the state of task run {future.task_run_name!r} could not be read from Ray: {exc!r}"
             error = CrashedRunError(message)

@@ -26,7 +26,7 @@ import cloudpickle
 
 from taskyard.runners.base import State, sendable_state
 
-__all__ = ("dumps", "loads", "state_dumps", "as_state")
+__all__ = ("dumps", "loads", "state_dumps", "as_state", "as_outcome")
 
 _PROTOCOL = 5
 _MAIN = b"__main__"
@@ -67,3 +67,10 @@ def as_state(value: Any) -> State[Any]:
     if type(value) is bytes:
         return loads(value)  # type: ignore[no-any-return]
     return value  # type: ignore[no-any-return]
+
+
+def as_outcome(value: Any) -> Any:
+    """A run's outcome as a Ray worker returned it: a State, or the BatchResult of the batch it ran in."""
+    if type(value) is bytes:
+        return loads(value)
+    return value

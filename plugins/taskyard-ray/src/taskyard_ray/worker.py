@@ -14,6 +14,10 @@
     small, else the State with the result left out (ReleasedResult) and the
     run's log records; the full State stays in Ray's object store until read.
 
+    batch_function(task, flow_run): the same for a batch of calls of a map
+    (taskyard_ray.batches): each call runs through the engine on its own,
+    and the header and full outcome are BatchResults, one State per call.
+
 Only what differs between the runs of a map travels with each call (its
 parameters and run identity); the task and the flow run's context travel once,
 inside the exported function.
@@ -31,13 +35,15 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from taskyard.runners.base import TaskCall, sendable_state
-from taskyard.runners.toolkit import ReleasedResult, estimate_size, run_on_worker
+from taskyard.runners.base import BatchResult, State, TaskCall, sendable_state
+from taskyard.runners.toolkit import ReleasedResult, estimate_size, run_batch_on_worker, run_on_worker
 from taskyard_ray import wire
 
-__all__ = ("run_on_ray", "task_function", "HEADER_MAX_BYTES")
+__all__ = ("run_on_ray", "run_batch_on_ray", "task_function", "batch_function", "HEADER_MAX_BYTES")
+
+_R = TypeVar("_R")
 
 # Results at least this large (estimated) stay in Ray until read; smaller ones
 # come back to the flow process with the header, at once.
@@ -62,6 +68,21 @@ def task_function(task: Any, flow_run: Any, log_sink: str | None = None) -> Remo
     return run_task
 
 
+def batch_function(task: Any, flow_run: Any, log_sink: str | None = None) -> RemoteBody:
+    """The function Ray runs for a batch of calls of ``task`` in ``flow_run`` (see :func:`task_function`)."""
+
+    def run_tasks(payload: bytes, *values: Any) -> tuple[Any, Any]:
+        runs, ids, where = wire.loads(payload)
+        calls = [TaskCall(task, parameters, task_run, flow_run, upstreams) for parameters, task_run, upstreams in runs]
+        # Each upstream value came once (a batch's outcome stands for many ids): loaded once, then spread.
+        n = max(where, default=-1) + 1
+        loaded = [wire.as_outcome(v) for v in values[:n]]
+        return run_batch_on_ray(calls, ids, *(loaded[i] for i in where), *values[n:], log_sink=log_sink)
+
+    run_tasks.__name__ = run_tasks.__qualname__ = f"taskyard:{getattr(task, 'name', 'task')}[batch]"
+    return run_tasks
+
+
 def run_on_ray(
     call: TaskCall[Any], ids: tuple[str, ...], *values: Any, log_sink: str | None = None
 ) -> tuple[Any, Any]:
@@ -70,17 +91,49 @@ def run_on_ray(
     Returns the header and the full state: both the same bytes when the
     result is small, else the header as bytes and the State object.
     """
+    state: State[Any] = _guarded(lambda upstreams: run_on_worker(call, ids, upstreams, "a Ray worker"), ids, values, log_sink)
+    if not _large(state):
+        data = wire.state_dumps(state, "its Ray worker")
+        return data, data
+    header, full = _split(state)
+    return wire.state_dumps(header, "its Ray worker"), full
+
+
+def run_batch_on_ray(
+    calls: list[TaskCall[Any]], ids: tuple[str, ...], *values: Any, log_sink: str | None = None
+) -> tuple[Any, Any]:
+    """Run a batch of calls, each on its own (``values`` as for :func:`run_on_ray`, for all the calls).
+
+    Returns the header and the full :class:`BatchResult`: both the same
+    bytes when every result is small, else a header of headers (bytes) and
+    the BatchResult object.
+    """
+    result: BatchResult = _guarded(lambda upstreams: run_batch_on_worker(calls, ids, upstreams, "a Ray worker"), ids, values, log_sink)
+    if not any(_large(state) for state in result.states.values()):
+        try:
+            data = wire.dumps(result)
+        except Exception:  # a result or exception that will not pickle: each state says so alone
+            data = wire.dumps(BatchResult({k: _sendable(s) for k, s in result.states.items()}, result.seconds))
+        return data, data
+    split = {k: _split(s) if _large(s) else (s, s) for k, s in result.states.items()}
+    header = BatchResult({k: _sendable(h) for k, (h, _) in split.items()}, result.seconds)
+    full = BatchResult({k: _sendable(f) if f is h else f for k, (h, f) in split.items()}, result.seconds)
+    return wire.dumps(header), full
+
+
+def _guarded(run: Callable[[tuple[Any, ...]], _R], ids: tuple[str, ...], values: tuple[Any, ...], log_sink: str | None) -> _R:
+    """``run(values)`` with the upstreams' outcomes loaded, logs streamed and SIGTERM turned into a lost worker."""
     from taskyard_ray import logs
 
     n = len(ids)
     if n:
-        values = (*(wire.as_state(v) for v in values[:n]), *values[n:])
+        values = (*(wire.as_outcome(v) for v in values[:n]), *values[n:])
     _install_sigterm_handler()
     global _running
     _running = True
     streaming = logs.begin(log_sink)
     try:
-        state = run_on_worker(call, ids, values, "a Ray worker")
+        out = run(values)
     except _Terminated:
         os._exit(1)  # told to stop while the task ran: Ray reports this run's worker as lost
     finally:
@@ -89,16 +142,28 @@ def run_on_ray(
             logs.end()
     if _terminated:
         os._exit(1)  # the engine swallowed the stop: still lost
-    if not state.is_completed() or estimate_size(state.data) < HEADER_MAX_BYTES:
-        data = wire.state_dumps(state, "its Ray worker")
-        return data, data
+    return out
+
+
+def _large(state: State[Any]) -> bool:
+    """True for a completed state whose result should stay in Ray until read."""
+    return state.is_completed() and estimate_size(state.data) >= HEADER_MAX_BYTES
+
+
+def _split(state: State[Any]) -> tuple[State[Any], State[Any]]:
+    """A state with a large result: its header (the result released) and the full state."""
     size = estimate_size(state.data)
     message = (
         f"the result of this run (~{size / 1e6:.1f} MB) stayed in Ray and was released when its flow "
         "run ended; read it inside the flow run, or set persist_result=True"
     )
     header = state.model_copy(update={"data": ReleasedResult(message)})
-    return wire.state_dumps(header, "its Ray worker"), sendable_state(state.model_copy(update={"log_records": None}), "its Ray worker")
+    return header, sendable_state(state.model_copy(update={"log_records": None}), "its Ray worker")
+
+
+def _sendable(state: State[Any]) -> State[Any]:
+    """``state``, or the Failed state saying why it cannot travel back (via :func:`wire.state_dumps`)."""
+    return wire.loads(wire.state_dumps(state, "its Ray worker"))  # type: ignore[no-any-return]
 
 
 class _Terminated(BaseException):
