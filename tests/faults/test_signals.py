@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-FLOW = """
-import os, sys, time
-from pathlib import Path
-from taskyard import flow, task
-
-OUT = Path({out!r})
-
-@task
-def nap(x):
-    (OUT / "ready").touch()
-    time.sleep(120)
-
-def on_cancellation(flow, run, state):
-    (OUT / "hook").write_text(f"{{state.name}}|{{state.message}}")
-    time.sleep({hook_seconds})
-    (OUT / "hook-done").touch()
-
-@flow(task_runner={runner!r}, on_cancellation=on_cancellation)
-def f():
-    nap.map(range(4)).wait()
-
-{call}
-"""
+from taskyard.testing.faults import napping_flow, said
 
 RUNNERS = ["sequential", "threads", "processes"]
-_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| ")
-
-
-def _said(err: str) -> list[str]:
-    """What stderr holds besides the console log's records (docs/logging.md)."""
-    return [line for line in err.strip().splitlines() if not _LOG_LINE.match(line)]
 
 
 def _start(flow_process: Any, tmp_path: Path, runner: str, hook_seconds: float = 0, call: str = "f()") -> Any:
-    fp = flow_process(FLOW.format(out=str(tmp_path), runner=runner, hook_seconds=hook_seconds, call=call))
+    fp = flow_process(napping_flow(tmp_path, repr(runner), hook_seconds=hook_seconds, call=call))
     fp.wait_for_output(tmp_path / "ready")
     return fp
 
@@ -57,7 +28,7 @@ class TestSigterm:
         status, out, err, seconds = fp.finish(timeout=60)
         assert status == -signal.SIGTERM, err
         assert (tmp_path / "hook").read_text().startswith("Cancelled|") and (tmp_path / "hook-done").exists()
-        assert _said(err) == ["taskyard: flow 'f' was cancelled: the process received SIGTERM"]
+        assert said(err) == ["taskyard: flow 'f' was cancelled: the process received SIGTERM"]
         assert fp.survivors(within=10) == []
 
     def test_a_second_sigterm_never_skips_the_hooks(self, flow_process: Any, tmp_path: Path, runner: str) -> None:
@@ -68,7 +39,7 @@ class TestSigterm:
         fp.signal(signal.SIGTERM, group=True)
         status, _, err, _ = fp.finish(timeout=60)
         assert status == -signal.SIGTERM and (tmp_path / "hook-done").exists()
-        assert "Traceback" not in err and len(_said(err)) == 1
+        assert "Traceback" not in err and len(said(err)) == 1
         assert fp.survivors(within=10) == []
 
 
@@ -81,7 +52,7 @@ class TestCtrlC:
         status, _, err, _ = fp.finish(timeout=60)
         assert status == -signal.SIGINT, err
         assert (tmp_path / "hook").read_text().startswith("Cancelled|")
-        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"]
+        assert said(err) == ["taskyard: interrupted: flow 'f' was cancelled"]
         assert fp.survivors(within=10) == []
 
     def test_ctrl_c_twice_finishes_the_clean_up(self, flow_process: Any, tmp_path: Path, runner: str) -> None:
@@ -100,7 +71,7 @@ class TestCtrlC:
         fp = _start(flow_process, tmp_path, runner, call=call)
         fp.signal(signal.SIGINT)
         status, out, err, _ = fp.finish(timeout=60)
-        assert (status, out.strip(), _said(err)) == (0, "caught", [])
+        assert (status, out.strip(), said(err)) == (0, "caught", [])
 
 
 class TestSigkill:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from pathlib import Path
@@ -13,51 +12,19 @@ import pytest
 
 from taskyard.runs import list_flow_runs
 from taskyard.states import StateType
+from taskyard.testing.faults import interrupt_tracebacks, napping_flow, said
 
 pytestmark = pytest.mark.faults
 
-FLOW = """
-import time
-from pathlib import Path
-from taskyard import flow, task
-from taskyard_dask import DaskTaskRunner
-
-OUT = Path({out!r})
-
-@task
-def nap(x):
-    (OUT / "ready").touch()
-    time.sleep(120)
-
-def on_cancellation(flow, run, state):
-    (OUT / "hook").write_text(state.name)
-    time.sleep({hook_seconds})
-    (OUT / "hook-done").touch()
-
-@flow(task_runner=DaskTaskRunner(cluster_kwargs={{"n_workers": 2, "threads_per_worker": 1}}), on_cancellation=on_cancellation)
-def f():
-    nap.map(range(4)).wait()
-
-if __name__ == "__main__":
-    f()
-"""
-
-
-_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| ")
-
-
-def _said(err: str) -> list[str]:
-    """What stderr holds besides taskyard's console log records: distributed's own lines count."""
-    return [line for line in err.strip().splitlines() if not _LOG_LINE.match(line)]
-
-
-def _interrupt_tracebacks(err: str) -> list[str]:
-    """The last lines of tracebacks an interrupt left (a traceback ends with the exception's name)."""
-    return [line for line in err.splitlines() if line.startswith(("KeyboardInterrupt", "taskyard.interrupts.TerminationSignal"))]
+RUNNER = 'DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})'
 
 
 def _start(flow_process: Any, tmp_path: Path, hook_seconds: float = 0) -> Any:
-    fp = flow_process(FLOW.format(out=str(tmp_path), hook_seconds=hook_seconds))
+    script = napping_flow(
+        tmp_path, RUNNER, imports="from taskyard_dask import DaskTaskRunner", hook_seconds=hook_seconds,
+        call='if __name__ == "__main__":\n    f()',
+    )  # fmt: skip
+    fp = flow_process(script)
     fp.wait_for_output(tmp_path / "ready", timeout=120)
     return fp
 
@@ -79,9 +46,9 @@ class TestStopping:
         fp.signal(signal.SIGTERM)
         status, _, err, _ = fp.finish(timeout=60)
         assert status == -signal.SIGTERM, err
-        assert (tmp_path / "hook").read_text() == "Cancelled"
+        assert (tmp_path / "hook").read_text().startswith("Cancelled|")
         # distributed may still log its own shutdown races (a worker's failed heartbeat); never an interrupt's.
-        assert not _interrupt_tracebacks(err) and "taskyard: flow 'f' was cancelled: the process received SIGTERM" in err
+        assert not interrupt_tracebacks(err) and "taskyard: flow 'f' was cancelled: the process received SIGTERM" in err
         assert fp.survivors(within=10) == []
 
     def test_ctrl_c_to_the_group_prints_one_line(self, flow_process: Any, tmp_path: Path) -> None:
@@ -90,8 +57,8 @@ class TestStopping:
         fp.signal(signal.SIGINT, group=True)
         status, _, err, _ = fp.finish(timeout=60)
         assert status == -signal.SIGINT, err
-        assert (tmp_path / "hook").read_text() == "Cancelled"
-        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert (tmp_path / "hook").read_text().startswith("Cancelled|")
+        assert said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
         assert fp.survivors(within=10) == []
 
     def test_ctrl_c_twice_to_the_group_finishes_the_clean_up(self, flow_process: Any, tmp_path: Path) -> None:
@@ -102,7 +69,7 @@ class TestStopping:
         fp.signal(signal.SIGINT, group=True)
         status, _, err, seconds = fp.finish(timeout=60)
         assert status == -signal.SIGINT and (tmp_path / "hook-done").exists()
-        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
         assert seconds < 45, f"the process took {seconds:.1f} s to exit"  # no 10 s waits of Dask's own; generous for a busy machine
         (run,) = list_flow_runs(flow_name="f")
         assert run.state.type == StateType.CANCELLED
@@ -137,7 +104,7 @@ class TestInterruptedStart:
         fp.signal(signal.SIGINT)
         status, _, err, _ = fp.finish(timeout=120)
         assert status == -signal.SIGINT, err
-        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
         assert fp.survivors(within=10) == []
 
     def test_ctrl_c_to_the_group_while_workers_spawn_prints_one_line(self, flow_process: Any) -> None:
@@ -151,7 +118,7 @@ class TestInterruptedStart:
         fp.signal(signal.SIGINT, group=True)
         status, _, err, _ = fp.finish(timeout=120)
         assert status == -signal.SIGINT, err
-        assert _said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
         assert fp.survivors(within=10) == []
 
 

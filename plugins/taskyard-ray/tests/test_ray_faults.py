@@ -10,43 +10,25 @@ from typing import Any
 import psutil
 import pytest
 
+from taskyard.runs import list_flow_runs
+from taskyard.states import StateType
+from taskyard.testing.faults import napping_flow, tracebacks
+
 pytestmark = pytest.mark.faults
-
-FLOW = """
-import time
-from pathlib import Path
-from taskyard import flow, task
-from taskyard_ray import RayTaskRunner
-
-OUT = Path({out!r})
-
-@task
-def nap(x):
-    (OUT / "ready").touch()
-    time.sleep(120)
-
-def on_cancellation(flow, run, state):
-    (OUT / "hook").write_text(state.name)
-    (OUT / "hook-done").touch()
-
-@flow(task_runner=RayTaskRunner(init_kwargs={{"num_cpus": 2}}), on_cancellation=on_cancellation)
-def f():
-    nap.map(range(4)).wait()
-
-if __name__ == "__main__":
-    f()
-"""
 
 # Ray's drivers warn about token authentication unless told it is off; the local Ray has none.
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-def _tracebacks(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("Traceback")]
+def _script(tmp_path: Path, hook_seconds: float = 0) -> str:
+    return napping_flow(
+        tmp_path, 'RayTaskRunner(init_kwargs={"num_cpus": 2})', imports="from taskyard_ray import RayTaskRunner",
+        hook_seconds=hook_seconds, call='if __name__ == "__main__":\n    f()',
+    )  # fmt: skip
 
 
-def _start(flow_process: Any, tmp_path: Path) -> Any:
-    fp = flow_process(FLOW.format(out=str(tmp_path)), **ENV)
+def _start(flow_process: Any, tmp_path: Path, hook_seconds: float = 0) -> Any:
+    fp = flow_process(_script(tmp_path, hook_seconds), **ENV)
     fp.wait_for_output(tmp_path / "ready", timeout=180)
     return fp
 
@@ -80,14 +62,30 @@ class TestStopping:
         fp.signal(signal.SIGTERM)
         status, _, err, seconds = fp.finish(timeout=90)
         assert status == -signal.SIGTERM, err
-        assert (tmp_path / "hook").read_text() == "Cancelled" and (tmp_path / "hook-done").exists()
-        assert "taskyard: flow 'f' was cancelled: the process received SIGTERM" in err and not _tracebacks(err), err
+        assert (tmp_path / "hook").read_text().startswith("Cancelled|") and (tmp_path / "hook-done").exists()
+        assert "taskyard: flow 'f' was cancelled: the process received SIGTERM" in err and not tracebacks(err), err
         assert fp.survivors(within=10) == []
         print(f"SIGTERM to exit: {seconds:.1f} s")
 
+    def test_ctrl_c_twice_hurries_but_finishes_the_clean_up(self, flow_process: Any, tmp_path: Path) -> None:
+        """A second Ctrl-C while the runner shuts Ray down: the hook still runs, the run ends Cancelled, one line, bounded exit."""
+        fp = _start(flow_process, tmp_path, hook_seconds=1.5)
+        fp.signal(signal.SIGINT, group=True)
+        time.sleep(0.3)  # the runner is cancelling the Ray tasks and shutting Ray down
+        fp.signal(signal.SIGINT, group=True)
+        status, _, err, seconds = fp.finish(timeout=90)
+        assert status == -signal.SIGINT, err
+        assert (tmp_path / "hook").read_text().startswith("Cancelled|") and (tmp_path / "hook-done").exists()
+        assert "taskyard: interrupted: flow 'f' was cancelled" in err and not tracebacks(err), err
+        assert seconds < 45, f"the process took {seconds:.1f} s to exit"  # generous for a busy machine
+        (run,) = list_flow_runs(flow_name="f")
+        assert run.state.type == StateType.CANCELLED
+        assert fp.survivors(within=10) == []
+        print(f"Ctrl-C twice to exit: {seconds:.1f} s")
+
     def test_ctrl_c_during_ray_start_up_prints_one_line(self, flow_process: Any, tmp_path: Path) -> None:
         """Ctrl-C while the runner is still starting Ray: one short line, no traceback, exit by SIGINT, nothing survives."""
-        fp = flow_process(FLOW.format(out=str(tmp_path)), **ENV)
+        fp = flow_process(_script(tmp_path), **ENV)
         deadline = time.monotonic() + 120
         while not any("gcs_server" in p for p in _ray_processes(fp)):  # Ray is starting: its GCS is up
             assert fp.proc.poll() is None and time.monotonic() < deadline, "Ray did not start"
@@ -96,6 +94,6 @@ class TestStopping:
         status, _, err, _ = fp.finish(timeout=90)
         assert not (tmp_path / "ready").exists(), "the interrupt came too late to test start-up"
         assert status == -signal.SIGINT, err
-        assert not _tracebacks(err), err
+        assert not tracebacks(err), err
         assert "taskyard: interrupted: flow 'f' was cancelled" in err, err
         assert fp.survivors(within=10) == []

@@ -10,6 +10,9 @@ Used by the core's tests/faults and by runner plugins' fault tests (the
         fp.finish(timeout=30)
         assert fp.survivors(within=10) == []
 
+:func:`napping_flow` writes the script most fault tests interrupt (a map of
+sleeping runs and an ``on_cancellation`` hook that leaves marks) for any
+runner; :func:`said` and :func:`tracebacks` read what the process printed.
 Every process a test starts through it is stopped by pid afterwards. Needs
 psutil (in the test extra).
 """
@@ -17,6 +20,7 @@ psutil (in the test extra).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -27,7 +31,64 @@ from typing import Any
 
 import pytest
 
-__all__ = ("FlowProcess", "flow_process")
+__all__ = ("FlowProcess", "flow_process", "napping_flow", "said", "tracebacks", "interrupt_tracebacks")
+
+_NAPPING_FLOW = """
+import time
+from pathlib import Path
+from taskyard import flow, task
+{imports}
+OUT = Path({out!r})
+
+@task
+def nap(x):
+    (OUT / "ready").touch()
+    time.sleep(120)
+
+def on_cancellation(flow, run, state):
+    (OUT / "hook").write_text(f"{{state.name}}|{{state.message}}")
+    time.sleep({hook_seconds})
+    (OUT / "hook-done").touch()
+
+@flow(task_runner={runner}, on_cancellation=on_cancellation)
+def f():
+    nap.map(range(4)).wait()
+
+{call}
+"""
+
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| ")
+
+
+def napping_flow(out: Path, runner: str, imports: str = "", hook_seconds: float = 0, call: str = "f()") -> str:
+    """A flow script to interrupt: flow ``f`` maps 4 runs of a task that sleeps 120 s.
+
+    Each run touches ``out/ready`` when it starts; the ``on_cancellation``
+    hook writes ``"<state name>|<message>"`` to ``out/hook``, sleeps
+    ``hook_seconds`` and touches ``out/hook-done``.
+
+    Args:
+        out: The folder the script writes its marks in.
+        runner: The ``task_runner=`` expression (``"'threads'"``, ``"DaskTaskRunner(...)"``).
+        imports: Lines the runner expression needs (``"from taskyard_dask import DaskTaskRunner"``).
+        call: What the script runs at the end.
+    """
+    return _NAPPING_FLOW.format(imports=imports, out=str(out), hook_seconds=hook_seconds, runner=runner, call=call)
+
+
+def said(err: str) -> list[str]:
+    """What stderr holds besides taskyard's console log records (docs/logging.md)."""
+    return [line for line in err.strip().splitlines() if not _LOG_LINE.match(line)]
+
+
+def tracebacks(err: str) -> list[str]:
+    """The first lines of the tracebacks in ``err``."""
+    return [line for line in err.splitlines() if line.startswith("Traceback")]
+
+
+def interrupt_tracebacks(err: str) -> list[str]:
+    """The last lines of tracebacks an interrupt left (a traceback ends with the exception's name)."""
+    return [line for line in err.splitlines() if line.startswith(("KeyboardInterrupt", "taskyard.interrupts.TerminationSignal"))]
 
 
 class FlowProcess:

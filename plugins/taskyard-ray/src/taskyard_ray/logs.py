@@ -100,9 +100,12 @@ class LogStream:
             stream._users += 1
             return stream
 
-    def release(self, close: bool) -> None:
-        """A runner is done with the stream: deliver what the sink holds; ``close`` before Ray goes away."""
-        self.flush()
+    def release(self, close: bool, hurry: bool = False) -> None:
+        """A runner is done with the stream: deliver what the sink holds; ``close`` before Ray goes away.
+
+        ``hurry`` (a second Ctrl-C): wait at most a second for each step.
+        """
+        self.flush(timeout=1.0 if hurry else 10.0)
         with LogStream._lock:
             self._users -= 1
             if not close or self._users > 0:
@@ -114,7 +117,7 @@ class LogStream:
             self._actor.wake.remote()
         except Exception:
             pass
-        self._pump.join(timeout=5)
+        self._pump.join(timeout=1.0 if hurry else 5)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every record the sink has received is delivered (bounded by ``timeout``)."""

@@ -42,6 +42,7 @@ from taskyard.runners.base import (
     TaskFuture,
     TaskRunner,
     check_batch_size,
+    hurrying,
     received_state,
     set_state,
     unreadable_outcome_state,
@@ -78,6 +79,8 @@ FETCH_BATCH = 1000
 _MAX_PLACEMENTS = 20
 # With runs outstanding and none finishing, the settler checks this often that Ray is still there.
 _HEALTH_CHECK_S = 2.0
+# How long a shutdown waits for each of its steps after a second Ctrl-C.
+_HURRIED_WAIT_S = 1.0
 # Remote functions kept per runner (one per task, flow run and options); the oldest go first.
 _MAX_FUNCTIONS = 256
 
@@ -219,17 +222,18 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
                 self._outstanding.wait_all()
             else:
                 self._cancel_outstanding()
+        # After a second Ctrl-C (hurrying()) every wait below is short; each step still happens.
         self._stopping = True
         if self._head_watch is not None:
             self._head_watch.stop()
         self._arrivals.put(None)
         if self._settler is not None:
-            self._settler.join(timeout=10)
+            self._settler.join(timeout=_HURRIED_WAIT_S if hurrying() else 10)
         self._release_states()
         self._shared.clear()
         self._functions.clear()
         if self._logs is not None:  # every record of this runner's runs delivered before the flow run ends
-            self._logs.release(close=self.connection is not None and self.connection.owned)
+            self._logs.release(close=self.connection is not None and self.connection.owned, hurry=hurrying())
         if self.connection is not None:
             release(self.connection)
 
