@@ -143,9 +143,14 @@ class State(BaseModel, Generic[R]):
     log_records: tuple[dict[str, Any], ...] | None = Field(default=None, repr=False)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        super().__setstate__(state)
-        # A state unpickled from a worker shares its set of field names with the others.
-        _set(self, "__pydantic_fields_set__", shared_fields(self.__pydantic_fields_set__))
+        # As pydantic's, but a state unpickled from a worker shares its set of
+        # field names with the others, and its fields are set one by one so
+        # that its instance dict shares its keys too (see Completed).
+        _set(self, "__pydantic_fields_set__", shared_fields(state.get("__pydantic_fields_set__", ())))
+        _set(self, "__pydantic_extra__", state.get("__pydantic_extra__", {}))
+        _set(self, "__pydantic_private__", state.get("__pydantic_private__", {}))
+        for name, value in state.get("__dict__", {}).items():
+            _set(self, name, value)
 
     @model_validator(mode="after")
     def _default_name(self) -> State[R]:
@@ -304,14 +309,23 @@ def Completed(
     timestamp: datetime | None = None,
 ) -> State[Any]:
     # The hot path of every run: built as State.model_construct would, without
-    # validating values that are right by construction (3-4x faster).
+    # validating values that are right by construction (3-4x faster). Its
+    # fields are set one by one, in their declared order, rather than as one
+    # dict: the instance dict then shares its keys with every other state's
+    # (CPython's key-sharing dict), about 200 bytes instead of 460, and a
+    # million-run map keeps a million states.
     state = _new_state(State)
-    _set(state, "__dict__", {
-        "type": _COMPLETED, "name": name, "message": message,
-        "timestamp": datetime.now(_UTC) if timestamp is None else timestamp,
-        "data": data, "run_count": run_count, "traceback": None, "result_location": None,
-        "start_time": start_time, "history": (), "log_records": None,
-    })  # fmt: skip
+    _set(state, "type", _COMPLETED)
+    _set(state, "name", name)
+    _set(state, "message", message)
+    _set(state, "timestamp", datetime.now(_UTC) if timestamp is None else timestamp)
+    _set(state, "data", data)
+    _set(state, "run_count", run_count)
+    _set(state, "traceback", None)
+    _set(state, "result_location", None)
+    _set(state, "start_time", start_time)
+    _set(state, "history", ())
+    _set(state, "log_records", None)
     _set(state, "__pydantic_fields_set__", _COMPLETED_FIELDS)
     _set(state, "__pydantic_extra__", None)
     _set(state, "__pydantic_private__", None)
