@@ -2,19 +2,24 @@
 
 ::
 
-    submit/map ──append──▶ deque of (call, future) ──popleft──▶ worker threads
-                  │                                             │ run_call(call)
+    submit/map ──append──▶ deque of batches ──claim next index──▶ worker threads
+                  │          (calls, futures)                   │ run_call(call)
                   └─ wake an idle worker / start one            └─ future._set_state
 
 The pool is the runner's own rather than a ``ThreadPoolExecutor``: a map of
-10,000 calls is one ``deque.extend`` and one wake-up, with no executor Future
-per call, which keeps the per-task overhead near the raw pool's. Calls are
+10,000 calls is one batch on the queue and one wake-up, with no executor
+Future and no queue entry per call, which keeps the per-task overhead near
+the raw pool's. Workers claim a batch's calls by index from one counter
+(``next`` on an ``itertools.count`` cannot be interrupted by another
+thread), and a claimed call is dropped from its batch, so a run's call,
+parameters and identity can be freed once it ran, not when its map ends. Calls are
 only ever submitted once their upstreams are done (the dispatcher does that
 with callbacks), so no worker ever blocks waiting for another run.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import deque
@@ -44,7 +49,7 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self.resources = local_capacity(resources, self.max_workers)
-        self._queue: deque[tuple[TaskCall[Any], TaskFuture[Any]]] = deque()
+        self._queue: deque[_Batch] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._current: dict[int, TaskFuture[Any]] = {}
@@ -57,15 +62,16 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     def submit(self, call: TaskCall[Any]) -> TaskFuture[Any]:
         self.check_open()
         future: TaskFuture[Any] = TaskFuture(call.task_run.id, call.task_run.name)
-        self._queue.append((call, future))
+        self._queue.append(_Batch([call], [future]))
         self._wake(1)
         return future
 
     def map(self, calls: Sequence[TaskCall[Any]]) -> list[TaskFuture[Any]]:
         self.check_open()
         futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
-        self._queue.extend(zip(calls, futures, strict=True))
-        self._wake(len(futures))
+        if futures:
+            self._queue.append(_Batch(list(calls), futures))
+            self._wake(len(futures))
         return futures
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
@@ -76,7 +82,9 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             dropped = []
             if cancel_pending:
                 while self._queue:
-                    dropped.append(self._queue.popleft()[1])
+                    batch = self._queue.popleft()
+                    while (claimed := batch.claim()) is not None:
+                        dropped.append(claimed[1])
                 # A thread cannot be interrupted: its run ends Cancelled now
                 # and whatever it returns later is discarded.
                 dropped.extend(self._current.values())
@@ -102,7 +110,7 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         me = threading.get_ident()
         while True:
             try:
-                call, future = queue.popleft()
+                batch = queue[0]
             except IndexError:
                 with cond:
                     if queue:
@@ -113,6 +121,13 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     cond.wait()
                     self._idle -= 1
                 continue
+            claimed = batch.claim()
+            if claimed is None:  # every call of the batch is claimed: drop it, once
+                with cond:
+                    if queue and queue[0] is batch:
+                        queue.popleft()
+                continue
+            call, future = claimed
             if future._state is not None:  # cancelled while queued
                 continue
             current[me] = future
@@ -122,3 +137,27 @@ class ThreadPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 state = Crashed(f"{call.task_run.name!r} was interrupted in its worker thread: {exc!r}")
             del current[me]
             future._set_state(state)
+
+
+class _Batch:
+    """Calls handed to the pool together, claimed by the workers one index at a time."""
+
+    __slots__ = ("calls", "futures", "claims", "size")
+
+    def __init__(self, calls: list[TaskCall[Any] | None], futures: list[TaskFuture[Any]]) -> None:
+        self.calls = calls  # the runner's own list: a claimed call leaves it
+        self.futures = futures
+        self.claims = itertools.count()
+        self.size = len(calls)
+
+    def claim(self) -> tuple[TaskCall[Any], TaskFuture[Any]] | None:
+        """The next call nobody claimed yet, and its future; None once all are claimed.
+
+        Safe from any thread without a lock: each index comes out of the
+        counter once.
+        """
+        at = next(self.claims)
+        if at >= self.size:
+            return None
+        call, self.calls[at] = self.calls[at], None
+        return call, self.futures[at]  # type: ignore[return-value]  # claimed once: never None here
