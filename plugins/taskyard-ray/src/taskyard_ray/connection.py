@@ -75,7 +75,7 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
     if address is None:
         reaper = start_local_ray(init_kwargs)
         return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address, reaper=reaper)
-    with _loopback_if(address), _keeping_sigterm(), driver_keepalive():  # a lost node noticed in seconds
+    with _loopback_if(address), _keeping_sigterm(), driver_keepalive():  # a cut-off node: noticed in ~30-90 s
         ray.init(address=address, **init_kwargs)
     return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address)
 
