@@ -291,8 +291,8 @@ class BatchFeeder(Generic[E]):
     def pump(self) -> None:
         """Send batches while fewer than ``per_worker`` per worker are in flight."""
         while True:
+            workers = max(1, self._workers())  # outside the lock: asking the backend may block (a lost Ray head)
             with self._lock:
-                workers = max(1, self._workers())
                 if self.closing or not self._queue or self._in_flight >= workers * self._per_worker:
                     return
                 queued, sizer = self._queue[0]

@@ -129,18 +129,21 @@ class RayBatches:
                 result = wire.as_outcome(done.result())
             except Exception as exc:
                 error = exc
-        # The time the batch ran on its worker teaches the sizer; the next batch goes out first.
-        self.feeder.finished(sent.sizer, len(sent.entries), result.seconds if isinstance(result, BatchResult) else None)
-        if isinstance(result, BatchResult):
+        try:
+            if isinstance(result, BatchResult):
+                for entry in mine:
+                    runner._finished(entry, pick(result, entry.future.task_run_id))
+                return
+            runner._lose_ref(sent.state_ref)
+            assert error is not None
+            if len(sent.entries) > 1 and mine:
+                logger.debug("a batch of %d calls failed as a whole (%r); placing each call alone", len(mine), error)
             for entry in mine:
-                runner._finished(entry, pick(result, entry.future.task_run_id))
-            return
-        runner._lose_ref(sent.state_ref)
-        assert error is not None
-        if len(sent.entries) > 1 and mine:
-            logger.debug("a batch of %d calls failed as a whole (%r); placing each call alone", len(mine), error)
-        for entry in mine:
-            runner._on_error(entry, error, charge=len(sent.entries) == 1)
+                runner._on_error(entry, error, charge=len(sent.entries) == 1)
+        finally:
+            # The time the batch ran on its worker teaches the sizer. Its runs are settled first:
+            # sending the next batch asks the cluster for its CPUs, which blocks once the head is lost.
+            self.feeder.finished(sent.sizer, len(sent.entries), result.seconds if isinstance(result, BatchResult) else None)
 
 
 def pick(outcome: Any, run_id: str) -> State[Any]:

@@ -228,7 +228,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._head_watch.stop()
         self._arrivals.put(None)
         if self._settler is not None:
-            self._settler.join(timeout=_HURRIED_WAIT_S if hurrying() else 10)
+            # With the head lost, the settler may be stuck in a call to the cluster until Ray ends the process.
+            self._settler.join(timeout=_HURRIED_WAIT_S if hurrying() or self._head_lost is not None else 10)
         self._release_states()
         self._shared.clear()
         self._functions.clear()
@@ -288,7 +289,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             else:
                 entries.append(self._entry(call, batch, options if not call.upstreams else self._options_for(call), ()))
         sizers = {id(c.task): self._batching.sizers(c.task) for c in calls}
-        if all(s.fixed == 1 for s in sizers.values()):
+        if self._head_lost is not None or all(s.fixed == 1 for s in sizers.values()):
             for entry in entries:
                 self._place(entry)
         else:  # in adaptive batches, one queue per task (see taskyard_ray.batches)
@@ -508,6 +509,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         logger.error("%s; the runs on that cluster end Crashed", message)
         self._head_lost = message
         self._lose_everything(CrashedRunError(message), message)
+        # Calls still waiting for a batch would wait for ever: the batches in flight never end.
+        for entry in self._batching.feeder.cancel():
+            set_state(entry.future, lost_state(entry.call, entry.losses + 1, message, CrashedRunError(message)))
 
     # -- reading states -----------------------------------------------------------------------
 
