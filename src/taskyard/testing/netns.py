@@ -43,6 +43,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+from taskyard.store.db import pid_alive
+
 __all__ = (
     "PREFIX",
     "SUBNET",
@@ -89,16 +91,6 @@ def _netns_names() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _netns_pids(netns: str) -> list[int]:
     done = _ip("netns", "pids", netns, check=False)
     return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
@@ -112,7 +104,7 @@ def _stop_pids(pids: Sequence[int], timeout: float) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.1)
     for pid in pids:
         try:
@@ -129,7 +121,7 @@ def sweep_stale() -> list[str]:
     removed = []
     for name in _netns_names():
         match = _NAME.match(name)
-        if match is None or _pid_alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         pids = _netns_pids(name)
         if pids:
