@@ -37,14 +37,14 @@ def _taskyard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayCluster]:
-    """A head (2 CPUs) and a second node (1 CPU, 1 declared GPU, custom resources "special" and "contract_widget")."""
+    """A head (2 CPUs, a Ray Client server) and a second node (1 CPU, 1 declared GPU, custom resources "special" and "contract_widget")."""
     root = Path(tempfile_dir())
     logs = root / "logs"  # not under pytest's basetemp: other sessions prune it
     logs.mkdir()
     port = free_port()
     cluster = RayCluster(f"127.0.0.1:{port}", root, logs)
     try:
-        cluster.start_head(port)
+        cluster.start_head(port, client_port=free_port())
         cluster.wait_for_nodes(1)
         cluster.add_node("--num-cpus=1", "--num-gpus=1", '--resources={"special": 2, "contract_widget": 2}', name="gpu-node")
         cluster.wait_for_nodes(2)
@@ -57,6 +57,13 @@ def ray_cluster() -> Iterator[RayCluster]:
 @pytest.fixture(scope="session")
 def ray_address(ray_cluster: RayCluster) -> str:
     return ray_cluster.address
+
+
+@pytest.fixture(scope="session")
+def ray_client_address(ray_cluster: RayCluster) -> str:
+    """``ray://127.0.0.1:PORT``: the session cluster's Ray Client server."""
+    assert ray_cluster.client_address is not None
+    return ray_cluster.client_address
 
 
 @pytest.fixture(scope="class")

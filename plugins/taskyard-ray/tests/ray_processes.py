@@ -72,14 +72,22 @@ class RayCluster:
         self.temp_dir = temp_dir
         self.logs = logs
         self.nodes: list[subprocess.Popen[bytes]] = []
+        self.client_address: str | None = None
+        """``ray://127.0.0.1:PORT`` when the head runs a Ray Client server."""
 
-    def start_head(self, port: int) -> None:
-        env = dict(os.environ)
+    def start_head(self, port: int, client_port: int | None = None) -> None:
+        """Start the head; with ``client_port``, its Ray Client server listens there (``ray://``)."""
+        # The head's Ray Client server starts a driver per client connection in a process of its own, which
+        # ray_on_loopback.py does not reach; Ray's switch keeps it (and the head) on 127.0.0.1.
+        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        client = [f"--ray-client-server-port={client_port}"] if client_port is not None else []
         self._start(
             ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
-             f"--temp-dir={self.temp_dir}"],
+             f"--temp-dir={self.temp_dir}", *client],
             env, "head",
         )
+        if client_port is not None:
+            self.client_address = f"ray://127.0.0.1:{client_port}"
 
     def add_node(self, *args: str, name: str = "node") -> subprocess.Popen[bytes]:
         """Join a node (``args``: its ``--num-cpus``, ``--resources``, ...)."""

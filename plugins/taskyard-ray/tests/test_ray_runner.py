@@ -160,17 +160,10 @@ class TestConnecting:
         with pytest.raises(ValueError, match="address="):
             RayTaskRunner(init_kwargs={"address": "auto"})
 
-    def test_a_ray_client_address_is_refused_at_once(self) -> None:
-        """ray:// (Ray Client) is not supported: the runner says so when it is made, naming the address and the way out."""
-        with pytest.raises(ValueError, match=r"Ray Client addresses \('ray://127.0.0.1:10001'\).*HOST:6379"):
-            RayTaskRunner(address="ray://127.0.0.1:10001")
-
-    def test_a_flow_on_a_ray_client_address_fails_when_defined(self) -> None:
-        """A flow naming a ray:// runner fails when it is defined, not halfway through a run."""
-        with pytest.raises(ValueError, match="Ray Client"):
-
-            @flow(task_runner=RayTaskRunner(address="ray://10.0.0.1:10001"))
-            def f() -> None: ...
+    def test_a_ray_client_address_without_a_host_is_refused_at_once(self) -> None:
+        """A bare "ray://" names no server: the runner says so when it is made, showing what an address looks like."""
+        with pytest.raises(ValueError, match=r"address='ray://'.*'ray://10.0.0.1:10001'"):
+            RayTaskRunner(address="ray://")
 
     def test_local_mode_starts_its_own_ray_on_loopback_and_stops_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """No address: a fresh Ray on 127.0.0.1, despite RAY_ADDRESS and a stale cluster file; gone after."""
@@ -217,6 +210,46 @@ class TestConnecting:
         assert f() == [2, 4, 6]
         assert not ray.is_initialized()
         assert all(p.is_running() for p in daemons), "the cluster's raylets and GCS must keep running"
+
+    def test_a_ray_client_address_connects_on_loopback_and_leaves_the_cluster_running(
+        self, ray_cluster: RayCluster
+    ) -> None:
+        """ray://: the flow runs through the head's client server (every socket on 127.0.0.1), which stays up after."""
+        import ray
+
+        assert ray_cluster.client_address is not None
+        client_port = ray_cluster.client_address.rpartition(":")[2]
+        seen: dict[str, Any] = {}
+
+        @flow(task_runner=RayTaskRunner(address=ray_cluster.client_address))
+        def f() -> list[int]:
+            seen["client"] = ray.util.client.ray.is_connected()
+            seen["sockets"] = _listening(set(ray_cluster.pids()))  # the driver Ray Client started on the head among them
+            return double.map([1, 2, 3]).result()
+
+        assert f() == [2, 4, 6]
+        print("\n".join(["listening while a Ray Client flow runs:", *seen["sockets"]]))
+        assert seen["client"], "the flow must have talked to Ray through Ray Client"
+        assert any(s.split()[3].endswith(f":{client_port}") for s in seen["sockets"]), seen["sockets"]
+        assert all(_local_address(s) in ("127.0.0.1", "[::ffff:127.0.0.1]") for s in seen["sockets"]), seen["sockets"]
+        assert not ray.is_initialized()
+        assert ray_cluster.nodes[0].poll() is None, "the cluster must keep running"
+
+    def test_another_cluster_is_refused_while_on_ray_client(self, ray_cluster: RayCluster) -> None:
+        """Connected through Ray Client, a runner for a direct address refuses to start, naming the client address."""
+        import ray
+
+        from taskyard_ray.connection import attach
+
+        assert ray_cluster.client_address is not None
+        attach(ray_cluster.client_address, {})  # as a user's own ray.init("ray://...") would
+        try:
+            with pytest.raises(ValueError, match=f"connected to {ray_cluster.client_address}"):
+                RayTaskRunner(address=ray_cluster.address).start()
+            with RayTaskRunner(address=ray_cluster.client_address) as same:  # the same connection: shared
+                assert same.connection is not None and not same.connection.owned
+        finally:
+            ray.shutdown()
 
     def test_initialised_ray_is_used_and_left_alone(self, ray_address: str) -> None:
         """If Ray is already initialised in the process, the runner uses it and leaves it running."""

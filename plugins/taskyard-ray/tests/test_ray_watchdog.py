@@ -63,6 +63,18 @@ class TestHeadWatch:
         assert address in lost.messages[0] and "Ray head" in lost.messages[0]
         assert watch.lost == lost.messages[0]
 
+    def test_the_message_names_the_server_watched(self, listener: socket.socket) -> None:
+        """Watching a Ray Client server (a ray:// connection), the message names it, not the GCS."""
+        lost = _Recorder()
+        address = _address(listener)
+        listener.close()
+        watch = HeadWatch(address, lambda: True, lost, period=PERIOD, lost_after=LOST_AFTER, server="Ray Client server")
+        try:
+            assert watch.start() and lost.called.wait(timeout=30)
+        finally:
+            watch.stop()
+        assert f"the Ray head at {address} was lost: its Ray Client server did not answer" in lost.messages[0]
+
     def test_a_head_that_answers_is_never_reported(self, listener: socket.socket) -> None:
         """While the port accepts connections, on_lost is never called, however long the watch runs."""
         lost = _Recorder()

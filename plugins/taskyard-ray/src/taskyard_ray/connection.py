@@ -4,10 +4,9 @@ Three ways a runner gets Ray (decided in :func:`attach`):
 
 * Ray is already initialised in this process (a notebook, a Ray job, the
   runner of an enclosing flow): use it and leave it alone at exit.
-* ``address`` given (``"127.0.0.1:6379"``, ``"auto"``; Ray Client ``ray://``
-  addresses are refused by the runner):
-  connect with ``ray.init(address=...)``; at exit disconnect, and leave
-  the cluster running.
+* ``address`` given (``"127.0.0.1:6379"``, ``"auto"``, or a Ray Client
+  address ``"ray://HOST:10001"``): connect with ``ray.init(address=...)``;
+  at exit disconnect, and leave the cluster running.
 * No address: :func:`start_local_ray` starts a fresh single-node Ray,
   bound to 127.0.0.1, and ``ray.shutdown()`` stops exactly those processes
   at exit. It passes ``address="local"``, so neither ``RAY_ADDRESS`` nor a
@@ -29,7 +28,10 @@ from typing import Any
 from taskyard_ray.reaper import Reaper, children_of, start_reaper, with_descendants
 from taskyard_ray.watchdog import driver_keepalive
 
-__all__ = ("Connection", "attach", "release", "start_local_ray", "patient_node_lookup", "LOCAL_DEFAULTS")
+__all__ = (
+    "Connection", "attach", "release", "start_local_ray", "patient_node_lookup", "client_server", "LOCAL_DEFAULTS",
+    "CLIENT_PREFIX",
+)  # fmt: skip
 
 # Small by default: the runner's own Ray shares the machine with the flow.
 LOCAL_DEFAULTS: Mapping[str, Any] = {
@@ -37,6 +39,9 @@ LOCAL_DEFAULTS: Mapping[str, Any] = {
     "include_dashboard": False,
 }
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CLIENT_PREFIX = "ray://"
+# Where `ray start --head` starts its Ray Client server unless --ray-client-server-port says otherwise.
+CLIENT_DEFAULT_PORT = 10001
 # Ray gives a starting node a fixed 30 s to register with its GCS (ray._private.node, not
 # configurable); on a machine busy with other work the raylet can take longer, and ray.init
 # then fails although the node comes up. See patient_node_lookup.
@@ -52,6 +57,8 @@ class Connection:
     address: str
     reaper: Reaper | None = field(default=None, repr=False, compare=False)
     """For a Ray the runner started: ends its processes with the flow process (see ``taskyard_ray.reaper``)."""
+    client: str | None = None
+    """``HOST:PORT`` of the Ray Client server this process talks to Ray through, None when it is a driver itself."""
 
 
 def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
@@ -66,18 +73,42 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
-        if address is not None and address != "auto" and not _same(address, current):
+        client = client_server()
+        if address is not None and address != "auto" and not _same(address, current, client):
+            shown = current if client is None else f"{CLIENT_PREFIX}{client}" if client else "a Ray Client server"
             raise ValueError(
-                f"Ray is already initialised in this process, connected to {current}, not to {address!r}; "
+                f"Ray is already initialised in this process, connected to {shown}, not to {address!r}; "
                 "one process talks to one Ray cluster: pass that address, or run the flow in another process"
             )
-        return Connection(owned=False, started=False, address=current)
+        return Connection(owned=False, started=False, address=current, client=client)
     if address is None:
         reaper = start_local_ray(init_kwargs)
         return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address, reaper=reaper)
+    if address.startswith(CLIENT_PREFIX):  # Ray Client: the driver runs on the cluster, this process talks to it
+        with _keeping_sigterm():
+            ray.init(address=address, **init_kwargs)
+        client = address[len(CLIENT_PREFIX) :]
+        if not client.rpartition(":")[2].isdigit():
+            client += f":{CLIENT_DEFAULT_PORT}"
+        return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address, client=client)
     with _loopback_if(address), _keeping_sigterm(), driver_keepalive():  # a cut-off node: noticed in ~30-90 s
         ray.init(address=address, **init_kwargs)
     return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address)
+
+
+def client_server() -> str | None:
+    """``HOST:PORT`` of the Ray Client server this process is connected through; None when not on Ray Client.
+
+    An empty string when connected through Ray Client but the server's
+    address cannot be read (it is a private attribute of Ray's client).
+    """
+    from ray.util import client
+
+    if not client.ray.is_connected():
+        return None
+    worker = getattr(client.ray.get_context(), "client_worker", None)
+    found = getattr(worker, "_conn_str", None)  # no public API says where the client connected
+    return found if isinstance(found, str) else ""
 
 
 def start_local_ray(init_kwargs: Mapping[str, Any]) -> Reaper | None:
@@ -142,7 +173,14 @@ def release(connection: Connection) -> None:
         connection.reaper.release()
 
 
-def _same(address: str, current: str) -> bool:
+def _same(address: str, current: str, client: str | None = None) -> bool:
+    """Whether ``address`` names the cluster this process is connected to (at ``current``, or via ``client``)."""
+    if address.startswith(CLIENT_PREFIX) or client is not None:
+        if not (address.startswith(CLIENT_PREFIX) and client is not None):
+            return False  # one is a Ray Client connection, the other not
+        if not client:
+            return True  # connected through Ray Client, to a server whose address Ray does not say: trust the caller
+        address, current = address[len(CLIENT_PREFIX) :], client
     host, _, port = address.rpartition(":")
     current_host, _, current_port = current.rpartition(":")
     if not port:

@@ -61,7 +61,7 @@ from taskyard.runners.toolkit import (
 )
 from taskyard_ray.batches import RayBatches, Sent, pick
 from taskyard_ray.capacity import Capacity
-from taskyard_ray.connection import Connection, attach, release
+from taskyard_ray.connection import CLIENT_PREFIX, Connection, attach, release
 from taskyard_ray.logs import LogStream
 from taskyard_ray import wire
 from taskyard_ray.options import current_ray_options, remote_options
@@ -122,7 +122,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     Args:
         address: A running cluster to connect to (``"127.0.0.1:6379"``,
-            ``"auto"``): the runner connects, and disconnects at exit,
+            ``"auto"``, or through Ray Client ``"ray://HOST:10001"``): the
+            runner connects, and disconnects at exit,
             leaving the cluster running. Without it, the runner starts a
             fresh single-node Ray bound to 127.0.0.1 and shuts it down at
             exit. Either way, if Ray is already initialised in this process
@@ -150,12 +151,10 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         init_kwargs = dict(init_kwargs or {})
         if "address" in init_kwargs:
             raise ValueError("pass the cluster address as RayTaskRunner(address=...), not in init_kwargs")
-        if address is not None and address.startswith("ray://"):
-            # Ray Client needs ray[client] (grpcio) and a client server on the cluster, and was not made to work here.
+        if address is not None and (not isinstance(address, str) or address.rstrip("/") == CLIENT_PREFIX.rstrip("/")):
             raise ValueError(
-                f"RayTaskRunner does not support Ray Client addresses ({address!r}): run the flow on a machine "
-                "of the cluster and pass the cluster's address (RayTaskRunner(address='HOST:6379') or 'auto'), "
-                "or submit the flow as a Ray job"
+                f"RayTaskRunner(address={address!r}): pass a cluster address such as '10.0.0.1:6379', 'auto', "
+                "or a Ray Client address 'ray://10.0.0.1:10001'"
             )
         self.address = address
         self.init_kwargs = init_kwargs
@@ -193,13 +192,23 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._logs = LogStream.acquire(ray)
             self._settler = threading.Thread(target=self._settle_arrivals, name="taskyard-ray-settler", daemon=True)
             self._settler.start()
-            if not self.connection.started:  # a cluster's head can be lost: watch it (taskyard_ray.watchdog)
-                self._head_watch = HeadWatch(
-                    self.connection.address, lambda: bool(self._outstanding.entries()), self._on_head_lost
-                ).start()
+            self._watch_head(self.connection)
         except BaseException:
             release(self.connection)
             raise
+
+    def _watch_head(self, connection: Connection) -> None:
+        """A cluster's head can be lost: watch it (taskyard_ray.watchdog) unless the runner started Ray here.
+
+        Through Ray Client the watch probes the client server (on the head;
+        the GCS need not be reachable from here). If Ray does not say which
+        client server this process uses, nothing is watched: Ray Client
+        fails every call itself once its connection stays broken (30 s).
+        """
+        if connection.started or connection.client == "":
+            return
+        target, server = (connection.address, "GCS") if connection.client is None else (connection.client, "Ray Client server")
+        self._head_watch = HeadWatch(target, lambda: bool(self._outstanding.entries()), self._on_head_lost, server=server).start()
 
     def resource_capacity(self) -> None:
         """None: Ray places resource requests itself (each remote call carries the run's request)."""

@@ -110,6 +110,8 @@ class HeadWatch:
         on_lost: Called (on the watch's thread) when the head is lost.
         period: Seconds between probes (and each probe's connect timeout).
         lost_after: Seconds without an answer after which the head is lost.
+        server: What listens at ``address``, for the message (``"GCS"``,
+            ``"Ray Client server"``).
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class HeadWatch:
         on_lost: Callable[[str], None],
         period: float = PROBE_PERIOD_S,
         lost_after: float = HEAD_LOST_AFTER_S,
+        server: str = "GCS",
     ) -> None:
         self.address = address
+        self._server = server
         self._target = split_address(address)
         self._busy = busy
         self._on_lost = on_lost
@@ -165,7 +169,7 @@ class HeadWatch:
             logger.debug("the Ray head at %s did not answer (%s) for %.1f s", self.address, failure, silent)
             if silent >= self._lost_after and not self._stop.is_set():
                 self.lost = (
-                    f"the Ray head at {self.address} was lost: its GCS did not answer for "
+                    f"the Ray head at {self.address} was lost: its {self._server} did not answer for "
                     f"{silent:.0f} s ({failure})"
                 )
                 self._on_lost(self.lost)
