@@ -83,3 +83,29 @@ class TestSigkill:
         status, _, _, _ = fp.finish(timeout=30)
         assert status == -signal.SIGKILL
         assert fp.survivors(within=10) == []
+
+
+# A spawned worker's Python says it is starting up, then takes a second more: the group's Ctrl-C surely finds it so.
+SLOW_START = """
+import os, sys, time
+if "--multiprocessing-fork" in sys.orig_argv:
+    open(os.environ["STARTING_MARK"], "w").close()
+    time.sleep(1.0)
+"""
+
+
+class TestInterruptedWorkerStart:
+    def test_ctrl_c_to_the_group_while_a_pool_worker_starts(self, flow_process: Any, tmp_path: Path) -> None:
+        """Ctrl-C to the whole group while a pool worker's Python starts up: one line, no child traceback, nothing survives."""
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_START)
+        runner = "ProcessPoolTaskRunner(max_workers=2, start_method='spawn')"
+        imports = "from taskyard.runners import ProcessPoolTaskRunner"
+        source = napping_flow(tmp_path, runner, imports=imports)
+        fp = flow_process(source, PYTHONPATH=str(tmp_path / "site"), STARTING_MARK=str(tmp_path / "starting"))
+        fp.wait_for_output(tmp_path / "starting", timeout=60)
+        fp.signal(signal.SIGINT, group=True)
+        status, _, err, _ = fp.finish(timeout=60)
+        assert status == -signal.SIGINT, err
+        assert said(err) == ["taskyard: interrupted: flow 'f' was cancelled"], err
+        assert fp.survivors(within=10) == []

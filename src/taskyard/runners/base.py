@@ -83,6 +83,7 @@ from taskyard.exceptions import (
 from taskyard.futures import TaskFuture, received_state
 from taskyard.interrupts import hurrying
 from taskyard.resources import local_capacity, shortfall
+from taskyard.runners.group_signals import GROUP_SIGNALS, deaf_start, ignore_group_signals
 from taskyard.runners.layered import LayeredOptions
 from taskyard.runners.mainless import launching_without_main, without_main
 from taskyard.states import Cancelled, Crashed, Failed, Pending, State
@@ -114,6 +115,9 @@ __all__ = (
     "run_batch",
     "check_batch_size",
     "LayeredOptions",
+    "GROUP_SIGNALS",
+    "deaf_start",
+    "ignore_group_signals",
 )
 
 F = TypeVar("F", bound=TaskFuture[Any])

@@ -43,6 +43,7 @@ import cloudpickle
 from taskyard.exceptions import RunError, UnpicklableArgumentError
 from taskyard.batching import batch_levels
 from taskyard.runners.base import Crashed, State, TaskCall, run_call
+from taskyard.runners.group_signals import ignore_group_signals
 from taskyard.runners.lifeline import set_parent_death_signal
 from taskyard.runners.shared import load_shared
 from taskyard.runners.state_pages import FLUSH_SECONDS, STARTED, PageWriter, StatePages
@@ -235,9 +236,9 @@ def worker_main(
             os.close(fd)
     # Ctrl-C in a terminal reaches the whole process group; SIGTERM from a
     # service manager may too. The flow process decides what happens to the
-    # runs (it cancels them and stops this process), so both are ignored here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # runs (it cancels them and stops this process), so both are ignored here
+    # (they have been blocked since the start: group_signals).
+    ignore_group_signals()
     if forked_from_server:
         set_parent_death_signal(signal.SIGKILL)
     batches: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import selectors
 import signal
@@ -69,6 +70,7 @@ from taskyard.runners.base import (
     local_capacity,
     unpicklable_argument_error,
 )
+from taskyard.runners.group_signals import deaf_start
 from taskyard.runners.process_worker import (
     INIT_FAILED,
     STOP,
@@ -330,16 +332,23 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             ),  # fmt: skip
             name="taskyard-worker",
         )
-        try:
-            with launching_without_main():  # cloudpickle ships what __main__ defines
-                process.start()
-        finally:
-            inbox_r.close()
-            outbox_w.close()
-        worker = _Worker(process, inbox_w, outbox_r, pages)
-        self._workers[outbox_r.fileno()] = worker
-        assert self._selector is not None
-        self._selector.register(outbox_r.fileno(), selectors.EVENT_READ, worker)
+        if self.start_method == "forkserver":
+            # Started outside deaf_start: the fork server is shared by everything in this
+            # process (a LocalCluster's workers too), which must not inherit blocked signals.
+            multiprocessing.forkserver.ensure_running()
+        # A Ctrl-C to the process group must neither kill the starting worker nor
+        # leave it started but untracked: see group_signals.
+        with deaf_start():
+            try:
+                with launching_without_main():  # cloudpickle ships what __main__ defines
+                    process.start()
+            finally:
+                inbox_r.close()
+                outbox_w.close()
+            worker = _Worker(process, inbox_w, outbox_r, pages)
+            self._workers[outbox_r.fileno()] = worker
+            assert self._selector is not None
+            self._selector.register(outbox_r.fileno(), selectors.EVENT_READ, worker)
         return worker
 
     # -- collecting states (one thread) ----------------------------------------------

@@ -21,10 +21,9 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ("OwnedWorkers", "muted", "deaf_children", "kill_worker_processes", "GROUP_SIGNALS")
+from taskyard.runners.base import GROUP_SIGNALS, ignore_group_signals
 
-#: The signals a terminal (Ctrl-C) or a job scheduler sends to a whole process group.
-GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+__all__ = ("OwnedWorkers", "muted", "deaf_children", "kill_worker_processes")
 
 _CLOSING = ("closing", "closed", "closing_gracefully", "failed")
 
@@ -56,10 +55,7 @@ class OwnedWorkers(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         own_process = os.getpid() != self.flow_pid  # not a worker in the flow's process (processes=False)
         if own_process and threading.current_thread() is threading.main_thread():
-            for signum in GROUP_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN)
-            if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (deaf_children); ignored now
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
+            ignore_group_signals()  # blocked since the spawn (deaf_children); ignored now
         callback = getattr(worker, "periodic_callbacks", {}).get("heartbeat")
         if callback is None:
             return
