@@ -83,6 +83,19 @@ class TestCodec:
         columns[TASK_FIELDS.index("state_type")] = None  # implied by the state names
         assert decode_chunk(encode_chunk(2, columns)) == rows
 
+    def test_derived_columns_expand_to_map_indices_and_default_names(self) -> None:
+        """A column of map indices counting up and one of default names (prefix + id[:8]) are stored as one value each."""
+        ids = ["0123456789abcdef" * 2, "fedcba9876543210" * 2, "00112233445566778899aabbccddeeff"]
+        columns: list[Any] = [
+            ids, ("n", "noop-"), ("=", "noop"), ("r", 7), ("=", ()), ("=", 1.0), None, ("=", "Completed"),
+            ("=", None), ("=", 1), [1.0, 2.0, 3.0], [1.5, 2.5, 3.5], ("=", None), ("=", None),
+        ]  # fmt: skip
+        rows = decode_chunk(encode_chunk(3, columns))
+        assert [r[:4] for r in rows] == [
+            (ids[0], "noop-01234567", "noop", 7), (ids[1], "noop-fedcba98", "noop", 8), (ids[2], "noop-00112233", "noop", 9),
+        ]  # fmt: skip
+        assert [(r[6], r[7], r[10], r[11]) for r in rows] == [("COMPLETED", "Completed", 1.0, 1.5), ("COMPLETED", "Completed", 2.0, 2.5), ("COMPLETED", "Completed", 3.0, 3.5)]
+
     def test_chunks_never_unpickle_objects(self) -> None:
         """A chunk holding anything but plain data is refused, not loaded."""
         import pickle
@@ -114,6 +127,26 @@ class TestRecording:
         assert all(t.start_time is not None and t.end_time is not None and t.start_time <= t.end_time for t in record.task_runs)
         assert record.parameters == {"n": 1500}
         assert [s.name for s in record.state_history] == ["Running", "Completed"]
+
+    def test_map_runs_are_recorded_with_their_own_ids_names_and_indices(self) -> None:
+        """The runs of maps, default-named or named by the task, read back with the ids, names and indices they ran with."""
+
+        @task(task_run_name="sq-{x}")
+        def named(x: int) -> int:
+            return x * x
+
+        @flow
+        def two_maps() -> list[tuple[str, str, int]]:
+            plain, squares = double.map(range(100)), named.map(range(100))
+            wait_all([*plain, *squares])
+            return [(f.task_run_id, f.task_run_name, i) for fs in (plain, squares) for i, f in enumerate(fs)]
+
+        ran = two_maps()
+        record = read_flow_run(list_flow_runs()[0].id)
+        recorded = sorted((t.id, t.name, t.map_index) for t in record.task_runs)
+        assert recorded == sorted(ran)
+        assert {t.name for t in record.task_runs if t.task_name == "named"} == {f"sq-{i}" for i in range(100)}
+        assert all(t.name == f"double-{t.id[:8]}" for t in record.task_runs if t.task_name == "double")
 
     def test_recorded_times_are_the_states_own(self) -> None:
         """Start and end times read back equal each run's state, whether the engine's fast path made it or not."""
@@ -257,12 +290,13 @@ class TestWriterPasses:
         futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
         futures[0]._state = Completed(data=0)
         futures[2]._state = Completed(data=2)  # out of order: waits for run 1
-        ready, rest = _split([(infos, futures, 1.0, 0)], finishing=False)
+        ready, rest = _split([(infos, futures, 1.0, 0, True, None)], finishing=False)
         assert [[i.id for i in r[0]] for r in ready] == [["id-0"]]
         assert [r[3] for r in rest] == [1]
         futures[1]._state = Completed(data=1)
         ready, rest = _split(rest, finishing=False)
         assert [[i.id for i in r[0]] for r in ready] == [["id-1", "id-2"]] and [r[3] for r in rest] == [3]
+        assert ready[0][3] == 1  # a map's runs from index 1 on
         ready, rest = _split(rest, finishing=True)
         assert [[i.id for i in r[0]] for r in ready] == [["id-3"]] and rest == []
         assert not ready[0][1][0].is_final()  # never ended: written as it is
@@ -279,7 +313,7 @@ class TestWriterPasses:
         futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
         for future in futures[: _WINDOW + 5] + futures[_WINDOW + 6 :]:
             future._state = Completed(data=0)
-        ready, rest = _split([(infos, futures, 1.0, 0)], finishing=False)
+        ready, rest = _split([(infos, futures, 1.0, 0, True, None)], finishing=False)
         assert [len(r[0]) for r in ready] == [_WINDOW + 5] and [r[3] for r in rest] == [_WINDOW + 5]
         assert all(state is future._state for state, future in zip(ready[0][1], futures, strict=False))
         futures[_WINDOW + 5]._state = Completed(data=0)
@@ -297,7 +331,7 @@ class TestWriterPasses:
         futures: list[TaskFuture[Any]] = [TaskFuture(f"id-{i}", f"t-{i}") for i in range(5)]
         for future in futures[:3]:
             future._state = Completed(data=0)
-        ready, rest = _split([(infos, futures, 1.0, 0)], finishing=False)
+        ready, rest = _split([(infos, futures, 1.0, 0, True, None)], finishing=False)
         assert [i.id for i in ready[0][0]] == ["id-0", "id-1", "id-2"]  # type: ignore[union-attr]
         assert infos[:3] == [None, None, None] and [i.id for i in infos[3:]] == ["id-3", "id-4"]  # type: ignore[union-attr]
         assert rest[0][0] is infos and rest[0][3] == 3

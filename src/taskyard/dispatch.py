@@ -60,6 +60,11 @@ def new_run_id() -> str:
     return os.urandom(16).hex()
 
 
+def _default_name_prefix(task: Task[..., Any]) -> str | None:
+    """What the default names of ``task``'s runs start with (the first 8 characters of the id follow); None if it names them."""
+    return f"{task.name}-" if task.task_run_name is None else None
+
+
 def _run_ids() -> Iterator[str]:
     """Endless :func:`new_run_id` ids, drawn from the OS 256 at a time (one system call, not one per run)."""
     while True:
@@ -154,11 +159,10 @@ class Dispatcher:
         flow_run_id = self.flow_run.id if self.flow_run is not None else None
         txn = open_transaction()
         transaction = txn.id if txn is not None else None
-        task_name, prefix = task.name, f"{task.name}-"
-        default_names = task.task_run_name is None
+        task_name, prefix = task.name, _default_name_prefix(task)
 
         def make(parameters: dict[str, Any], map_index: int, run_id: str) -> TaskRunInfo:
-            name = prefix + run_id[:8] if default_names else task.run_name(parameters, run_id)
+            name = prefix + run_id[:8] if prefix is not None else task.run_name(parameters, run_id)
             return TaskRunInfo(run_id, name, task_name, tags, map_index, transaction=transaction, flow_run_id=flow_run_id)
 
         return make
@@ -261,7 +265,9 @@ class Dispatcher:
         if length and self.counter is not None:
             self.counter.track(task.name, result, mapped=True)
         if self.recorder is not None and self.flow_run is not None:
-            self.recorder.track(self.flow_run.id, runs, result, submitted)
+            self.recorder.track(
+                self.flow_run.id, runs, result, submitted, mapped=True, name_prefix=_default_name_prefix(task)
+            )
         return result
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:

@@ -2,7 +2,9 @@
 
 A chunk holds many task runs *by column* (:data:`TASK_FIELDS`): one list
 per field, and a column whose values are all equal (the task name of a map,
-``Completed``, a run count of 1) as that one value. It is a pickle
+``Completed``, a run count of 1) as that one value. Format 2 adds two
+columns made from others: a map's indices counting up from a first one, and
+default run names (a prefix and the first 8 characters of each run's id). It is a pickle
 (protocol 5) of plain lists and tuples, read back by an unpickler that
 refuses every global, so a chunk can only ever yield strings, numbers, None
 and tuples — never run code. Building it costs a few list comprehensions
@@ -17,14 +19,16 @@ import pickle
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ("TASK_FIELDS", "CHUNK_FORMAT", "json_safe", "dumps_json", "encode_chunk", "decode_chunk")
+__all__ = ("TASK_FIELDS", "CHUNK_FORMAT", "SEP", "json_safe", "dumps_json", "encode_chunk", "decode_chunk")
 
 # The fields of one task-run tuple in a chunk, in order.
 TASK_FIELDS = (
     "id", "name", "task_name", "map_index", "tags", "submitted", "state_type", "state_name",
     "state_message", "run_count", "start_time", "end_time", "result_location", "history",
 )  # fmt: skip
-CHUNK_FORMAT = 1
+# 1: columns as lists, ("=", value) or (SEP, joined strings); 2 adds ("r", first map
+# index) and ("n", name prefix). A reader of format 2 reads format 1.
+CHUNK_FORMAT = 2
 _MAX_REPR = 200
 # The type of the states the engine and the runners make, by name: a chunk
 # whose states all have one of these names does not store their types.
@@ -33,8 +37,9 @@ TYPE_OF_NAME = {
     "NotReady": "FAILED", "Crashed": "CRASHED", "Cancelled": "CANCELLED", "Pending": "PENDING",
     "Scheduled": "SCHEDULED", "Running": "RUNNING",
 }  # fmt: skip
-_SEP = "\x1f"  # joins a column of strings: one string pickles faster than thousands
+SEP = "\x1f"  # joins a column of strings: one string pickles faster than thousands
 _NAME_COLUMN = TASK_FIELDS.index("state_name")
+_ID_COLUMN = TASK_FIELDS.index("id")
 _TYPE_COLUMN = TASK_FIELDS.index("state_type")
 
 
@@ -64,31 +69,47 @@ def dumps_json(value: Any) -> str:
     return json.dumps(json_safe(value), separators=(",", ":"))
 
 
-def _squeeze(column: list[Any] | None) -> Any:
-    if column is None:  # state types, implied by the state names
-        return None
+def _squeeze(column: list[Any] | tuple[str, Any] | None) -> Any:
+    if column is None or type(column) is tuple:  # state types implied by the names; or squeezed already
+        return column
     first = column[0]
     if column.count(first) == len(column):
         return ("=", first)
     if type(first) is str:
         try:
-            joined = _SEP.join(column)
+            joined = SEP.join(column)
         except TypeError:  # not all strings
             return column
-        if joined.count(_SEP) == len(column) - 1:
-            return (_SEP, joined)
+        if joined.count(SEP) == len(column) - 1:
+            return (SEP, joined)
     return column
 
 
-def _expand(column: Any, count: int) -> list[Any]:
+def _expand(column: Any, count: int, before: list[list[Any]]) -> list[Any]:
+    """A column as a list; ``before`` holds the columns before it, expanded already."""
+    if column is None:  # state types: filled in from the names
+        return []
     if isinstance(column, tuple):
         marker, value = column
-        return [value] * count if marker == "=" else value.split(_SEP)
+        if marker == "=":
+            return [value] * count
+        if marker == "r":
+            return list(range(value, value + count))
+        if marker == "n":  # the id column comes first
+            return [value + run_id[:8] for run_id in before[_ID_COLUMN]]
+        return value.split(SEP)  # type: ignore[no-any-return]
     return column  # type: ignore[no-any-return]
 
 
-def encode_chunk(count: int, columns: list[list[Any] | None]) -> bytes:
-    """The bytes of one chunk: ``count`` task runs given as one list per field of :data:`TASK_FIELDS`."""
+def encode_chunk(count: int, columns: list[Any]) -> bytes:
+    """The bytes of one chunk: ``count`` task runs given as one list per field of :data:`TASK_FIELDS`.
+
+    A column may also be given squeezed already: ``("=", value)`` (all equal),
+    ``(SEP, joined)`` (strings without SEP, joined by it), ``("r", first)``
+    (map indices ``first, first + 1, …``) or ``("n", prefix)`` (run names
+    ``prefix + id[:8]``); and ``state_type`` as None when every state name is
+    one of :data:`TYPE_OF_NAME`.
+    """
     return pickle.dumps((count, [_squeeze(c) for c in columns]), protocol=5)
 
 
@@ -100,7 +121,9 @@ class _PlainUnpickler(pickle.Unpickler):
 def decode_chunk(data: bytes) -> list[tuple[Any, ...]]:
     """The task runs of one chunk, as tuples in the order of :data:`TASK_FIELDS`."""
     count, columns = _PlainUnpickler(io.BytesIO(data)).load()
-    full: list[list[Any]] = [_expand(c, count) if c is not None else [] for c in columns]
+    full: list[list[Any]] = []
+    for column in columns:
+        full.append(_expand(column, count, full))
     if columns[_TYPE_COLUMN] is None:
         full[_TYPE_COLUMN] = [TYPE_OF_NAME[name] for name in full[_NAME_COLUMN]]
     return list(zip(*full, strict=True))
