@@ -249,39 +249,60 @@ class Recorder:
             write(self._connection(), body)
 
     def _encode_all(self, batches: list[_Batch], counts: dict[str, int]) -> list[tuple[int, bytes]]:
-        """The chunks for the task runs of ``batches``: a map's runs that the fast path made here in one of
-        their own (see :meth:`_encode_plain`), all others together in one."""
+        """The chunks for the task runs of ``batches``.
+
+        A map's runs that the engine's fast path made here get a chunk of
+        their own (see :meth:`_encode_plain`); all others share one.
+        """
         chunks: list[tuple[int, bytes]] = []
-        others: list[_Batch] = []
-        for batch in batches:
-            plain = self._encode_plain(batch, counts) if len(batch[0]) >= _PLAIN_FROM else None
+        others: list[_Read] = []
+        for infos, held, at, map_from, prefix in batches:
+            plain = self._encode_plain(infos, held, at, map_from, prefix, counts) if len(infos) >= _PLAIN_FROM else None
             if plain is not None:
                 chunks.append(plain)
             else:
-                others.append(batch)
+                states = _states_now(held.futures) if isinstance(held, _Unread) else held
+                others.append((infos, states, at, map_from, prefix))
         if others:
             chunks.append(self._encode(others, counts))
         return chunks
 
-    def _encode_plain(self, batch: _Batch, counts: dict[str, int]) -> tuple[int, bytes] | None:
-        """One chunk for a batch whose every run completed on the engine's fast path here; else None.
+    def _encode_plain(
+        self,
+        infos: Sequence[TaskRunInfo],
+        held: Sequence[State[Any]] | _Unread,
+        at: float,
+        map_from: int | None,
+        name_prefix: str | None,
+        counts: dict[str, int],
+    ) -> tuple[int, bytes] | None:
+        """One chunk for runs that all completed on the engine's fast path in this process; else None.
 
         The common case of a large map, and the cost of recording it: a
-        no-op run costs the runner a few microseconds, so this reads five
-        attributes per run, all at C speed, and stores one column of ids and
-        two of times. What the runs share — the task, tags, submission time,
-        ``Completed`` with no message or result location, one attempt, names
-        derived from ids, map indices counting up — is stored once.
+        no-op run costs the runner a few microseconds, so this reads seven
+        attributes per run, each column in one C-level pass, and stores one
+        column of ids and two of times. What the runs share — the task, tags,
+        submission time, ``Completed`` with no message or result location,
+        one attempt, names made from ids, map indices counting up — is stored
+        once. ``held`` are the runs' final states, or (when the flow run is
+        finishing) their futures, read here.
         """
-        infos, states, at, map_from, name_prefix = batch
         count = len(infos)
-        if not all(map(is_, map(_FINAL, infos), states)):  # not every state made here by the fast path
+        finals = list(map(_FINAL, infos))
+        try:
+            states = list(map(_FUTURE_STATE, held.futures)) if type(held) is _Unread else held
+            # Each future holds the very state the fast path kept on its run (compared by
+            # identity first: a State's own == runs only for a pair that is not the same object).
+            if finals != states:
+                return None
+        except Exception:  # a future of another kind, or states that cannot be compared
             return None
-        state_names = list(map(_STATE_NAME, infos))
-        if state_names.count("Completed") != count:
+        ends = list(map(_ENDED, infos))
+        if None in ends:  # runs that never ended (their future and `final` both None)
+            return None
+        if list(map(_STATE_NAME, infos)).count("Completed") != count:
             return None  # failures have messages: the general encoding
-        run_counts = list(map(_INFO_RUN_COUNT, infos))
-        if run_counts.count(1) != count:
+        if list(map(_INFO_RUN_COUNT, infos)).count(1) != count:
             return None  # attempts before this one: histories
         ids = SEP.join(map(_ID, infos))
         if ids.count(SEP) != count - 1:
@@ -294,11 +315,11 @@ class Recorder:
             ("=", first.task_name),
             ("r", map_from) if map_from is not None else list(map(_MAP_INDEX, infos)),
             ("=", self._tag_tuple(first.tags)), ("=", at), None, ("=", "Completed"), ("=", None), ("=", 1),
-            list(map(_STARTED, infos)), list(map(_ENDED, infos)), ("=", None), ("=", None),
+            list(map(_STARTED, infos)), ends, ("=", None), ("=", None),
         ]  # fmt: skip
         return count, encode_chunk(count, columns)
 
-    def _encode(self, batches: list[_Batch], counts: dict[str, int]) -> tuple[int, bytes]:
+    def _encode(self, batches: list[_Read], counts: dict[str, int]) -> tuple[int, bytes]:
         """One chunk for the task runs of ``batches``, column by column (see codec).
 
         The recorder's hot path (a 10k-task map is 10k task runs), so every
@@ -317,7 +338,7 @@ class Recorder:
         for batch_infos, held, at, _, _ in batches:
             n = len(batch_infos)
             infos.extend(batch_infos)
-            states.extend(held)  # final states, after _split
+            states.extend(held)  # final states
             first = batch_infos[0]  # one submit or map: one task, the same tags
             task_names.extend([first.task_name] * n)
             tags.extend([self._tag_tuple(first.tags)] * n)
@@ -379,9 +400,20 @@ class Recorder:
             threading.Thread(target=callback, args=("cancelled by cancel_flow_run",), daemon=True).start()
 
 
-# Runs ready to write: the runs, their final states, submission time, the map index of
-# the first if they are a map's (None if not), the prefix of their names if the default.
-_Batch = tuple[Sequence["TaskRunInfo"], Sequence[Any], float, "int | None", "str | None"]
+class _Unread:
+    """The futures of runs whose states are read when they are encoded (the flow run is finishing)."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: Sequence[Any]) -> None:
+        self.futures = futures
+
+
+# Runs ready to write: the runs, their final states (or _Unread futures), submission time, the map
+# index of the first if they are a map's (None if not), the prefix of their names if the default.
+_Batch = tuple[Sequence["TaskRunInfo"], "Sequence[Any] | _Unread", float, "int | None", "str | None"]
+# The same, with the states read.
+_Read = tuple[Sequence["TaskRunInfo"], Sequence["State[Any]"], float, "int | None", "str | None"]
 # A batch still held: its runs, their futures (or states), submission time, how many are
 # written, whether they are a map's, the prefix of their names (see Recorder.track).
 _Held = tuple[Sequence["TaskRunInfo"], Sequence[Any], float, int, bool, "str | None"]
@@ -453,7 +485,9 @@ def _split(batches: list[_Held], finishing: bool) -> tuple[list[_Batch], list[_H
     for infos, held, at, start, mapped, prefix in batches:
         map_from = start if mapped else None
         if finishing:
-            ready.append((infos[start:], _states_now(held[start:]), at, map_from, prefix))
+            # A long batch's states are read when it is encoded: the fast path needs no second pass.
+            now = _Unread(held[start:]) if len(held) - start >= _PLAIN_FROM else _states_now(held[start:])
+            ready.append((infos[start:], now, at, map_from, prefix))
             continue
         states = _final_states(held, start)
         end = start + len(states)
