@@ -19,7 +19,7 @@ import pickle
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ("TASK_FIELDS", "CHUNK_FORMAT", "SEP", "json_safe", "dumps_json", "encode_chunk", "decode_chunk")
+__all__ = ("TASK_FIELDS", "CHUNK_FORMAT", "SEP", "squeeze", "json_safe", "dumps_json", "encode_chunk", "decode_chunk")
 
 # The fields of one task-run tuple in a chunk, in order.
 TASK_FIELDS = (
@@ -69,7 +69,8 @@ def dumps_json(value: Any) -> str:
     return json.dumps(json_safe(value), separators=(",", ":"))
 
 
-def _squeeze(column: list[Any] | tuple[str, Any] | None) -> Any:
+def squeeze(column: list[Any] | tuple[str, Any] | None) -> Any:
+    """A column as stored: one value if all are equal, strings joined, or the list as it is."""
     if column is None or type(column) is tuple:  # state types implied by the names; or squeezed already
         return column
     first = column[0]
@@ -101,16 +102,17 @@ def _expand(column: Any, count: int, before: list[list[Any]]) -> list[Any]:
     return column  # type: ignore[no-any-return]
 
 
-def encode_chunk(count: int, columns: list[Any]) -> bytes:
+def encode_chunk(count: int, columns: list[Any], *, squeezed: bool = False) -> bytes:
     """The bytes of one chunk: ``count`` task runs given as one list per field of :data:`TASK_FIELDS`.
 
     A column may also be given squeezed already: ``("=", value)`` (all equal),
     ``(SEP, joined)`` (strings without SEP, joined by it), ``("r", first)``
     (map indices ``first, first + 1, …``) or ``("n", prefix)`` (run names
     ``prefix + id[:8]``); and ``state_type`` as None when every state name is
-    one of :data:`TYPE_OF_NAME`.
+    one of :data:`TYPE_OF_NAME`. ``squeezed=True`` stores lists as given
+    (a caller that knows which of its columns are worth squeezing).
     """
-    return pickle.dumps((count, [_squeeze(c) for c in columns]), protocol=5)
+    return pickle.dumps((count, columns if squeezed else [squeeze(c) for c in columns]), protocol=5)
 
 
 class _PlainUnpickler(pickle.Unpickler):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskyard.states import State, StateType
-from taskyard.store.codec import CHUNK_FORMAT, SEP, TYPE_OF_NAME, dumps_json, encode_chunk
+from taskyard.store.codec import CHUNK_FORMAT, SEP, TYPE_OF_NAME, dumps_json, encode_chunk, squeeze
 from taskyard.store.db import HOST, connect, write
 
 from taskyard.futures import TaskFuture
@@ -289,6 +289,8 @@ class Recorder:
         """
         count = len(infos)
         finals = list(map(_FINAL, infos))
+        if not all(finals):  # runs that never ended (a State is always true; None is not)
+            return None
         try:
             states = list(map(_FUTURE_STATE, held.futures)) if type(held) is _Unread else held
             # Each future holds the very state the fast path kept on its run (compared by
@@ -297,9 +299,7 @@ class Recorder:
                 return None
         except Exception:  # a future of another kind, or states that cannot be compared
             return None
-        ends = list(map(_ENDED, infos))
-        if None in ends:  # runs that never ended (their future and `final` both None)
-            return None
+        ends = list(map(_ENDED, infos))  # set with `final`
         if list(map(_STATE_NAME, infos)).count("Completed") != count:
             return None  # failures have messages: the general encoding
         if list(map(_INFO_RUN_COUNT, infos)).count(1) != count:
@@ -311,13 +311,13 @@ class Recorder:
         counts["Completed"] = counts.get("Completed", 0) + count
         columns: list[Any] = [
             (SEP, ids),
-            ("n", name_prefix) if name_prefix is not None else list(map(_RUN_NAME, infos)),
+            ("n", name_prefix) if name_prefix is not None else squeeze(list(map(_RUN_NAME, infos))),
             ("=", first.task_name),
-            ("r", map_from) if map_from is not None else list(map(_MAP_INDEX, infos)),
+            ("r", map_from) if map_from is not None else squeeze(list(map(_MAP_INDEX, infos))),
             ("=", self._tag_tuple(first.tags)), ("=", at), None, ("=", "Completed"), ("=", None), ("=", 1),
             list(map(_STARTED, infos)), ends, ("=", None), ("=", None),
         ]  # fmt: skip
-        return count, encode_chunk(count, columns)
+        return count, encode_chunk(count, columns, squeezed=True)  # the times are never all equal
 
     def _encode(self, batches: list[_Read], counts: dict[str, int]) -> tuple[int, bytes]:
         """One chunk for the task runs of ``batches``, column by column (see codec).
