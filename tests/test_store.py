@@ -84,10 +84,10 @@ class TestCodec:
         assert decode_chunk(encode_chunk(2, columns)) == rows
 
     def test_derived_columns_expand_to_map_indices_and_default_names(self) -> None:
-        """A column of map indices counting up and one of default names (prefix + id[:8]) are stored as one value each."""
+        """Ids concatenated, map indices counting up and default names (prefix + id[:8]) are stored as one value each."""
         ids = ["0123456789abcdef" * 2, "fedcba9876543210" * 2, "00112233445566778899aabbccddeeff"]
         columns: list[Any] = [
-            ids, ("n", "noop-"), ("=", "noop"), ("r", 7), ("=", ()), ("=", 1.0), None, ("=", "Completed"),
+            ("w", "".join(ids)), ("n", "noop-"), ("=", "noop"), ("r", 7), ("=", ()), ("=", 1.0), None, ("=", "Completed"),
             ("=", None), ("=", 1), [1.0, 2.0, 3.0], [1.5, 2.5, 3.5], ("=", None), ("=", None),
         ]  # fmt: skip
         rows = decode_chunk(encode_chunk(3, columns))
@@ -272,6 +272,13 @@ if __name__ == "__main__":
 """
 
 
+def _columns(blob: bytes) -> list[Any]:
+    """The columns of a chunk as stored (squeezed)."""
+    import pickle
+
+    return pickle.loads(blob)[1]  # type: ignore[no-any-return]
+
+
 def _script(tmp_path: Path, index: int, n: int, body: str = "pass") -> Path:
     path = tmp_path / f"worker_{index}.py"
     path.write_text(textwrap.dedent(_SCRIPT.format(index=index, n=n, body=body)))
@@ -284,13 +291,13 @@ class TestWriterPasses:
         from taskyard.context import TaskRunInfo
         from taskyard.futures import TaskFuture
         from taskyard.states import Completed
-        from taskyard.store.recorder import _split
+        from taskyard.store.recorder import _Map, _split
 
         infos = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(4)]
         futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
         futures[0]._state = Completed(data=0)
         futures[2]._state = Completed(data=2)  # out of order: waits for run 1
-        ready, rest = _split([(infos, futures, 1.0, 0, True, None)], finishing=False)
+        ready, rest = _split([(infos, futures, 1.0, 0, _Map(None, None))], finishing=False)
         assert [[i.id for i in r[0]] for r in ready] == [["id-0"]]
         assert [r[3] for r in rest] == [1]
         futures[1]._state = Completed(data=1)
@@ -306,32 +313,63 @@ class TestWriterPasses:
         from taskyard.context import TaskRunInfo
         from taskyard.futures import TaskFuture
         from taskyard.states import Completed
-        from taskyard.store.recorder import _WINDOW, _split
+        from taskyard.store.recorder import _WINDOW, _Map, _split
 
         size = 2 * _WINDOW + 10
         infos = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(size)]
         futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
         for future in futures[: _WINDOW + 5] + futures[_WINDOW + 6 :]:
             future._state = Completed(data=0)
-        ready, rest = _split([(infos, futures, 1.0, 0, True, None)], finishing=False)
+        ready, rest = _split([(infos, futures, 1.0, 0, _Map(None, None))], finishing=False)
         assert [len(r[0]) for r in ready] == [_WINDOW + 5] and [r[3] for r in rest] == [_WINDOW + 5]
         assert all(state is future._state for state, future in zip(ready[0][1], futures, strict=False))
         futures[_WINDOW + 5]._state = Completed(data=0)
         ready, rest = _split(rest, finishing=False)
         assert [len(r[0]) for r in ready] == [size - _WINDOW - 5] and rest == []
 
+    def test_a_map_written_in_two_passes_keeps_each_runs_id_and_index(self, tmp_path: Path) -> None:
+        """A map's fast-path runs written by a pass and then by the finishing one read back with their own ids and indices."""
+        from taskyard.context import TaskRunInfo
+        from taskyard.futures import TaskFuture
+        from taskyard.states import Completed
+        from taskyard.store.recorder import Recorder, _Map, _split
+
+        size = 250  # two batches of at least _PLAIN_FROM runs
+        ids = os.urandom(16 * size).hex()
+        infos = [TaskRunInfo(ids[32 * i : 32 * i + 32], f"t-{ids[32 * i : 32 * i + 8]}", "t", map_index=i) for i in range(size)]
+        futures: list[TaskFuture[Any]] = [TaskFuture(info.id, info.name) for info in infos]
+
+        def finish(i: int) -> None:  # as the engine's fast path leaves a run
+            info = infos[i]
+            info.started, info.ended, info.state_name, info.run_count = 10.0 + i, 11.0 + i, "Completed", 1
+            info.final = futures[i]._state = Completed(data=i)
+
+        for i in range(100):
+            finish(i)
+        recorder = Recorder(tmp_path)
+        held = [(list(infos), futures, 1.0, 0, _Map("t-", ids))]
+        ready, rest = _split(held, finishing=False)
+        for i in range(100, size):
+            finish(i)
+        more, _ = _split(rest, finishing=True)
+        blobs = [blob for batch in ready + more for _, blob in recorder._encode_all([batch], {})]
+        assert len(blobs) == 2 and all(_columns(blob)[0][0] == "w" for blob in blobs)  # the ids were not read run by run
+        rows = [row for blob in blobs for row in decode_chunk(blob)]
+        assert [r[:4] for r in rows] == [(info.id, info.name, "t", i) for i, info in enumerate(infos)]
+        assert [(r[7], r[10], r[11]) for r in rows] == [("Completed", 10.0 + i, 11.0 + i) for i in range(size)]
+
     def test_a_pass_keeps_no_written_run_of_a_map_alive(self) -> None:
         """The runs a pass wrote leave the batch it keeps, so a long map's finished runs can be freed."""
         from taskyard.context import TaskRunInfo
         from taskyard.futures import TaskFuture
         from taskyard.states import Completed
-        from taskyard.store.recorder import _split
+        from taskyard.store.recorder import _Map, _split
 
         infos: list[TaskRunInfo | None] = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(5)]
         futures: list[TaskFuture[Any]] = [TaskFuture(f"id-{i}", f"t-{i}") for i in range(5)]
         for future in futures[:3]:
             future._state = Completed(data=0)
-        ready, rest = _split([(infos, futures, 1.0, 0, True, None)], finishing=False)
+        ready, rest = _split([(infos, futures, 1.0, 0, _Map(None, None))], finishing=False)
         assert [i.id for i in ready[0][0]] == ["id-0", "id-1", "id-2"]  # type: ignore[union-attr]
         assert infos[:3] == [None, None, None] and [i.id for i in infos[3:]] == ["id-3", "id-4"]  # type: ignore[union-attr]
         assert rest[0][0] is infos and rest[0][3] == 3

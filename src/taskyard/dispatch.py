@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskyard.context import FlowRunInfo, TaskRunInfo, current_tags
@@ -65,12 +65,13 @@ def _default_name_prefix(task: Task[..., Any]) -> str | None:
     return f"{task.name}-" if task.task_run_name is None else None
 
 
-def _run_ids() -> Iterator[str]:
-    """Endless :func:`new_run_id` ids, drawn from the OS 256 at a time (one system call, not one per run)."""
-    while True:
-        block = os.urandom(16 * 256).hex()
-        for at in range(0, len(block), 32):
-            yield block[at : at + 32]
+def _run_ids(count: int) -> str:
+    """``count`` :func:`new_run_id` ids, concatenated: one system call for a whole map, not one per run.
+
+    Run ``i``'s id is ``ids[32 * i : 32 * i + 32]``; the run store keeps the
+    string as the map's column of ids, not each id again.
+    """
+    return os.urandom(16 * count).hex()
 
 
 class _Gate:
@@ -223,7 +224,9 @@ class Dispatcher:
         runs: list[TaskRunInfo] = []
         task_run, flow_run = self._namer(task), self.flow_run
         with collector_paused(length):  # the runner may run user code: not in there
-            for i, run_id in zip(range(length), _run_ids(), strict=False):  # the ids never end
+            ids = _run_ids(length)
+            for i in range(length):
+                run_id = ids[32 * i : 32 * i + 32]
                 params = dict(static)
                 ups = list(base_ups) if base_ups else _NO_UPS  # a list of its own once one is found
                 needs = static_needs
@@ -266,7 +269,7 @@ class Dispatcher:
             self.counter.track(task.name, result, mapped=True)
         if self.recorder is not None and self.flow_run is not None:
             self.recorder.track(
-                self.flow_run.id, runs, result, submitted, mapped=True, name_prefix=_default_name_prefix(task)
+                self.flow_run.id, runs, result, submitted, mapped=True, name_prefix=_default_name_prefix(task), ids=ids
             )
         return result
 

@@ -4,7 +4,8 @@ A chunk holds many task runs *by column* (:data:`TASK_FIELDS`): one list
 per field, and a column whose values are all equal (the task name of a map,
 ``Completed``, a run count of 1) as that one value. Format 2 adds two
 columns made from others: a map's indices counting up from a first one, and
-default run names (a prefix and the first 8 characters of each run's id). It is a pickle
+default run names (a prefix and the first 8 characters of each run's id); and
+ids of 32 hex digits concatenated without separators. It is a pickle
 (protocol 5) of plain lists and tuples, read back by an unpickler that
 refuses every global, so a chunk can only ever yield strings, numbers, None
 and tuples — never run code. Building it costs a few list comprehensions
@@ -27,7 +28,7 @@ TASK_FIELDS = (
     "state_message", "run_count", "start_time", "end_time", "result_location", "history",
 )  # fmt: skip
 # 1: columns as lists, ("=", value) or (SEP, joined strings); 2 adds ("r", first map
-# index) and ("n", name prefix). A reader of format 2 reads format 1.
+# index), ("n", name prefix) and ("w", ids concatenated). A reader of format 2 reads format 1.
 CHUNK_FORMAT = 2
 _MAX_REPR = 200
 # The type of the states the engine and the runners make, by name: a chunk
@@ -96,6 +97,8 @@ def _expand(column: Any, count: int, before: list[list[Any]]) -> list[Any]:
             return [value] * count
         if marker == "r":
             return list(range(value, value + count))
+        if marker == "w":  # ids of 32 hex digits, concatenated
+            return [value[at : at + 32] for at in range(0, len(value), 32)]
         if marker == "n":  # the id column comes first
             return [value + run_id[:8] for run_id in before[_ID_COLUMN]]
         return value.split(SEP)  # type: ignore[no-any-return]
@@ -107,8 +110,8 @@ def encode_chunk(count: int, columns: list[Any], *, squeezed: bool = False) -> b
 
     A column may also be given squeezed already: ``("=", value)`` (all equal),
     ``(SEP, joined)`` (strings without SEP, joined by it), ``("r", first)``
-    (map indices ``first, first + 1, …``) or ``("n", prefix)`` (run names
-    ``prefix + id[:8]``); and ``state_type`` as None when every state name is
+    (map indices ``first, first + 1, …``), ``("n", prefix)`` (run names
+    ``prefix + id[:8]``) or ``("w", ids)`` (ids of 32 characters, concatenated); and ``state_type`` as None when every state name is
     one of :data:`TYPE_OF_NAME`. ``squeezed=True`` stores lists as given
     (a caller that knows which of its columns are worth squeezing).
     """

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from operator import attrgetter, is_, itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskyard.states import State, StateType
 from taskyard.store.codec import CHUNK_FORMAT, SEP, TYPE_OF_NAME, dumps_json, encode_chunk, squeeze
@@ -131,24 +131,27 @@ class Recorder:
         *,
         mapped: bool = False,
         name_prefix: str | None = None,
+        ids: str | None = None,
     ) -> None:
         """Task runs handed to the runner; each is written once its future is done.
 
         ``mapped``: the runs are a map's, ``infos[i]`` has map index ``i``.
         ``name_prefix``: every run is named ``name_prefix + its id[:8]`` (the
-        default names). Neither is then stored run by run (see codec).
+        default names). ``ids``: the ids of a map's runs concatenated, 32 hex
+        digits each. None of them is then stored run by run (see codec).
         """
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                run.pending.append((infos, futures, submitted, 0, mapped, name_prefix))
+                shape = _Map(name_prefix, ids if ids is not None and len(ids) == 32 * len(infos) else None)
+                run.pending.append((infos, futures, submitted, 0, shape if mapped else None))
 
     def track_done(self, run_id: str, info: TaskRunInfo, state: State[Any], submitted: float) -> None:
         """A task run that already has its final state (run inline in the flow body)."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                run.pending.append(((info,), (state,), submitted, 0, False, None))
+                run.pending.append(((info,), (state,), submitted, 0, None))
 
     def log(self, flow_run_id: str, task_run_id: str | None, created: float, level: int, name: str, message: str) -> None:
         """A log record of a run this process records."""
@@ -256,13 +259,13 @@ class Recorder:
         """
         chunks: list[tuple[int, bytes]] = []
         others: list[_Read] = []
-        for infos, held, at, map_from, prefix in batches:
-            plain = self._encode_plain(infos, held, at, map_from, prefix, counts) if len(infos) >= _PLAIN_FROM else None
+        for infos, held, at, start, shape in batches:
+            plain = self._encode_plain(infos, held, at, start, shape, counts) if len(infos) >= _PLAIN_FROM else None
             if plain is not None:
                 chunks.append(plain)
             else:
                 states = _states_now(held.futures) if isinstance(held, _Unread) else held
-                others.append((infos, states, at, map_from, prefix))
+                others.append((infos, states, at, start, shape))
         if others:
             chunks.append(self._encode(others, counts))
         return chunks
@@ -272,8 +275,8 @@ class Recorder:
         infos: Sequence[TaskRunInfo],
         held: Sequence[State[Any]] | _Unread,
         at: float,
-        map_from: int | None,
-        name_prefix: str | None,
+        start: int,
+        shape: _Map | None,
         counts: dict[str, int],
     ) -> tuple[int, bytes] | None:
         """One chunk for runs that all completed on the engine's fast path in this process; else None.
@@ -304,16 +307,21 @@ class Recorder:
             return None  # failures have messages: the general encoding
         if list(map(_INFO_RUN_COUNT, infos)).count(1) != count:
             return None  # attempts before this one: histories
-        ids = SEP.join(map(_ID, infos))
-        if ids.count(SEP) != count - 1:
-            return None
+        if shape is not None and shape.ids is not None:  # the map's own string of ids: no run read
+            ids: tuple[str, Any] = ("w", shape.ids[32 * start : 32 * (start + count)])
+        else:
+            joined = SEP.join(map(_ID, infos))
+            if joined.count(SEP) != count - 1:
+                return None
+            ids = (SEP, joined)
+        prefix = shape.name_prefix if shape is not None else None
         first = infos[0]
         counts["Completed"] = counts.get("Completed", 0) + count
         columns: list[Any] = [
-            (SEP, ids),
-            ("n", name_prefix) if name_prefix is not None else squeeze(list(map(_RUN_NAME, infos))),
+            ids,
+            ("n", prefix) if prefix is not None else squeeze(list(map(_RUN_NAME, infos))),
             ("=", first.task_name),
-            ("r", map_from) if map_from is not None else squeeze(list(map(_MAP_INDEX, infos))),
+            ("r", start) if shape is not None else squeeze(list(map(_MAP_INDEX, infos))),
             ("=", self._tag_tuple(first.tags)), ("=", at), None, ("=", "Completed"), ("=", None), ("=", 1),
             list(map(_STARTED, infos)), ends, ("=", None), ("=", None),
         ]  # fmt: skip
@@ -409,14 +417,21 @@ class _Unread:
         self.futures = futures
 
 
-# Runs ready to write: the runs, their final states (or _Unread futures), submission time, the map
-# index of the first if they are a map's (None if not), the prefix of their names if the default.
-_Batch = tuple[Sequence["TaskRunInfo"], "Sequence[Any] | _Unread", float, "int | None", "str | None"]
+class _Map(NamedTuple):
+    """What the runs of one map share, so that the store need not read it run by run (Recorder.track)."""
+
+    name_prefix: str | None  # the default names: prefix + id[:8]
+    ids: str | None  # every run's id, concatenated (32 hex digits each)
+
+
+# Runs ready to write: the runs, their final states (or _Unread futures), submission time, the
+# index of the first in its batch (a map's: its map index), and the map they are of (or None).
+_Batch = tuple[Sequence["TaskRunInfo"], "Sequence[Any] | _Unread", float, int, "_Map | None"]
 # The same, with the states read.
-_Read = tuple[Sequence["TaskRunInfo"], Sequence["State[Any]"], float, "int | None", "str | None"]
+_Read = tuple[Sequence["TaskRunInfo"], Sequence["State[Any]"], float, int, "_Map | None"]
 # A batch still held: its runs, their futures (or states), submission time, how many are
-# written, whether they are a map's, the prefix of their names (see Recorder.track).
-_Held = tuple[Sequence["TaskRunInfo"], Sequence[Any], float, int, bool, "str | None"]
+# written, and the map they are of (or None).
+_Held = tuple[Sequence["TaskRunInfo"], Sequence[Any], float, int, "_Map | None"]
 # Batches smaller than this are encoded together, not each in a chunk of its own.
 _PLAIN_FROM = 64
 
@@ -482,21 +497,20 @@ def _split(batches: list[_Held], finishing: bool) -> tuple[list[_Batch], list[_H
     """
     ready: list[_Batch] = []
     rest: list[_Held] = []
-    for infos, held, at, start, mapped, prefix in batches:
-        map_from = start if mapped else None
+    for infos, held, at, start, shape in batches:
         if finishing:
             # A long batch's states are read when it is encoded: the fast path needs no second pass.
             now = _Unread(held[start:]) if len(held) - start >= _PLAIN_FROM else _states_now(held[start:])
-            ready.append((infos[start:], now, at, map_from, prefix))
+            ready.append((infos[start:], now, at, start, shape))
             continue
         states = _final_states(held, start)
         end = start + len(states)
         if states:
-            ready.append((infos[start:end], states, at, map_from, prefix))
+            ready.append((infos[start:end], states, at, start, shape))
             if type(infos) is list:  # a map's runs, the recorder's own list: keep no written run alive
                 infos[start:end] = itertools.repeat(None, end - start)
         if end < len(held):
-            rest.append((infos, held, at, end, mapped, prefix))
+            rest.append((infos, held, at, end, shape))
     return ready, rest
 
 
