@@ -218,6 +218,21 @@ class TestContext:
 
         assert f() == (True, True)
 
+    @pytest.mark.parametrize("runner", ["sequential", "threads"])
+    def test_the_flow_runs_runner_is_in_a_flow_bodys_context(self, runner: str) -> None:
+        """get_run_context().task_runner is the flow run's started runner in its body, None in its task runs."""
+
+        @task
+        def runner_in_task() -> object:
+            return get_run_context().task_runner
+
+        @flow(task_runner=runner)
+        def f() -> tuple[str, bool, object]:
+            own = get_run_context().task_runner
+            return own.name, own.started, runner_in_task.submit().result()
+
+        assert f() == (runner, True, None)
+
 
 class TestProcesses:
     def test_closures_and_main_module_tasks_ship(self) -> None:

@@ -150,10 +150,16 @@ _wire_fields = operator.attrgetter(*_WIRE_NAMES)
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """The answer of :func:`get_run_context`: ``task_run`` is None in a flow body."""
+    """The answer of :func:`get_run_context`: ``task_run`` is None in a flow body.
+
+    ``task_runner`` is the flow run's started runner in a flow body (as
+    Prefect's ``FlowRunContext.task_runner``), and None in a task run, on
+    every runner.
+    """
 
     flow_run: FlowRunInfo | None
     task_run: TaskRunInfo | None
+    task_runner: Any = None
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -183,7 +189,8 @@ def get_run_context() -> RunContext:
         raise MissingContextError(
             "get_run_context() found no run: call it inside a @flow or @task function"
         )
-    return RunContext(flow_run=flow_run, task_run=task_run)
+    runner = None if task_run is not None else getattr(getattr(flow_state_var.get(), "dispatcher", None), "runner", None)
+    return RunContext(flow_run=flow_run, task_run=task_run, task_runner=runner)
 
 
 @contextlib.contextmanager

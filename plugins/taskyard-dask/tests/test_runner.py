@@ -470,6 +470,19 @@ class TestClusters:
 
         assert f() == 12
 
+    def test_get_dask_client_in_a_flow_body(self, dask_address: str) -> None:
+        """get_dask_client() in the body of a flow on the Dask runner gives that runner's client."""
+        from taskyard import get_run_context
+        from taskyard_dask import get_dask_client
+
+        @flow(task_runner=DaskTaskRunner(address=dask_address))
+        def f() -> tuple[int, bool]:
+            with get_dask_client() as client:
+                same = client is get_run_context().task_runner.client
+                return client.submit(sum, [1, 2, 3]).result(), same
+
+        assert f() == (6, True)
+
     def test_get_dask_client_without_a_cluster_says_so(self) -> None:
         """get_dask_client() where no Dask cluster is in use raises a clear RuntimeError."""
         from taskyard_dask import get_dask_client

@@ -32,11 +32,23 @@ def get_dask_client(timeout: float | str | None = None, **client_kwargs: Any) ->
         with distributed.worker_client(timeout=timeout, **client_kwargs) as client:
             yield client
         return
+    yield _flow_client(distributed)
+
+
+def _flow_client(distributed: Any) -> Any:
+    """The client of the flow run's DaskTaskRunner, else the process's default client."""
+    from taskyard import get_run_context
+    from taskyard.exceptions import MissingContextError
+    from taskyard_dask.runner import DaskTaskRunner
+
+    with contextlib.suppress(MissingContextError):
+        runner = get_run_context().task_runner
+        if isinstance(runner, DaskTaskRunner):
+            return runner.client
     try:
-        client = distributed.get_client()
+        return distributed.get_client()
     except ValueError:
         raise RuntimeError(
             "get_dask_client() found no Dask cluster: call it inside a task run on DaskTaskRunner, "
             "or in the body of a flow that uses it"
         ) from None
-    yield client
