@@ -21,7 +21,7 @@ from taskyard.runs import (
     start_flow_run,
     wait_for_flow_run,
 )
-from taskyard.store.db import pid_alive
+from taskyard.pids import pid_alive
 
 HERE = Path(__file__).resolve().parent
 WAIT = 120  # generous bounds: the machine may be busy; nothing here should take long

@@ -18,7 +18,8 @@ from taskyard import flow, get_run_context, tags, task
 from taskyard.futures import wait as wait_all
 from taskyard.runs import list_flow_runs, read_flow_run
 from taskyard.store.codec import TASK_FIELDS, decode_chunk, encode_chunk, json_safe
-from taskyard.store.db import connect, database_path, pid_alive
+from taskyard.pids import pid_alive
+from taskyard.store.db import connect, database_path
 from taskyard.store.schema import LATEST, migrate
 
 

@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from taskyard.pids import pid_alive
+
 __all__ = ("temp_name", "is_stale", "should_sweep", "sweep_local", "MAX_AGE", "SWEEP_EVERY")
 
 MAX_AGE = 24 * 3600.0
@@ -50,23 +52,13 @@ def _writer(name: str) -> tuple[str, int] | None:
     return parts[1], int(parts[2])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def is_stale(name: str, mtime: float | None, now: float | None = None) -> bool:
     """True if ``name`` is a temporary record file whose writer is gone (see module doc)."""
     writer = _writer(name)
     if writer is None:
         return False
     host, pid = writer
-    if host == _HOST and pid != os.getpid() and not _alive(pid):
+    if host == _HOST and pid != os.getpid() and not pid_alive(pid):
         return True
     return mtime is not None and (now or time.time()) - mtime > MAX_AGE
 

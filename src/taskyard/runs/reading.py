@@ -21,7 +21,8 @@ from taskyard.runs.stored import StoredResult
 from taskyard.settings import current_settings
 from taskyard.states import State, StateType
 from taskyard.store.codec import TASK_FIELDS, decode_chunk
-from taskyard.store.db import HOST, connect, pid_alive, write
+from taskyard.pids import pid_alive
+from taskyard.store.db import HOST, connect, write
 from taskyard.store.recorder import HEARTBEAT_S
 
 __all__ = (

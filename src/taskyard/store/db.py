@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import time
@@ -12,7 +11,7 @@ from typing import TypeVar
 
 from taskyard.store.schema import migrate
 
-__all__ = ("database_path", "connect", "write", "pid_alive", "HOST")
+__all__ = ("database_path", "connect", "write", "HOST")
 
 T = TypeVar("T")
 HOST = socket.gethostname()
@@ -78,18 +77,3 @@ def _retrying(fn: Callable[[], T]) -> T:
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
 
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this id runs on this machine (a zombie counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[-1].split()
-        return not fields or fields[0] != b"Z"
-    except OSError:
-        return True

@@ -26,7 +26,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from taskyard.store.db import HOST, pid_alive, write
+from taskyard.pids import pid_alive
+from taskyard.store.db import HOST, write
 
 __all__ = (
     "LEASE_S",

@@ -43,7 +43,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from taskyard.store.db import pid_alive
+from taskyard.pids import pid_alive
 
 __all__ = (
     "PREFIX",
