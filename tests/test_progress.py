@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import pty
 import select
 import subprocess
@@ -125,3 +126,10 @@ class TestDisplayOff:
         # 40 runs of 0.4 s outlast the 0.5 s delay even on a pool of 32 threads (the most it gets).
         out = run_flow(tmp_path, tty=True, sleep=0.4, items="list(range(40))", TASKYARD_PROGRESS_DELAY="0.5")
         assert "40/40 done" in out
+
+    def test_the_display_appears_after_the_delay_on_sequential(self, tmp_path: Path) -> None:
+        """On the sequential runner (runs finish as they are placed) the display also appears, counting as they end."""
+        out = run_flow(tmp_path, tty=True, runner="sequential", sleep=0.1, items="list(range(12))", TASKYARD_PROGRESS_DELAY="0.3")
+        assert "12/12 done" in out
+        partial = re.findall(r"\b(\d+)/12 done", out)
+        assert any(0 < int(n) < 12 for n in partial), out  # drawn while the map ran, not only at its end

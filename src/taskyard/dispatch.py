@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from taskyard.context import FlowRunInfo, TaskRunInfo, current_tags
 from taskyard.engine import TaskCall, failed_state
 from taskyard.exceptions import RunnerError
-from taskyard.futures import FutureList, TaskFuture
+from taskyard.futures import FutureList, TaskFuture, add_done_callbacks
 from taskyard.gcpause import collector_paused
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.logs import RunLoggerAdapter, run_extra
@@ -252,9 +252,13 @@ class Dispatcher:
                 else:
                     ready.append(call)
                     ready_at.append(i)
+        counted = None
         if ready:
+            if self.counter is not None and not self.runner.concurrent:
+                # Each call runs as it is placed: counted one by one, so the display can show it.
+                counted = self.counter.expect(task.name, length, mapped=True)
             try:
-                placed = self.runner.map(ready)
+                placed = self.runner.map(ready) if counted is None else self._place_each(ready, counted.on_done)
             except RunnerError as exc:  # the flow run is ending (cancelled): nothing new starts
                 placed = [_finished(call, Cancelled(f"not started: {exc}")) for call in ready]
             for i, future in zip(ready_at, placed, strict=True):
@@ -265,13 +269,25 @@ class Dispatcher:
         if txn is not None:
             for run, future in zip(runs, result, strict=True):
                 txn.note_future(task, run, future)
-        if length and self.counter is not None:
+        if counted is not None:
+            placed_at = set(ready_at)
+            add_done_callbacks([f for i, f in enumerate(result) if i not in placed_at], counted.on_done)
+        elif length and self.counter is not None:
             self.counter.track(task.name, result, mapped=True)
         if self.recorder is not None and self.flow_run is not None:
             self.recorder.track(
                 self.flow_run.id, runs, result, submitted, mapped=True, name_prefix=_default_name_prefix(task), ids=ids
             )
         return result
+
+    def _place_each(self, calls: list[TaskCall[Any]], on_done: Callable[[TaskFuture[Any]], None]) -> list[TaskFuture[Any]]:
+        """Submit calls one at a time, telling ``on_done`` of each future at once."""
+        placed = []
+        for call in calls:
+            future = self.runner.submit(call)
+            add_done_callbacks((future,), on_done)
+            placed.append(future)
+        return placed
 
     def _route(self, call: TaskCall[Any], ups: list[Upstream], needs: bool) -> TaskFuture[Any]:
         if any(isinstance(u.future, State) for u in ups):

@@ -88,15 +88,23 @@ class RunCounter:
     def track(self, name: str, futures: Iterable[TaskFuture[Any]], *, mapped: bool = False) -> None:
         """Count ``futures`` as runs of ``name``; each counts as done when it finishes."""
         futures = list(futures)
+        add_done_callbacks(futures, self.expect(name, len(futures), mapped=mapped).on_done)
+
+    def expect(self, name: str, total: int, *, mapped: bool = False) -> _Count:
+        """Count ``total`` runs of ``name`` to come; pass each one's future to the answer's ``on_done``.
+
+        For runs that finish as they are submitted (the sequential runner): the
+        display starts its clock before the first of them, not after the last.
+        """
         with self._lock:
             count = self.counts.get(name)
             if count is None:
                 count = self.counts[name] = _Count(name)
-            count.total += len(futures)
+            count.total += total
             count.end = None
-        add_done_callbacks(futures, count.on_done)
         if mapped and self.display is None and self.delay is not None:
             self.display = ProgressDisplay(self, self.delay)
+        return count
 
     def stop(self) -> None:
         """Stop the display, if one was started, after drawing the final counts."""
