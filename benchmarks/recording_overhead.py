@@ -6,7 +6,8 @@ Usage::
 
 Runs with ``TASKYARD_RECORD=1`` and ``=0`` alternate in one process (one
 warm-up run first), against a fresh TASKYARD_HOME, so both see the same
-machine load. Reports the median wall time and the median process CPU time
+machine load; each repeat swaps which goes first (off, on, on, off, ...), so
+a drift in the load, or what one run leaves to the next, favours neither. Reports the median wall time and the median process CPU time
 of each, and the added fraction. CPU time is the steadier figure on a shared
 machine; the flow is GIL-bound, so wall time follows it when the machine is
 quiet.
@@ -41,8 +42,8 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
     noop_map(100)
     wall: dict[str, list[float]] = {"0": [], "1": []}
     cpu: dict[str, list[float]] = {"0": [], "1": []}
-    for _ in range(repeat):
-        for mode in ("0", "1"):
+    for turn in range(repeat):
+        for mode in ("0", "1") if turn % 2 == 0 else ("1", "0"):
             os.environ["TASKYARD_RECORD"] = mode
             started, cpu_started = time.perf_counter(), time.process_time()
             noop_map(size)
@@ -51,7 +52,7 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {"size": size, "repeat": repeat}
     for label, samples in (("wall", wall), ("cpu", cpu)):
         off, on = statistics.median(samples["0"]), statistics.median(samples["1"])
-        out[label] = {"off_s": off, "on_s": on, "added": on / off - 1}
+        out[label] = {"off_s": off, "on_s": on, "added": on / off - 1, "off_samples": samples["0"], "on_samples": samples["1"]}
     return out
 
 

@@ -7,7 +7,7 @@ Add a migration at the end; never change one that has shipped.
 Task runs are stored in *chunks*: one row holds the task runs of one flow run
 that the writer found finished in one pass, as a compact pickle of plain
 tuples (see :mod:`taskyard.store.codec`). A row per task run costs more than
-the task run itself on a fast runner; a chunk costs about a microsecond per
+the task run itself on a fast runner; a chunk costs well under a microsecond per
 task run, which keeps recording off the hot path.
 """
 
