@@ -162,16 +162,21 @@ class _Levels:
                 self._apply(lowest)
 
     def _apply(self, level: int | None) -> None:
+        # As Logger.setLevel, but every logger's cache is cleared once, not once per logger set:
+        # a worker with hundreds of loggers (Ray's) paid that on every run.
+        changed = bool(self._saved)
         for logger, saved in self._saved:
-            logger.setLevel(saved)
+            logger.level = saved
         self._saved = []
         self._applied = level
-        if level is None:
-            return
-        for logger in _LEVELLED:
-            if logger.getEffectiveLevel() > level:
-                self._saved.append((logger, logger.level))
-                logger.setLevel(level)
+        if level is not None:
+            for logger in _LEVELLED:
+                if logger.getEffectiveLevel() > level:
+                    self._saved.append((logger, logger.level))
+                    logger.level = level
+                    changed = True
+        if changed:
+            logging.Logger.manager._clear_cache()  # type: ignore[attr-defined]
 
 
 _levels = _Levels()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from taskyard.runners.base import BatchResult, BatchSizer, Cancelled, Crashed, State, set_state
 from taskyard.runners.toolkit import BatchFeeder, TaskSizers, batch_upstreams, lost_state
 from taskyard_ray import wire
+from taskyard_ray.arrivals import Arrived
 
 if TYPE_CHECKING:
     from taskyard_ray.runner import RayTaskRunner, _Entry
@@ -115,10 +116,11 @@ class RayBatches:
                 if runner._outstanding.pop(entry.key) is not None:
                     set_state(entry.future, lost_state(entry.call, entry.losses + 1, runner._head_lost))
             return True
-        header.future().add_done_callback(lambda done: runner._arrivals.put((sent, done)))
+        assert runner._arrivals is not None
+        runner._arrivals.when_ready(header, sent)
         return True
 
-    def settle(self, sent: Sent, done: Any) -> None:
+    def settle(self, sent: Sent, done: Arrived) -> None:
         """The batch's header arrived (or its error): complete its calls (the settler thread)."""
         runner = self.runner
         mine = [e for e in sent.entries if runner._outstanding.pop(e.key) is e]

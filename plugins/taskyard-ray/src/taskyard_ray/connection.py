@@ -104,9 +104,10 @@ def client_server() -> str | None:
     """
     from ray.util import client
 
-    if not client.ray.is_connected():
+    api: Any = client.ray
+    if not api.is_connected():
         return None
-    worker = getattr(client.ray.get_context(), "client_worker", None)
+    worker = getattr(api.get_context(), "client_worker", None)
     found = getattr(worker, "_conn_str", None)  # no public API says where the client connected
     return found if isinstance(found, str) else ""
 

@@ -7,7 +7,7 @@
                                                                       ▼ in one pass
       fn(task, flow run).options(resources...).remote(params, run, ids, *refs) → (header, state)
       (fn: one remote function per task, exported once)               │ worker: engine → State
-    RemoteTaskFuture ◀── settler thread ◀── header.future() callback ◀┘ (the State stays in Ray)
+    RemoteTaskFuture ◀── settler thread ◀── header ready (arrivals) ◀──┘ (the State stays in Ray)
       .native = the state ObjectRef (what downstream runs are given)
       header ready → marked done; the State is fetched when first read (finished
                      siblings of a map in the same ray.get), so a chain A→B→C never
@@ -18,6 +18,8 @@
 
 A map's ready calls go in adaptive batches (one Ray task for many calls,
 one State per call; see :mod:`taskyard_ray.batches`) unless ``batch_size=1``.
+How the runner hears that a header arrived: :mod:`taskyard_ray.arrivals`;
+how a State left in Ray is read later: :mod:`taskyard_ray.lazy`.
 
 Each remote call returns two objects: a header, read at once — the State
 itself when its result is small, else the State without its result — and
@@ -28,14 +30,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskyard.runners.base import (
+    BatchSizer,
     Cancelled,
-    Crashed,
     CrashedRunError,
     State,
     TaskCall,
@@ -59,9 +59,11 @@ from taskyard.runners.toolkit import (
     submit_failure_state,
     with_placeholders,
 )
-from taskyard_ray.batches import RayBatches, Sent, pick
+from taskyard_ray.arrivals import Arrivals, Arrived
+from taskyard_ray.batches import RayBatches, Sent
 from taskyard_ray.capacity import Capacity
 from taskyard_ray.connection import CLIENT_PREFIX, Connection, attach, release
+from taskyard_ray.lazy import LazyStates, Siblings
 from taskyard_ray.logs import LogStream
 from taskyard_ray import wire
 from taskyard_ray.options import current_ray_options, remote_options
@@ -73,25 +75,16 @@ logger = logging.getLogger("taskyard.ray")
 
 # Shared arguments at least this large (estimated) are put in Ray's object store once per map.
 SHARE_MIN_BYTES = 100_000
-# Reading one result of a map fetches finished siblings too, up to this many.
-FETCH_BATCH = 1000
 # A run whose upstreams keep being lost is placed again at most this often.
 _MAX_PLACEMENTS = 20
 # With runs outstanding and none finishing, the settler checks this often that Ray is still there.
 _HEALTH_CHECK_S = 2.0
 # How long a shutdown waits for each of its steps after a second Ctrl-C.
 _HURRIED_WAIT_S = 1.0
+# Of a batched map, this many calls per CPU of the cluster are made ready and sent first.
+_FIRST_CALLS_PER_CPU = 8
 # Remote functions kept per runner (one per task, flow run and options); the oldest go first.
 _MAX_FUNCTIONS = 256
-
-
-class _Batch:
-    """The futures of one submit or map: finished ones are fetched together."""
-
-    __slots__ = ("finished", "__weakref__")
-
-    def __init__(self) -> None:
-        self.finished: dict[str, RemoteTaskFuture] = {}
 
 
 class _Entry:
@@ -102,7 +95,7 @@ class _Entry:
     )  # fmt: skip
 
     def __init__(
-        self, call: TaskCall[Any], future: RemoteTaskFuture, batch: _Batch, options: dict[str, Any], shared: tuple[Any, ...]
+        self, call: TaskCall[Any], future: RemoteTaskFuture, batch: Siblings, options: dict[str, Any], shared: tuple[Any, ...]
     ) -> None:
         self.call = call
         self.future = future
@@ -166,11 +159,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._logs: LogStream | None = None
         self._functions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
-        self._arrivals: queue.SimpleQueue[tuple[_Entry | Sent, Any] | None] = queue.SimpleQueue()
-        self._settler: threading.Thread | None = None
+        self._arrivals: Arrivals[_Entry | Sent] | None = None
         self._stopping = False
-        self._fetch_lock = threading.Lock()
-        self._lazy: dict[str, tuple[RemoteTaskFuture, State[Any], _Batch]] = {}
+        self._states: LazyStates | None = None
         self._bad: set[Any] = set()
         self._shared: dict[int, tuple[Any, Any]] = {}
         self._seq = itertools.count()
@@ -189,9 +180,10 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             # Ray's own retries off: taskyard's retries decide (counting lost attempts).
             self._remote_fn = ray.remote(num_returns=2, max_retries=0, retry_exceptions=False)
             self._capacity = Capacity(ray)
+            self._states = LazyStates(ray)
             self._logs = LogStream.acquire(ray)
-            self._settler = threading.Thread(target=self._settle_arrivals, name="taskyard-ray-settler", daemon=True)
-            self._settler.start()
+            callbacks = "future" if self.connection.client is not None else "ready"  # Ray Client: no _on_ready
+            self._arrivals = Arrivals(ray, self._settle, self._ray_is_there, callbacks, _HEALTH_CHECK_S).start()
             self._watch_head(self.connection)
         except BaseException:
             release(self.connection)
@@ -235,11 +227,11 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._stopping = True
         if self._head_watch is not None:
             self._head_watch.stop()
-        self._arrivals.put(None)
-        if self._settler is not None:
+        if self._arrivals is not None:
             # With the head lost, the settler may be stuck in a call to the cluster until Ray ends the process.
-            self._settler.join(timeout=_HURRIED_WAIT_S if hurrying() or self._head_lost is not None else 10)
-        self._release_states()
+            self._arrivals.stop(timeout=_HURRIED_WAIT_S if hurrying() or self._head_lost is not None else 10)
+        if self._states is not None:
+            self._states.release()
         self._shared.clear()
         self._functions.clear()
         if self._logs is not None:  # every record of this runner's runs delivered before the flow run ends
@@ -258,20 +250,13 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             except Exception as exc:  # finished meanwhile, or Ray is gone
                 logger.debug("ray.cancel of %r failed: %r", entry.call.task_run.name, exc)
 
-    def _release_states(self) -> None:
-        """Give every finished, unread run its header State: large results stay behind, released."""
-        with self._fetch_lock:
-            lazy, self._lazy = self._lazy, {}
-        for future, header, _ in lazy.values():
-            future.install(header)
-
     # -- submission -----------------------------------------------------------------------
 
     def submit(self, call: TaskCall[Any]) -> RemoteTaskFuture:
         self.check_open()
         if self._logs is not None:
             self._logs.watch(call)
-        entry = self._entry(call, self._new_batch(), self._options_for(call), ())
+        entry = self._entry(call, Siblings(), self._options_for(call), ())
         self._place(entry)
         return entry.future
 
@@ -279,7 +264,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self.check_open()
         if not calls:
             return []
-        batch = self._new_batch()
+        batch = Siblings()
         if self._logs is not None:
             for flow_call in {id(c.flow_run): c for c in calls}.values():
                 self._logs.watch(flow_call)
@@ -291,29 +276,37 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         if names:
             shared = tuple(self._put_once(plain[0].parameters[name]) for name in names)
             swapped = {id(c): s for c, s in zip(plain, with_placeholders(plain, names), strict=True)}
-        entries = []
+        sizers = {id(task): self._batching.sizers(task) for task in {id(c.task): c.task for c in calls}.values()}
+        unbatched = self._head_lost is not None or all(s.fixed == 1 for s in sizers.values())
+        # The first calls go out before the rest of the map is made ready, in small batches: the
+        # first results of a large map arrive at once (an entry costs ~10 µs; 20,000 of them, 0.2 s).
+        first = len(calls) if unbatched else min(len(calls), _FIRST_CALLS_PER_CPU * self._cpus())
+        entries: list[_Entry] = []
         for call in calls:
             if id(call) in swapped:
-                entries.append(self._entry(swapped[id(call)], batch, options, shared))
+                entry = self._entry(swapped[id(call)], batch, options, shared)
             else:
-                entries.append(self._entry(call, batch, options if not call.upstreams else self._options_for(call), ()))
-        sizers = {id(c.task): self._batching.sizers(c.task) for c in calls}
-        if self._head_lost is not None or all(s.fixed == 1 for s in sizers.values()):
-            for entry in entries:
+                entry = self._entry(call, batch, options if not call.upstreams else self._options_for(call), ())
+            entries.append(entry)
+            if unbatched:
                 self._place(entry)
-        else:  # in adaptive batches, one queue per task (see taskyard_ray.batches)
-            by_task: dict[int, list[_Entry]] = {}
-            for entry in entries:
-                by_task.setdefault(id(entry.call.task), []).append(entry)
-            for task_id, queued in by_task.items():
-                self._batching.feeder.add(queued, sizers[task_id])
+            elif len(entries) == first:
+                self._feed(entries, sizers)
+        if not unbatched and len(entries) > first:
+            self._feed(entries[first:], sizers)
         return [entry.future for entry in entries]
 
-    def _new_batch(self) -> _Batch:
-        return _Batch()
+    def _feed(self, entries: list[_Entry], sizers: dict[int, BatchSizer]) -> None:
+        """Queue ``entries`` for adaptive batches, one queue per task (see taskyard_ray.batches)."""
+        by_task: dict[int, list[_Entry]] = {}
+        for entry in entries:
+            by_task.setdefault(id(entry.call.task), []).append(entry)
+        for task_id, queued in by_task.items():
+            self._batching.feeder.add(queued, sizers[task_id])
 
-    def _entry(self, call: TaskCall[Any], batch: _Batch, options: dict[str, Any], shared: tuple[Any, ...]) -> _Entry:
-        future = RemoteTaskFuture(call.task_run.id, call.task_run.name, self._fetch)
+    def _entry(self, call: TaskCall[Any], batch: Siblings, options: dict[str, Any], shared: tuple[Any, ...]) -> _Entry:
+        assert self._states is not None
+        future = RemoteTaskFuture(call.task_run.id, call.task_run.name, self._states.fetch)
         return _Entry(call, future, batch, options, shared)
 
     def _options_for(self, call: TaskCall[Any]) -> dict[str, Any]:
@@ -365,7 +358,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             set_state(entry.future, lost_state(call, entry.losses + 1, self._head_lost))
             return
         # Ray calls back (on its own thread) once the header is in; the settler takes it from there.
-        header.future().add_done_callback(lambda done, entry=entry: self._arrivals.put((entry, done)))
+        assert self._arrivals is not None
+        self._arrivals.when_ready(header, entry)
 
     def _function(self, call: TaskCall[Any], options: dict[str, Any], batch: bool = False) -> Any:
         """The remote function for ``call``'s task and flow run with ``options``: made and exported once.
@@ -396,23 +390,6 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     # -- completion (the watcher thread) ----------------------------------------------------
 
-    def _settle_arrivals(self) -> None:
-        """The settler thread: completes the futures of the runs whose headers Ray delivered."""
-        arrivals = self._arrivals
-        while True:
-            try:
-                first = arrivals.get(timeout=_HEALTH_CHECK_S)
-            except queue.Empty:
-                if not self._ray_is_there():
-                    return
-                continue
-            batch = [first]
-            while not arrivals.empty() and len(batch) < FETCH_BATCH:
-                batch.append(arrivals.get_nowait())
-            self._settle([item for item in batch if item is not None])
-            if None in batch:  # the runner is shutting down
-                return
-
     def _ray_is_there(self) -> bool:
         """False (and every outstanding run Crashed) when Ray itself went away."""
         if self._stopping:
@@ -430,7 +407,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             return False
         return True
 
-    def _settle(self, arrived: list[tuple[_Entry | Sent, Any]]) -> None:
+    def _settle(self, arrived: list[tuple[_Entry | Sent, Arrived]]) -> None:
+        """The settler thread: complete the runs whose headers arrived."""
         arrived.sort(key=lambda item: item[0].seq)  # upstreams before the runs that depend on them
         for entry, done in arrived:
             if isinstance(entry, Sent):
@@ -456,11 +434,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         if not isinstance(header.data, ReleasedResult):
             set_state(future, header)
             return
-        header = received_state(header)  # its log records, now
-        with self._fetch_lock:
-            self._lazy[future.task_run_id] = (future, header, entry.batch)
-            entry.batch.finished[future.task_run_id] = future
-        future.mark_finished()
+        assert self._states is not None
+        self._states.keep(future, received_state(header), entry.batch)  # its log records, now
 
     def _on_error(self, entry: _Entry, error: BaseException, charge: bool = True) -> None:
         """Ray failed ``entry``'s run: place it again, or end it.
@@ -521,44 +496,6 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         # Calls still waiting for a batch would wait for ever: the batches in flight never end.
         for entry in self._batching.feeder.cancel():
             set_state(entry.future, lost_state(entry.call, entry.losses + 1, message, CrashedRunError(message)))
-
-    # -- reading states -----------------------------------------------------------------------
-
-    def _fetch(self, future: RemoteTaskFuture) -> State[Any]:
-        """Get ``future``'s State from Ray, with up to FETCH_BATCH finished siblings of its map."""
-        with self._fetch_lock:
-            found = self._lazy.get(future.task_run_id)
-            if found is None:  # released meanwhile: read it alone
-                return self._get_one(future)
-            batch = found[2]
-            take = [future]
-            for other in list(batch.finished.values()):
-                if len(take) >= FETCH_BATCH:
-                    break
-                if other is not future and other.remote:
-                    take.append(other)
-            for f in take:
-                batch.finished.pop(f.task_run_id, None)
-            for f in take:
-                self._lazy.pop(f.task_run_id, None)
-            try:
-                refs = list(dict.fromkeys(f.native for f in take))  # the calls of one batch share a ref
-                outcomes = dict(zip(refs, self._ray.get(refs, timeout=120), strict=True))
-                states = [pick(outcomes[f.native], f.task_run_id) for f in take]
-            except Exception:
-                states = [self._get_one(f) for f in take]
-            for f, state in zip(take[1:], states[1:], strict=True):
-                f.install(state)
-            return states[0]
-
-    def _get_one(self, future: RemoteTaskFuture) -> State[Any]:
-        try:
-            return pick(self._ray.get(future.native, timeout=60), future.task_run_id)
-        except Exception as exc:
-            message = f"the state of task run {future.task_run_name!r} could not be read from Ray: {exc!r}"
-            error = CrashedRunError(message)
-            error.__cause__ = exc
-            return Crashed(message, exc=error)
 
 
 def _consume(ray: Any, ref: Any) -> None:
