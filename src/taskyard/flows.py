@@ -2,18 +2,11 @@
 
 A call of a flow is a flow run::
 
-    Flow.__call__ ─ bind + validate parameters ─ pick and start a runner ─┐
-       ┌──────────────────────────────────────────────────────────────────┘
+    Flow.__call__ ─ bind + validate parameters ─ pick and start a runner
        ▼
-    flow_steps (the engine's retry_loop, like a task):
-       Invoke(attempt) ── body runs with the run context set; submit/map go
-                          to the Dispatcher; then every submitted future is
-                          waited on
-       judge ── raised → Failed; returned a failed future/state → Failed;
-                otherwise Completed with futures in the value resolved
-       hooks ── on_running before, on_completion / on_failure after
-       ▼
-    runner shut down (outstanding work cancelled if the run did not complete)
+    flow_engine.flow_steps (the engine's retry_loop, like a task): the body,
+    its retries and hooks; then the runner is shut down (outstanding work
+    cancelled if the run did not complete). See flow_engine.py.
 """
 
 from __future__ import annotations
@@ -22,11 +15,8 @@ import contextlib
 import inspect
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from typing import TYPE_CHECKING
@@ -34,16 +24,15 @@ from typing import TYPE_CHECKING
 from typing_extensions import ParamSpec
 
 from taskyard import flowrecord
-from taskyard.context import FlowRunInfo, current_tags, flow_run_var, flow_state_var, in_sync_run, task_run_var
+from taskyard.context import FlowRunInfo, current_tags, flow_run_var, in_sync_run
 from taskyard.dispatch import Dispatcher, new_run_id
-from taskyard.engine import failed_state, hook_steps, retry_loop, run_hooks
+from taskyard.flow_engine import FlowRunState, abort_run, close_run, finish_run, flow_steps
 from taskyard.exceptions import ParameterValidationError, ReservedArgumentError
-from taskyard.execution import Invoke, Outcome, Steps, drive, drive_async
+from taskyard.execution import drive, drive_async
 from taskyard.futures import TaskFuture
 from taskyard.futures import wait as wait_futures
 from taskyard.inputs import find_upstreams, first_blocking_failure, local_lookup, pending_futures, resolve
 from taskyard.interrupts import flow_run_signals, shielded
-from taskyard.logs import printing_to, reset_printing
 from taskyard.methods import bind_to, unwrap_method
 from taskyard.options import HookOption, call_name_fn, check_result_options, check_retries, check_template, check_timeout, format_name
 from taskyard.reporting import FlowRunReport
@@ -51,9 +40,8 @@ from taskyard.runners.base import TaskRunner
 from taskyard.runners.registry import registry, resolve_runner
 from taskyard.settings import current_settings
 from taskyard.signature import Binder
-from taskyard.returns import state_from_return
 from taskyard.sources import import_object
-from taskyard.states import Cancelled, Crashed, Failed, Running, State
+from taskyard.states import Failed, State
 from taskyard.validation import ParameterValidator, serialize_parameters
 from taskyard.visualize import FlowGraph, current_tracer, in_notebook, trace_flow
 
@@ -90,16 +78,6 @@ def _check_runner_spec(spec: Any) -> None:
         isinstance(spec, type) and issubclass(spec, TaskRunner)
     ):
         raise TypeError(f"task_runner must be a TaskRunner instance, class or registered name, not {spec!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class FlowRunState:
-    """What a flow body's submissions need: found through the run context."""
-
-    flow: Flow[..., Any]
-    info: FlowRunInfo
-    dispatcher: Dispatcher
-    report: FlowRunReport
 
 
 _FLOW_OPTIONS = (
@@ -345,7 +323,7 @@ class Flow(Generic[P, R]):
             run = self._prepare(args, kwargs, wait_for)
             if isinstance(run, State):  # it never started
                 return run if return_state else run.result()
-            state = _finish(run, lambda: drive(flow_steps(run)))
+            state = finish_run(run, lambda: drive(flow_steps(run)))
         return state if return_state else state.result()
 
     async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any) -> Any:
@@ -358,9 +336,9 @@ class Flow(Generic[P, R]):
                 state = await drive_async(steps)
             except BaseException as exc:
                 with shielded():
-                    _abort(run, exc)
+                    abort_run(run, exc)
                 raise
-            _close(run, state)
+            close_run(run, state)
         return state if return_state else state.result()
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any = None) -> FlowRunState | State[Any]:
@@ -454,113 +432,6 @@ def load_from_source(source: str | os.PathLike[str], entrypoint: str) -> Flow[..
     if not isinstance(obj, Flow):
         raise TypeError(f"Flow.from_source: {entrypoint!r} is {type(obj).__name__}, not a @flow")
     return obj
-
-
-def flow_steps(run: FlowRunState) -> Steps[State[Any]]:
-    """The engine for one flow run, as a generator of effects."""
-    flow, info, dispatcher = run.flow, run.info, run.dispatcher
-    args, kwargs = flow.binder.split(info.parameters)
-    invoke = Invoke(_attempt(flow, dispatcher), args, kwargs, flow.timeout_seconds, info.name, flow.is_async)
-    flow_token = flow_run_var.set(info)
-    state_token = flow_state_var.set(run)
-    task_token = task_run_var.set(None)  # a flow called inside a task is not inside that task
-    # An explicit log_prints=False opts out even inside a log_prints=True run.
-    print_token = printing_to(flow.log_prints) if flow.log_prints is not None else None
-    try:
-        yield from hook_steps(flow.on_running, flow, info, Running())
-        state = yield from retry_loop(flow, info, invoke, _judge, lambda _: dispatcher.cancel_reason is None)
-        if dispatcher.cancel_reason is not None:
-            state = Cancelled(dispatcher.cancel_reason, run_count=state.run_count)
-        elif state.is_completed() and info.persist_results:
-            state = _persist(flow, info, state)
-    finally:
-        if print_token is not None:
-            reset_printing(print_token)
-        task_run_var.reset(task_token)
-        flow_state_var.reset(state_token)
-        flow_run_var.reset(flow_token)
-    hooks = flow.on_cancellation if state.is_cancelled() else flow.on_completion if state.is_completed() else flow.on_failure
-    yield from hook_steps(hooks, flow, info, state)
-    return state
-
-
-def _persist(flow: Flow[..., Any], info: FlowRunInfo, state: State[Any]) -> State[Any]:
-    from taskyard.results import encode, get_serializer, get_storage
-
-    storage = get_storage(flow.result_storage, info.home or current_settings().home)
-    try:
-        location = storage.write(f"flow-runs/{info.id}", encode(state.data, get_serializer(flow.result_serializer)))
-    except Exception as exc:
-        return Failed(exc, message=f"the flow result could not be persisted: {exc}", run_count=state.run_count)
-    return state.model_copy(update={"result_location": location})
-
-
-def _attempt(flow: Flow[..., Any], dispatcher: Dispatcher) -> Callable[..., Any]:
-    if flow.is_async:
-
-        async def attempt_async(*args: Any, **kwargs: Any) -> Any:
-            import asyncio
-
-            result = await flow.fn(*args, **kwargs)
-            await asyncio.to_thread(dispatcher.wait_all)
-            return result
-
-        return attempt_async
-
-    def attempt(*args: Any, **kwargs: Any) -> Any:
-        result = flow.fn(*args, **kwargs)
-        dispatcher.wait_all()
-        return result
-
-    return attempt
-
-
-def _judge(outcome: Outcome, run_count: int, started: datetime) -> State[Any]:
-    if not outcome.ok:
-        return failed_state(outcome.value, run_count, start_time=started)
-    try:
-        state = state_from_return(outcome.value, run_count)
-    except Exception as exc:  # an upstream's result could not be loaded
-        message = f"the flow returned a run that did not complete: {exc}"
-        return Failed(exc, message=message, run_count=run_count, start_time=started)
-    return state if state.start_time is not None else state.model_copy(update={"start_time": started})
-
-
-def _finish(run: FlowRunState, drive_run: Callable[[], State[Any]]) -> State[Any]:
-    try:
-        state = drive_run()
-    except BaseException as exc:
-        with shielded():
-            _abort(run, exc)
-        raise
-    _close(run, state)
-    return state
-
-
-def _close(run: FlowRunState, state: State[Any]) -> None:
-    runner = run.dispatcher.runner
-    if state.is_completed():
-        runner.shutdown(wait=True)
-    else:  # failed or timed out: what is still outstanding is not wanted
-        runner.shutdown(wait=False, cancel_pending=True)
-    run.report.end(state, run.dispatcher.futures)
-    flowrecord.end(run.dispatcher, run.info, state)
-
-
-def _abort(run: FlowRunState, exc: BaseException) -> None:
-    """Ctrl-C (or another BaseException) in a flow run: cancel its work, run its hooks."""
-    run.report.abort(exc)
-    flow, info = run.flow, run.info
-    cancelled_error = getattr(sys.modules.get("asyncio"), "CancelledError", KeyboardInterrupt)
-    if isinstance(exc, (KeyboardInterrupt, cancelled_error)):
-        run.dispatcher.cancel(f"interrupted: {type(exc).__name__}")
-        state = Cancelled(run.dispatcher.cancel_reason or "interrupted", run_count=info.run_count)
-        run_hooks(flow.on_cancellation, flow, info, state)
-    else:
-        run.dispatcher.runner.shutdown(wait=False, cancel_pending=True)
-        state = Crashed(f"the flow run was lost: {exc!r}", exc=exc, run_count=info.run_count)
-        run_hooks(flow.on_crashed, flow, info, state)
-    flowrecord.end(run.dispatcher, info, state)
 
 
 @overload
