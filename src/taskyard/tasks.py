@@ -10,18 +10,16 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from taskyard.annotations import allow_failure, quote, unmapped
 from taskyard.caching import task_input_hash
 from taskyard.context import TaskRunInfo, current_tags, flow_state_var, in_sync_run, task_run_var
 from taskyard.engine import TaskCall
 from taskyard.exceptions import (
-    MappingLengthMismatch,
-    MappingMissingIterable,
     NoActiveFlowError,
     ReservedArgumentError,
 )
 from taskyard.execution import drive, drive_async
 from taskyard.futures import FutureList, TaskFuture
+from taskyard.mapping import map_columns
 from taskyard.methods import bind_to, unwrap_method
 from taskyard.inputs import Upstream, find_upstreams, pending_futures, resolve, scan
 from taskyard.options import TaskOptions, call_name_fn, format_name, hooks_list
@@ -257,21 +255,7 @@ class Task(TaskOptions, Generic[P, R]):
         return_state = bool(kwargs.pop("return_state", False))
         deferred = bool(kwargs.pop("deferred", False))
         dispatcher = None if deferred else _dispatcher(self, "map")
-        params = self.binder.bind(args, kwargs)
-        static, mapped = self._expand(params)
-        lengths = {name: len(values) for name, values in mapped.items()}
-        if not mapped:
-            raise MappingMissingIterable(
-                f"{self.name}.map() got no iterable argument to map over ({', '.join(params) or 'no arguments'}); "
-                "pass a list, or call submit() for a single run"
-            )
-        if len(set(lengths.values())) > 1:
-            shown = ", ".join(f"{name}={n}" for name, n in lengths.items())
-            raise MappingLengthMismatch(
-                f"{self.name}.map() got iterables of different lengths ({shown}); they must match, "
-                "or wrap the one meant for every run in unmapped(...)"
-            )
-        length = next(iter(lengths.values()))
+        static, mapped, length = map_columns(self.name, self.binder, self.binder.bind(args, kwargs))
         if dispatcher is None:
             futures = self._map_deferred(static, mapped, length, wait_for)
         else:
@@ -330,36 +314,6 @@ class Task(TaskOptions, Generic[P, R]):
 
         serve_tasks(self, limit=limit, task_runner=task_runner)
 
-    def _expand(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
-        static: dict[str, Any] = {}
-        mapped: dict[str, Sequence[Any]] = {}
-        var_keyword = self.binder.var_keyword
-        for name, value in params.items():
-            if name != var_keyword:
-                _split_mapped(name, value, static, mapped)
-        if var_keyword is None or var_keyword not in params:
-            return static, mapped
-        # **kwargs: each keyword maps like a named parameter (its length is
-        # checked with theirs); the runs get them back as one dict each.
-        kw_static: dict[str, Any] = {}
-        kw_mapped: dict[str, Sequence[Any]] = {}
-        for key, value in params[var_keyword].items():
-            _split_mapped(key, value, kw_static, kw_mapped)
-        if not kw_mapped:
-            static[var_keyword] = kw_static
-            return static, mapped
-        lengths = {len(column) for column in [*mapped.values(), *kw_mapped.values()]}
-        if len(lengths) > 1:
-            shown = ", ".join(f"{name}={len(column)}" for name, column in {**mapped, **kw_mapped}.items())
-            raise MappingLengthMismatch(
-                f"{self.name}.map() got iterables of different lengths ({shown}); they must match, "
-                "or wrap the one meant for every run in unmapped(...)"
-            )
-        keys = list(kw_mapped)
-        mapped[var_keyword] = [
-            {**kw_static, **{key: kw_mapped[key][i] for key in keys}} for i in range(lengths.pop())
-        ]
-        return static, mapped
 
 
 def _no_tracer(t: Task[..., Any], method: str) -> None:
@@ -403,30 +357,6 @@ def _task_by_name(module_name: str, qualname: str) -> Task[..., Any]:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]
-
-
-def _split_mapped(name: str, value: Any, static: dict[str, Any], mapped: dict[str, Sequence[Any]]) -> None:
-    """Put one map argument in ``static`` (goes whole to every run) or ``mapped`` (one item per run)."""
-    if isinstance(value, TaskFuture):
-        value = value.result()
-    if isinstance(value, State):
-        value = value.result()
-    if type(value) is unmapped:
-        static[name] = value.value
-    elif type(value) is allow_failure and _mappable(value.value):
-        mapped[name] = [allow_failure(v) for v in value.value]
-    elif _mappable(value):
-        mapped[name] = value if isinstance(value, (list, tuple, range)) else list(value)
-    else:
-        static[name] = value
-
-
-def _mappable(value: Any) -> bool:
-    if isinstance(value, (str, bytes, bytearray, dict, quote, allow_failure)) or not isinstance(value, Iterable):
-        return False
-    from pydantic import BaseModel
-
-    return not isinstance(value, BaseModel)
 
 
 def _steps(call: TaskCall[R]) -> Any:
