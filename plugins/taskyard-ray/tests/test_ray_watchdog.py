@@ -132,10 +132,17 @@ class TestDriverKeepalive:
         assert all(value and int(value) > 0 for value in inside.values()), inside
         assert all(name not in os.environ for name in self.NAMES)
 
+    def test_pings_no_more_often_than_a_ray_server_accepts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every 60 s at most: a Ray server answers more frequent pings with GOAWAY, crashing any run over ~30 s."""
+        for name in self.NAMES:
+            monkeypatch.delenv(name, raising=False)
+        with driver_keepalive():
+            assert int(os.environ[self.NAMES[0]]) >= 60_000
+
     def test_the_users_own_values_win(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A value the user set is used inside the block and kept after it."""
         name = self.NAMES[0]
-        monkeypatch.setenv(name, "60000")
+        monkeypatch.setenv(name, "15000")
         with driver_keepalive():
-            assert os.environ[name] == "60000"
-        assert os.environ[name] == "60000"
+            assert os.environ[name] == "15000"
+        assert os.environ[name] == "15000"

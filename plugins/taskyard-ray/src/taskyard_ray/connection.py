@@ -91,7 +91,7 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
         if not client.rpartition(":")[2].isdigit():
             client += f":{CLIENT_DEFAULT_PORT}"
         return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address, client=client)
-    with _loopback_if(address), _keeping_sigterm(), driver_keepalive():  # a cut-off node: noticed in ~30-90 s
+    with _loopback_if(address), _keeping_sigterm(), driver_keepalive():  # a cut-off node: noticed after a minute or more
         ray.init(address=address, **init_kwargs)
     return Connection(owned=True, started=False, address=ray.get_runtime_context().gcs_address)
 

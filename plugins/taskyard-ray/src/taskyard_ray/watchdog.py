@@ -18,8 +18,11 @@ on it — the driver waits for its gRPC connection to that node's worker, and
 the client keepalive Ray uses by default (``grpc_client_keepalive_time_ms``)
 takes minutes to notice (the flow had not ended 240 s after the cut). Ray reads its system config from
 ``RAY_<name>`` environment variables when a process joins a cluster, so the
-driver alone gets a short keepalive (:func:`driver_keepalive`), without
-touching the cluster. A lost head gives the driver no error at all: Ray
+driver alone gets a shorter keepalive (:func:`driver_keepalive`), without
+touching the cluster: 60 s, the shortest a Ray server with default settings
+accepts (see KEEPALIVE_TIME_MS); a cluster whose every process sets
+``RAY_grpc_client_keepalive_time_ms`` lower accepts, and the driver uses,
+that value. A lost head gives the driver no error at all: Ray
 waits ``gcs_rpc_server_reconnect_timeout_s`` (60 s) and then ends the flow
 process itself, with no flow run state recorded; :class:`HeadWatch` ends the
 runs first, so the flow run ends Failed with a message naming the head.
@@ -46,9 +49,12 @@ __all__ = (
 
 logger = logging.getLogger("taskyard.ray")
 
-# The driver pings each connection idle this long, and drops it when a ping is not answered in time.
-# Not less: at 5 s the GCS once answered a driver's pings with GOAWAY "too_many_pings".
-KEEPALIVE_TIME_MS = 10_000
+# The driver pings a connection with a call outstanding but no data for this long, and drops it when
+# a ping is not answered in time. Not less: a Ray server accepts such pings no more often than every
+# min(60 s, its own grpc_client_keepalive_time_ms) (300 s by default), and answers more frequent ones
+# with GOAWAY "too_many_pings", which ends the connection and Ray fails the run on it as a crashed
+# worker: at 10 s, every run longer than about 30 s ended Crashed on a joined cluster.
+KEEPALIVE_TIME_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 # While runs are outstanding the head is probed this often; unreachable this long, it is lost.
 PROBE_PERIOD_S = 2.0
