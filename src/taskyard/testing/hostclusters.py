@@ -26,9 +26,13 @@ from typing import Any
 
 from taskyard.testing.netns import Counters, Host, HostNetwork
 
-__all__ = ("FlowReport", "HostCluster", "DaskOnHosts", "RayOnHosts", "WORKERS")
+__all__ = ("FlowReport", "Spawned", "HostCluster", "DaskOnHosts", "RayOnHosts", "WORKERS")
 
 WORKERS = ("worker-a", "worker-b")
+
+
+# A flow started on the flow host (HostCluster.spawn_flow): its process and the host's counters then.
+Spawned = tuple[subprocess.Popen[str], Counters]
 
 
 class FlowReport(dict[str, Any]):
@@ -55,9 +59,8 @@ class HostCluster:
         raise NotImplementedError
 
     def stop(self) -> None:
-        """Stop every process on every host (by pid); the network stays."""
-        for host in self.net.hosts.values():
-            host.stop()
+        """Stop every process on every host (by pid), all at once; the network stays."""
+        self.net.stop_processes()
 
     def start(self) -> None:
         """Start every cluster process and wait until all workers are there."""
@@ -76,7 +79,7 @@ class HostCluster:
         proc = self.spawn_flow(workload, **options)
         return self.finish_flow(proc, timeout)
 
-    def spawn_flow(self, workload: str, **options: Any) -> tuple[subprocess.Popen[str], Counters]:
+    def spawn_flow(self, workload: str, **options: Any) -> Spawned:
         """Start ``workload`` on the flow host without waiting (see :meth:`finish_flow`)."""
         argv = [sys.executable, "-m", "taskyard.testing.hostflows", workload, "--runner", self.runner,
                 "--runner-kwargs", json.dumps(self.runner_kwargs())]
@@ -90,7 +93,7 @@ class HostCluster:
         )
         return proc, before
 
-    def finish_flow(self, spawned: tuple[subprocess.Popen[str], Counters], timeout: float) -> FlowReport:
+    def finish_flow(self, spawned: Spawned, timeout: float) -> FlowReport:
         """Wait up to ``timeout`` s for a spawned flow; its report (``exit_code``, ``stderr`` too)."""
         proc, before = spawned
         started = time.monotonic()

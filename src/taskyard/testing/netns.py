@@ -308,17 +308,25 @@ class HostNetwork:
         found: Any = json.loads(_ip("-j", "-n", self.bridge_netns, "link", "show", self.hosts[role].port).stdout)
         return str(found[0].get("operstate", "UNKNOWN"))
 
-    def close(self) -> None:
-        """Stop every process in every host (by pid), then delete the namespaces. Safe to call twice."""
-        errors = []
-        for name in reversed(self._made):
-            pids = _netns_pids(name)
-            if pids:
-                _stop_pids(pids, timeout=10)
+    def stop_processes(self, timeout: float = 10, namespaces: Sequence[str] | None = None) -> None:
+        """Stop every process in the hosts (or in ``namespaces``), all at once: SIGTERM, SIGKILL after ``timeout`` s.
+
+        One grace period for all: processes that hang on their way out (a
+        cluster node that lost its head) cost ``timeout`` once, not per host.
+        """
+        chosen = [h.netns for h in self.hosts.values()] if namespaces is None else list(namespaces)
+        pids = [pid for name in chosen for pid in _netns_pids(name)]
+        if pids:
+            _stop_pids(pids, timeout)
         for host in self.hosts.values():
             for proc in host.started:
                 _reap(proc)
-            host.started = []
+            host.started = [p for p in host.started if p.poll() is None]
+
+    def close(self) -> None:
+        """Stop every process in every host (by pid), then delete the namespaces. Safe to call twice."""
+        errors = []
+        self.stop_processes(namespaces=self._made)
         for name in reversed(self._made):
             done = _ip("netns", "del", name, check=False)
             if done.returncode != 0 and name in _netns_names():
