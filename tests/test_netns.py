@@ -78,7 +78,9 @@ class TestHostNetwork:
 
     def test_teardown_stops_processes_and_removes_namespaces_after_a_failure(self, tmp_path: Path) -> None:
         """A body that raises still leaves no process and no namespace behind."""
-        before = _netns()
+        # Only this process's namespaces: other test runs on the machine make and delete their own meanwhile.
+        ours = f"{PREFIX}-{os.getpid()}-"
+        before = {n for n in _netns() if n.startswith(ours)}
         pids: list[int] = []
         with pytest.raises(RuntimeError, match="test body failed"), HostNetwork() as net:
             net["worker-b"].popen([sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "host.log")
@@ -86,7 +88,7 @@ class TestHostNetwork:
             pids = net["worker-b"].pids()
             assert set(net.namespaces()) <= _netns()
             raise RuntimeError("test body failed")
-        assert _netns() == before
+        assert {n for n in _netns() if n.startswith(ours)} == before
         for pid in pids:
             assert not _alive(pid)
 
