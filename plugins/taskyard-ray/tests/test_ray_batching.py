@@ -40,3 +40,16 @@ class TestBatchesOnRay:
         """By default the 2,000 no-op calls of a map run in far fewer Ray tasks than calls."""
         ids = _task_ids(RayTaskRunner(address=ray_address), 2000)
         assert len(ids) == 2000 and len(set(ids)) < 200, f"{len(set(ids))} Ray tasks for 2,000 tiny calls"
+
+    def test_the_first_calls_of_a_map_go_first_in_pairs(self, ray_address: str) -> None:
+        """Adaptive: the first calls of a map (8 per CPU) run two per Ray task, whatever earlier maps taught the size."""
+        runner = RayTaskRunner(address=ray_address)
+
+        @flow(task_runner=runner)
+        def f() -> tuple[list[str], list[str]]:
+            ray_task_id.map(range(2000)).result()  # the size grows well beyond two
+            return ray_task_id.map(range(16)).result(), ray_task_id.map(range(200)).result()
+
+        small, large = f()
+        for ids in (small, large):
+            assert [ids[i] == ids[i + 1] for i in range(0, 16, 2)] == [True] * 8 and len(set(ids[:16])) == 8, ids[:16]

@@ -83,6 +83,7 @@ _HEALTH_CHECK_S = 2.0
 _HURRIED_WAIT_S = 1.0
 # Of a batched map, this many calls per CPU of the cluster are made ready and sent first.
 _FIRST_CALLS_PER_CPU = 8
+_FIRST_BATCH = 2
 # Remote functions kept per runner (one per task, flow run and options); the oldest go first.
 _MAX_FUNCTIONS = 256
 
@@ -290,8 +291,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             entries.append(entry)
             if unbatched:
                 self._place(entry)
-            elif len(entries) == first:
-                self._feed(entries, sizers)
+            elif len(entries) == first:  # batches of _FIRST_BATCH; they teach the task's sizer nothing
+                self._feed(entries, {k: v if v.fixed else BatchSizer(_FIRST_BATCH) for k, v in sizers.items()})
         if not unbatched and len(entries) > first:
             self._feed(entries[first:], sizers)
         return [entry.future for entry in entries]
