@@ -68,6 +68,33 @@ class TestPackedCalls:
         assert back == info and back.nested is None
 
 
+class _Stubborn(int):
+    """An int whose pickle does not load again (its constructor wants two arguments)."""
+
+    def __new__(cls, value: int, extra: str) -> _Stubborn:
+        return super().__new__(cls, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Stubborn, (int(self),)
+
+
+class TestEncodedStates:
+    @pytest.mark.parametrize("value", [None, 3, 2.5, 1j, True, "text", b"bytes"])
+    def test_a_built_in_result_comes_back_as_it_went(self, value: Any) -> None:
+        """A state holding a built-in value is decoded with the same value, type and fields."""
+        state = Completed(value, run_count=2, start_time=Completed(None).timestamp)
+        back = decode_state(encode_state(state))
+        assert type(back.data) is type(value) and back.data == value
+        assert (back.type, back.name, back.run_count, back.timestamp, back.start_time) == (
+            state.type, state.name, 2, state.timestamp, state.start_time
+        )
+
+    def test_a_subclass_of_a_built_in_that_will_not_load_fails_clearly(self) -> None:
+        """A result of a subclass of int is still checked: one whose pickle will not load becomes a Failed state."""
+        back = decode_state(encode_state(Completed(_Stubborn(3, "x"))))
+        assert back.is_failed() and "cannot be sent back" in str(back.message)
+
+
 class TestStatePages:
     def _pages(self) -> tuple[StatePages, PageWriter, list[bytes]]:
         pages = StatePages(multiprocessing.get_context("spawn"))

@@ -27,6 +27,7 @@ one row per call (:func:`pack_calls`). States travel as plain tuples
 from __future__ import annotations
 
 import contextlib
+import gc
 import operator
 import os
 import pickle
@@ -154,6 +155,10 @@ def unpack_calls(payload: bytes) -> list[TaskCall[Any]]:
 def encode_state(state: State[Any]) -> bytes:
     """A state as a frame payload the flow process can load; never raises."""
     fields = _fields_of(state)
+    if type(state.data) in _PLAIN and type(state.message) in _PLAIN and not state.log_records and not state.history:
+        # Built-in values only (the other fields are strings, numbers or None):
+        # they pickle and load again, so the check below is spared (most runs).
+        return _STATE + pickle.dumps(fields, pickle.HIGHEST_PROTOCOL)
     for dumps in (pickle.dumps, cloudpickle.dumps):
         try:
             data: bytes = dumps(fields, pickle.HIGHEST_PROTOCOL)
@@ -165,10 +170,14 @@ def encode_state(state: State[Any]) -> bytes:
     return _STATE + fallback
 
 
+# Results whose pickle always loads again: exactly these types (a subclass may not).
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 def _fields_of(state: State[Any]) -> tuple[Any, ...]:
     start = state.start_time
     return (
-        state.type.value, state.name, state.message, state.timestamp.timestamp(), state.data,
+        state.type._value_, state.name, state.message, state.timestamp.timestamp(), state.data,
         state.run_count, state.traceback, state.result_location, state.log_records,
         None if start is None else start.timestamp(), state.history,
     )  # fmt: skip
@@ -252,6 +261,11 @@ def worker_main(
         except BaseException as exc:
             write_frame(out, INIT_FAILED + f"{type(exc).__name__}: {exc}".encode())
             raise SystemExit(1) from None
+    # What the worker holds by now (its modules, the initializer's state) lives as
+    # long as it does: kept out of the collector's passes, which a batch's calls
+    # (all alive until it ends) would otherwise make pass over all of it again and again.
+    gc.collect()
+    gc.freeze()
     while (payload := batches.get()) is not None:
         try:
             calls = unpack_calls(payload)
