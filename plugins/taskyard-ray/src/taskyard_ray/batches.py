@@ -97,7 +97,8 @@ class RayBatches:
             where = tuple(slots[v if isinstance(v, ray.ObjectRef) else id(v)] for v in found.values)
             runs = [(e.call.parameters, e.call.task_run, e.call.upstreams) for e in ready]
             payload = wire.dumps((runs, tuple(found.ids), where))
-            function = runner._function(first.call, first.options, batch=True)
+            assert runner._functions is not None
+            function = runner._functions.get(first.call, first.options, batch=True)
             header, state_ref = function.remote(payload, *values, *shared)
         except Exception as exc:  # e.g. a call that will not pickle: each goes alone and says so
             logger.debug("a batch of %d calls could not be submitted (%r); sending them one by one", len(ready), exc)

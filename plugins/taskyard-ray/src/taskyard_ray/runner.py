@@ -63,6 +63,7 @@ from taskyard_ray.arrivals import Arrivals, Arrived
 from taskyard_ray.batches import RayBatches, Sent
 from taskyard_ray.capacity import Capacity
 from taskyard_ray.connection import CLIENT_PREFIX, Connection, attach, release
+from taskyard_ray.functions import RemoteFunctions
 from taskyard_ray.lazy import LazyStates, Siblings
 from taskyard_ray.logs import LogStream
 from taskyard_ray import wire
@@ -84,8 +85,6 @@ _HURRIED_WAIT_S = 1.0
 # Of a batched map, this many calls per CPU of the cluster are made ready and sent first.
 _FIRST_CALLS_PER_CPU = 8
 _FIRST_BATCH = 2
-# Remote functions kept per runner (one per task, flow run and options); the oldest go first.
-_MAX_FUNCTIONS = 256
 
 
 class _Entry:
@@ -155,10 +154,9 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self.batch_size = check_batch_size(batch_size, "RayTaskRunner")
         self.connection: Connection | None = None
         self._ray: Any = None
-        self._remote_fn: Any = None
         self._capacity: Capacity | None = None
         self._logs: LogStream | None = None
-        self._functions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._functions: RemoteFunctions | None = None
         self._outstanding: Outstanding[_Entry] = Outstanding(lambda entry: entry.future)
         self._arrivals: Arrivals[_Entry | Sent] | None = None
         self._stopping = False
@@ -178,11 +176,10 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._ray = ray
         self.connection = attach(self.address, self.init_kwargs)
         try:
-            # Ray's own retries off: taskyard's retries decide (counting lost attempts).
-            self._remote_fn = ray.remote(num_returns=2, max_retries=0, retry_exceptions=False)
             self._capacity = Capacity(ray)
             self._states = LazyStates(ray)
             self._logs = LogStream.acquire(ray)
+            self._functions = RemoteFunctions(ray, self._logs.name)
             callbacks = "future" if self.connection.client is not None else "ready"  # Ray Client: no _on_ready
             self._arrivals = Arrivals(ray, self._settle, self._ray_is_there, callbacks, _HEALTH_CHECK_S).start()
             self._watch_head(self.connection)
@@ -216,7 +213,7 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         if not self.begin_shutdown():
             return
-        if self._remote_fn is not None:
+        if self._functions is not None:
             if wait and not cancel_pending:
                 while queued := self._batching.feeder.queued():  # calls still waiting for their batch
                     for entry in queued:
@@ -234,7 +231,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         if self._states is not None:
             self._states.release()
         self._shared.clear()
-        self._functions.clear()
+        if self._functions is not None:
+            self._functions.clear()
         if self._logs is not None:  # every record of this runner's runs delivered before the flow run ends
             self._logs.release(close=self.connection is not None and self.connection.owned, hurry=hurrying())
         if self.connection is not None:
@@ -347,7 +345,8 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         values.extend(entry.shared)
         try:
             payload = wire.dumps((call.parameters, call.task_run, call.upstreams, tuple(ids)))
-            header, state_ref = self._function(call, entry.options).remote(payload, *values)
+            assert self._functions is not None
+            header, state_ref = self._functions.get(call, entry.options).remote(payload, *values)
         except Exception as exc:
             set_state(entry.future, submit_failure_state(call, exc, "a Ray worker"))
             return
@@ -361,33 +360,6 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
         # Ray calls back (on its own thread) once the header is in; the settler takes it from there.
         assert self._arrivals is not None
         self._arrivals.when_ready(header, entry)
-
-    def _function(self, call: TaskCall[Any], options: dict[str, Any], batch: bool = False) -> Any:
-        """The remote function for ``call``'s task and flow run with ``options``: made and exported once.
-
-        The task and the flow run's context are inside the function, so Ray
-        pickles them once, not into every call of a map. ``batch``: the
-        function that runs a batch of calls.
-        """
-        from taskyard_ray.worker import batch_function, task_function
-
-        task, flow_run = call.task, call.flow_run
-        key = (
-            id(task), id(flow_run), getattr(flow_run, "run_count", None),
-            repr(sorted(options.items())) if options else "", batch,
-        )
-        found = self._functions.get(key)
-        if found is not None and found[0] is task and found[1] is flow_run:
-            return found[2]
-        make = batch_function if batch else task_function
-        function = self._remote_fn(make(task, flow_run, self._logs.name if self._logs is not None else None))
-        if options:
-            function = function.options(**options)
-        if len(self._functions) >= _MAX_FUNCTIONS:
-            self._functions.pop(next(iter(self._functions)))
-        # The task and flow run are kept with it, so their ids name them while it is cached.
-        self._functions[key] = (task, flow_run, function)
-        return function
 
     # -- completion (the watcher thread) ----------------------------------------------------
 
