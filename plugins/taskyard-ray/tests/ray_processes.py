@@ -80,6 +80,8 @@ class RayCluster:
         # The head's Ray Client server starts a driver per client connection in a process of its own, which
         # ray_on_loopback.py does not reach; Ray's switch keeps it (and the head) on 127.0.0.1.
         env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        # The client server gives the driver it starts per connection 30 s to come up; a busy machine needs more.
+        env.setdefault("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "180")
         client = [f"--ray-client-server-port={client_port}"] if client_port is not None else []
         self._start(
             ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",

@@ -85,8 +85,14 @@ def attach(address: str | None, init_kwargs: Mapping[str, Any]) -> Connection:
         reaper = start_local_ray(init_kwargs)
         return Connection(owned=True, started=True, address=ray.get_runtime_context().gcs_address, reaper=reaper)
     if address.startswith(CLIENT_PREFIX):  # Ray Client: the driver runs on the cluster, this process talks to it
-        with _keeping_sigterm():
-            ray.init(address=address, **init_kwargs)
+        try:
+            with _keeping_sigterm():
+                ray.init(address=address, **init_kwargs)
+        except BaseException:
+            # A failed connection leaves Ray's client mode half set up: every later Ray call would go to it.
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            raise
         client = address[len(CLIENT_PREFIX) :]
         if not client.rpartition(":")[2].isdigit():
             client += f":{CLIENT_DEFAULT_PORT}"
