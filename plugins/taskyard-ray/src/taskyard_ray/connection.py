@@ -17,6 +17,7 @@ Three ways a runner gets Ray (decided in :func:`attach`):
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -135,7 +136,7 @@ def start_local_ray(init_kwargs: Mapping[str, Any]) -> Reaper | None:
     kwargs = {**LOCAL_DEFAULTS, **init_kwargs}
     before = children_of(os.getpid())
     try:
-        with _loopback_if("127.0.0.1"), patient_node_lookup(), _keeping_sigterm():
+        with _loopback_if("127.0.0.1"), patient_node_lookup(), _keeping_sigterm(), _quiet_start():
             ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
     except BaseException:
         # Interrupted (Ctrl-C) or failed half-way: stop what was started, so nothing outlives the flow.
@@ -148,6 +149,29 @@ def start_local_ray(init_kwargs: Mapping[str, Any]) -> Reaper | None:
                 leftover.release()
         raise
     return start_reaper(with_descendants(children_of(os.getpid()) - before))
+
+
+# What ray.init says on the driver when it starts a local Ray, and the least level shown meanwhile:
+# the runner started it for this flow run, so "Started a local Ray instance" and "token
+# authentication is enabled" (Ray's default since 2.59; the token stays on) are news to nobody.
+_START_LOGGERS = {
+    "ray._private.worker": logging.WARNING,
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+}
+
+
+@contextlib.contextmanager
+def _quiet_start() -> Iterator[None]:
+    """Hide Ray's start-up notices on the driver while the runner starts its own Ray."""
+    loggers = {name: logging.getLogger(name) for name in _START_LOGGERS}
+    saved = {name: log.level for name, log in loggers.items()}
+    for name, log in loggers.items():
+        log.setLevel(_START_LOGGERS[name])
+    try:
+        yield
+    finally:
+        for name, log in loggers.items():
+            log.setLevel(saved[name])
 
 
 @contextlib.contextmanager
