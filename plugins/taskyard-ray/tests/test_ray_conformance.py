@@ -79,6 +79,7 @@ def client_ray(ray_client_address: str) -> Iterator[RayTaskRunner]:
         yield owner
 
 
+@pytest.mark.ray_client
 @pytest.mark.usefixtures("client_ray")
 class TestRayTaskRunnerThroughRayClient(
     TaskRunnerCoreContract, TaskRunnerPolicyContract, TaskRunnerResourceContract, TaskRunnerFailureContract

@@ -211,6 +211,7 @@ class TestConnecting:
         assert not ray.is_initialized()
         assert all(p.is_running() for p in daemons), "the cluster's raylets and GCS must keep running"
 
+    @pytest.mark.ray_client
     def test_a_ray_client_address_connects_on_loopback_and_leaves_the_cluster_running(
         self, ray_cluster: RayCluster
     ) -> None:
@@ -235,6 +236,7 @@ class TestConnecting:
         assert not ray.is_initialized()
         assert ray_cluster.nodes[0].poll() is None, "the cluster must keep running"
 
+    @pytest.mark.ray_client
     def test_another_cluster_is_refused_while_on_ray_client(self, ray_cluster: RayCluster) -> None:
         """Connected through Ray Client, a runner for a direct address refuses to start, naming the client address."""
         import ray
