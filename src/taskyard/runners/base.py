@@ -83,7 +83,7 @@ from taskyard.exceptions import (
 from taskyard.futures import TaskFuture, received_state
 from taskyard.interrupts import hurrying
 from taskyard.resources import local_capacity, shortfall
-from taskyard.runners.group_signals import GROUP_SIGNALS, deaf_start, ignore_group_signals
+from taskyard.runners.group_signals import GROUP_SIGNALS, block_group_signals, deaf_start, ignore_group_signals
 from taskyard.runners.layered import LayeredOptions
 from taskyard.runners.mainless import launching_without_main, without_main
 from taskyard.states import Cancelled, Crashed, Failed, Pending, State
@@ -117,6 +117,7 @@ __all__ = (
     "LayeredOptions",
     "GROUP_SIGNALS",
     "deaf_start",
+    "block_group_signals",
     "ignore_group_signals",
 )
 

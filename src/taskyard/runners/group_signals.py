@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ("GROUP_SIGNALS", "deaf_start", "ignore_group_signals")
+__all__ = ("GROUP_SIGNALS", "deaf_start", "block_group_signals", "ignore_group_signals")
 
 #: The signals a terminal (Ctrl-C) or a job scheduler sends to a whole process group.
 GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -57,14 +57,7 @@ def deaf_start() -> Iterator[None]:
                 held.append(signum)
 
             saved = {s: signal.signal(s, hold) for s in GROUP_SIGNALS}
-    blocked: frozenset[signal.Signals] = frozenset()
-    if _HAS_MASKS:
-        # multiprocessing's resource tracker unblocks both signals in the thread that starts it:
-        # started now, it is not started later inside the block.
-        from multiprocessing import resource_tracker
-
-        resource_tracker.ensure_running()
-        blocked = GROUP_SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    blocked = block_group_signals()
     try:
         yield
     finally:
@@ -74,6 +67,23 @@ def deaf_start() -> Iterator[None]:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         for signum in dict.fromkeys(held):
             signal.raise_signal(signum)
+
+
+def block_group_signals() -> frozenset[signal.Signals]:
+    """Block SIGINT and SIGTERM in this thread (and so in the threads and processes it starts).
+
+    Returns:
+        The signals this call blocked (not those blocked already); empty
+        where the platform has no thread signal masks.
+    """
+    if not _HAS_MASKS:
+        return frozenset()
+    # multiprocessing's resource tracker unblocks both signals in the thread that starts it:
+    # started now, it is not started later inside the block.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    return GROUP_SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
 
 
 def ignore_group_signals() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from taskyard.runners.base import GROUP_SIGNALS, ignore_group_signals
+from taskyard.runners.base import block_group_signals, ignore_group_signals
 
 __all__ = ("OwnedWorkers", "muted", "deaf_children", "kill_worker_processes")
 
@@ -115,15 +115,8 @@ def deaf_children() -> None:
     the threads stay blocked: see below). Never in the main thread: that is where the flow process takes Ctrl-C. A no-op
     where the platform has no thread signal masks.
     """
-    if threading.current_thread() is threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        return
-    # multiprocessing starts its resource tracker with these two signals blocked in the calling
-    # thread and then unblocks them there: started now, it is not started again later from the
-    # cluster's event loop thread, which would then hear the signals and pass them on.
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    if threading.current_thread() is not threading.main_thread():
+        block_group_signals()  # for the thread's whole life: it only builds the cluster
 
 
 def kill_worker_processes(cluster: Any) -> None:
