@@ -14,15 +14,17 @@ flow host's interface meanwhile.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskyard.testing.netns import Counters, Host, HostNetwork
 
@@ -31,8 +33,27 @@ __all__ = ("FlowReport", "Spawned", "HostCluster", "DaskOnHosts", "RayOnHosts", 
 WORKERS = ("worker-a", "worker-b")
 
 
-# A flow started on the flow host (HostCluster.spawn_flow): its process and the host's counters then.
-Spawned = tuple[subprocess.Popen[str], Counters]
+class Spawned(NamedTuple):
+    """A flow started on the flow host: its process, the host's counters then, where it writes its stacks."""
+
+    proc: subprocess.Popen[str]
+    before: Counters
+    stacks: Path
+
+
+def _stacks_of(proc: subprocess.Popen[str], stacks: Path) -> str:
+    """Every thread's stack of a running flow program (it writes them to ``stacks`` on SIGUSR1)."""
+    try:
+        proc.send_signal(signal.SIGUSR1)
+    except ProcessLookupError:
+        return "(the flow process had ended)"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = stacks.read_text() if stacks.exists() else ""
+        if text:
+            return text
+    return "(the flow process wrote no stacks within 5 s)"
 
 
 class FlowReport(dict[str, Any]):
@@ -53,6 +74,7 @@ class HostCluster:
         self.net = net
         self.logs = logs
         self.env = {**os.environ, **(env or {})}
+        self._flows = itertools.count(1)
 
     def runner_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the runner that connects the flow host to this cluster."""
@@ -81,8 +103,9 @@ class HostCluster:
 
     def spawn_flow(self, workload: str, **options: Any) -> Spawned:
         """Start ``workload`` on the flow host without waiting (see :meth:`finish_flow`)."""
+        stacks = self.logs / f"flow-{next(self._flows)}-stacks.txt"
         argv = [sys.executable, "-m", "taskyard.testing.hostflows", workload, "--runner", self.runner,
-                "--runner-kwargs", json.dumps(self.runner_kwargs())]
+                "--runner-kwargs", json.dumps(self.runner_kwargs()), "--stacks", str(stacks)]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         flow_host = self.net["flow"]
@@ -91,24 +114,41 @@ class HostCluster:
             flow_host.command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, env=self.env,
         )
-        return proc, before
+        return Spawned(proc, before, stacks)
 
-    def finish_flow(self, spawned: Spawned, timeout: float) -> FlowReport:
-        """Wait up to ``timeout`` s for a spawned flow; its report (``exit_code``, ``stderr`` too)."""
-        proc, before = spawned
+    def finish_flow(self, spawned: Spawned, timeout: float, stacks_after: float | None = None) -> FlowReport:
+        """Wait up to ``timeout`` s for a spawned flow; its report (``exit_code``, ``stderr`` too).
+
+        ``stacks_after``: if the flow is still running after this many
+        seconds, every thread's stack is taken from it (``SIGUSR1``, see
+        :mod:`taskyard.testing.hostflows`) and kept in the report as
+        ``stacks``, so a flow that does not end says where it waits.
+        """
+        proc, before, stacks = spawned
         started = time.monotonic()
+        taken = ""
         try:
-            out, err = proc.communicate(timeout=timeout)
+            if stacks_after is not None and stacks_after < timeout:
+                try:
+                    out, err = proc.communicate(timeout=stacks_after)
+                except subprocess.TimeoutExpired:
+                    taken = _stacks_of(proc, stacks)
+                    out, err = proc.communicate(timeout=timeout - stacks_after)
+            else:
+                out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            taken = taken or _stacks_of(proc, stacks)
             proc.kill()
             out, err = proc.communicate()
-            raise TimeoutError(f"the flow did not end within {timeout} s; stderr:\n{err[-4000:]}") from None
+            raise TimeoutError(
+                f"the flow did not end within {timeout} s; stderr:\n{err[-4000:]}\nits threads then:\n{taken}"
+            ) from None
         traffic = self.net["flow"].counters() - before
         lines = [line for line in out.splitlines() if line.startswith("{")]
         report = FlowReport(json.loads(lines[-1]) if lines else {})
         report.update(
             exit_code=proc.returncode, stderr=err, wall_seconds=round(time.monotonic() - started, 3),
-            flow_host=vars(traffic), flow_host_bytes=traffic.total_bytes,
+            flow_host=vars(traffic), flow_host_bytes=traffic.total_bytes, stacks=taken,
         )
         return report
 

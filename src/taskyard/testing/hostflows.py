@@ -23,10 +23,12 @@ Workloads:
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from collections import Counter
@@ -135,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--retries", type=int, default=0)
     parser.add_argument("--marks", default="")
+    parser.add_argument("--stacks", default="", help="on SIGUSR1, write every thread's stack to this file")
     args = parser.parse_args(argv)
+    if args.stacks:  # a test that finds the flow still running asks it where it waits
+        faulthandler.register(signal.SIGUSR1, file=open(args.stacks, "w"), all_threads=True)  # noqa: SIM115
     runner = _runner(args.runner, args.runner_kwargs)
     the_flow: Any
     params: dict[str, Any]
