@@ -43,7 +43,7 @@ from taskyard.states import Cached, Completed, Failed, Retrying, State, TimedOut
 if TYPE_CHECKING:
     from taskyard.tasks import Task
 
-__all__ = ("TaskCall", "task_steps", "retry_loop", "hook_steps", "run_hooks", "retry_delay", "failed_state")
+__all__ = ("TaskCall", "task_steps", "retry_loop", "hook_steps", "run_hooks", "retry_delay", "failed_state", "call_once")
 
 R = TypeVar("R")
 logger = logging.getLogger("taskyard.engine")
@@ -183,15 +183,7 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
     try:
         info.run_count += 1
         args, kwargs = task.split_parameters(params)
-        value: Any
-        try:
-            value, ok = task.fn(*args, **kwargs), True
-        except (Exception, SystemExit) as exc:  # sys.exit() in a task fails that task
-            value, ok = exc, False
-        nested = info.nested
-        if nested is not None:  # the attempt submitted runs: wait for them (taskyard.nested)
-            info.nested = None
-            nested.close(ok)
+        value, ok = call_once(task.fn, args, kwargs, info)
         started = datetime.fromtimestamp(info.started, UTC)
         # One clock reading for the state and the run's end: the run store
         # records info.started/ended of a run whose ``final`` is its state.
@@ -215,6 +207,23 @@ def _run_plain(call: TaskCall[R]) -> State[R] | None:
     if capture is not None and capture.records:
         state = state.model_copy(update={"log_records": tuple(capture.records)})
     return state
+
+
+def call_once(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], info: TaskRunInfo) -> tuple[Any, bool]:
+    """One attempt of a plain task: ``(result, True)``, or ``(exception, False)`` when it raised.
+
+    ``sys.exit()`` in a task fails that task. Runs the attempt submitted
+    (taskyard.nested) are waited for before it counts as ended.
+    """
+    try:
+        value, ok = fn(*args, **kwargs), True
+    except (Exception, SystemExit) as exc:
+        value, ok = exc, False
+    nested = info.nested
+    if nested is not None:
+        info.nested = None
+        nested.close(ok)
+    return value, ok
 
 
 # The process id, read once (the flow process's own runs need no log capture).
