@@ -87,15 +87,21 @@ class BatchSizer:
         """The smoothed duration of one call, once a batch has been measured."""
         return self._per_call
 
-    def size(self, remaining: int, workers: int = 1) -> int:
+    def size(self, remaining: int, workers: int = 1, min_seconds: float = 0.0) -> int:
         """The size of the next batch, with ``remaining`` calls left and ``workers`` to share them.
 
         An adaptive size never leaves a worker idle at the end of a map: no
-        batch takes more than a quarter of each worker's share of what is left.
+        batch takes more than a quarter of each worker's share of what is left
+        — unless that would make it shorter than ``min_seconds`` by the
+        measured duration of a call (a batch that short costs a worker more
+        waiting for the next one than it could leave idle).
         """
         if self.fixed is not None:
             return max(1, min(self.fixed, remaining))
         share = math.ceil(remaining / (4 * max(1, workers)))
+        per_call = self._per_call
+        if min_seconds and per_call is not None:
+            share = max(share, int(min_seconds / per_call))
         return max(1, min(self._size, share, remaining))
 
     def record(self, calls: int, seconds: float) -> None:
