@@ -40,6 +40,7 @@ from taskyard.engine import TaskCall, failed_state
 from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture, add_done_callbacks
 from taskyard.gcpause import collector_paused
+from taskyard.lanes import Lane, lane_ready
 from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.logs import RunLoggerAdapter, run_extra
 from taskyard.runners.base import unsatisfiable_resources
@@ -121,6 +122,9 @@ class Dispatcher:
         self.runner = runner
         self.flow_run = flow_run
         self.futures: list[TaskFuture[Any]] = []
+        # Maps run as lanes (taskyard.lanes): their futures are the mapper's alone, so that they
+        # go when the list goes; the lane answers for its calls.
+        self.lanes: list[Lane] = []
         self._native = runner.resolves_dependencies
         self._lock = threading.Lock()
         self._tag_gates = {tag: _Gate(limit) for tag, limit in (tag_limits or {}).items()}
@@ -217,6 +221,10 @@ class Dispatcher:
         if ready_static and first_blocking_failure(base_ups, _state_of) is None:
             static, base_ups, static_needs = resolve(static), [], False
         gated = self._gates_for(task)
+        if not (gated or static_needs or base_ups):
+            lane = self._map_lane(task, static, mapped, length, submitted)
+            if lane is not None:
+                return lane
         futures: list[TaskFuture[Any] | None] = [None] * length
         ready: list[TaskCall[Any]] = []
         ready_at: list[int] = []
@@ -279,6 +287,29 @@ class Dispatcher:
                 self.flow_run.id, runs, result, submitted, mapped=True, name_prefix=_default_name_prefix(task), ids=ids
             )
         return result
+
+    def _map_lane(
+        self, task: Task[..., Any], static: dict[str, Any], mapped: dict[str, Sequence[Any]], length: int, submitted: float
+    ) -> FutureList[Any] | None:
+        """The calls of a map in one lane (taskyard.lanes), if the runner runs lanes and every call is plain; else None."""
+        runner, flow_run = self.runner, self.flow_run
+        if length < 2 or not runner.supports_lanes or flow_run is None or open_transaction() is not None:
+            return None
+        plain = lane_ready(task, flow_run, static, mapped)
+        if plain is None:
+            return None
+        tags = current_tags() | task.tags if task.tags else current_tags()
+        lane = Lane(task, flow_run, static, dict(mapped), length, _run_ids(length), tags, plain)
+        if self.counter is not None:
+            lane.watch(self.counter.expect(task.name, length, mapped=True).add)
+        if self.recorder is not None:
+            self.recorder.track_lane(flow_run.id, lane, submitted)
+        try:
+            runner.map_lane(lane)  # the workers start; the futures are made meanwhile
+        except RunnerError as exc:  # the flow run is ending (cancelled): nothing new starts
+            lane.settle_range(0, length, Cancelled(f"not started: {exc}"))
+        self.lanes.append(lane)
+        return lane.make_futures()
 
     def _place_each(self, calls: list[TaskCall[Any]], on_done: Callable[[TaskFuture[Any]], None]) -> list[TaskFuture[Any]]:
         """Submit calls one at a time, telling ``on_done`` of each future at once."""
@@ -440,13 +471,27 @@ class Dispatcher:
 
     def wait_all(self) -> None:
         """Wait for every future submitted in this flow run, including late ones."""
-        seen = 0
-        while seen < len(self.futures):
+        seen = lanes = 0
+        while seen < len(self.futures) or lanes < len(self.lanes):
             batch = self.futures[seen:]
             seen += len(batch)
             for future in batch:  # as wait() does, without its sets of every future (a million-run map)
                 if not future.done():
                     future.wait()
+            for lane in self.lanes[lanes:]:
+                lanes += 1
+                lane.wait()
+
+    def state_names(self) -> list[str]:
+        """The names of the States of every run submitted in this flow run ("Pending" for those not done).
+
+        Read from what each future holds: a runner that keeps states on its
+        cluster has given them all back by the time it is shut down.
+        """
+        names = [f._state_name() for f in self.futures]
+        for lane in self.lanes:
+            names.extend(lane.state_names())
+        return names
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})

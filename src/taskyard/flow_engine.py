@@ -138,7 +138,7 @@ def close_run(run: FlowRunState, state: State[Any]) -> None:
         runner.shutdown(wait=True)
     else:  # failed or timed out: what is still outstanding is not wanted
         runner.shutdown(wait=False, cancel_pending=True)
-    run.report.end(state, run.dispatcher.futures)
+    run.report.end(state, run.dispatcher.state_names())
     flowrecord.end(run.dispatcher, run.info, state)
 
 

@@ -64,6 +64,8 @@ class TaskFuture(Generic[R]):
     """
 
     __slots__ = ("task_run_id", "task_run_name", "native", "_state", "_callbacks", "_event", "__weakref__")
+    # A subclass that keeps its callbacks elsewhere than in ``_callbacks`` (taskyard.lanes).
+    _own_callbacks = False
 
     def __init__(self, task_run_id: str, task_run_name: str = "", native: Any = None) -> None:
         self.task_run_id = task_run_id
@@ -168,6 +170,11 @@ class TaskFuture(Generic[R]):
             yield from waiter.__await__()
         return self.result()
 
+    def _state_name(self) -> str:
+        """The name of the state it holds ("Pending" before it is done), read without building a State."""
+        state = self._state
+        return state.name if state is not None else "Pending"
+
     def _set_state(self, state: State[R]) -> None:
         """Complete the future. For runners only; a future is completed once.
 
@@ -228,9 +235,12 @@ def add_done_callbacks(futures: Iterable[TaskFuture[Any]], fn: Callable[[TaskFut
     counts every run of a map this way).
     """
     finished = []
+    elsewhere = []
     with _LOCK:
         for future in futures:
-            if future._state is None:
+            if future._own_callbacks:  # kept elsewhere (a lane's future), under another lock
+                elsewhere.append(future)
+            elif future._state is None:
                 if future._callbacks is None:
                     future._callbacks = [fn]
                 else:
@@ -239,6 +249,8 @@ def add_done_callbacks(futures: Iterable[TaskFuture[Any]], fn: Callable[[TaskFut
                 finished.append(future)
     for future in finished:
         _call(fn, future)
+    for future in elsewhere:
+        future.add_done_callback(fn)
 
 
 class FutureList(list[TaskFuture[R]]):

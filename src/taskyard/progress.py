@@ -21,6 +21,7 @@ flow run's summary line counts them by their real states at the end.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -68,6 +69,15 @@ class _Count:
         if state is not None and state.type in _BAD:
             self._failed.append(None)
         if len(done) >= self.total:
+            self.end = time.monotonic()
+
+    def add(self, done: int, failed: int) -> None:
+        """Count ``done`` runs finished at once, ``failed`` of them in a bad state (a lane's block)."""
+        finished = self._done
+        finished.extend(itertools.repeat(None, done))
+        if failed:
+            self._failed.extend(itertools.repeat(None, failed))
+        if len(finished) >= self.total:
             self.end = time.monotonic()
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from taskyard.console import configure_console
 from taskyard.context import FlowRunInfo
-from taskyard.futures import TaskFuture
 from taskyard.logs import RunLoggerAdapter, run_extra
 from taskyard.progress import RunCounter, display_wanted
 from taskyard.settings import Settings
@@ -60,12 +59,12 @@ class FlowRunReport:
         dashboard = f" (dashboard: {link})" if link else ""
         self.log.info("Beginning flow run of flow %r on %s%s", flow_name, where, dashboard)
 
-    def end(self, state: State[Any], futures: Iterable[TaskFuture[Any]]) -> None:
-        """Stop the display and log how the run ended, with its task runs counted by state."""
+    def end(self, state: State[Any], names: Iterable[str]) -> None:
+        """Stop the display and log how the run ended, with its task runs counted by ``names`` (of their states)."""
         if self.counter is not None:
             self.counter.stop()
         seconds = time.monotonic() - self.started
-        counts = _count_states(futures)
+        counts = _count_states(names)
         runs = f"; task runs: {counts}" if counts else ""
         if state.is_completed():
             self.log.info("Finished in state %s in %s%s", state.name, _duration(seconds), runs)
@@ -85,10 +84,8 @@ class FlowRunReport:
             self.counter.stop()
 
 
-def _count_states(futures: Iterable[TaskFuture[Any]]) -> str:
-    # Read what each future holds: a runner that keeps states on its cluster has
-    # given them all back by the time it is shut down.
-    counts = Counter(f._state.name if f._state is not None else "Pending" for f in futures)
+def _count_states(names: Iterable[str]) -> str:
+    counts = Counter(names)
     return ", ".join(f"{n:,} {name}" for name, n in counts.most_common())
 
 

@@ -68,7 +68,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from taskyard.batching import BatchResult, BatchSizer, check_batch_size, run_batch
 from taskyard.engine import TaskCall
@@ -87,6 +87,9 @@ from taskyard.runners.group_signals import GROUP_SIGNALS, block_group_signals, d
 from taskyard.runners.layered import LayeredOptions
 from taskyard.runners.mainless import launching_without_main, without_main
 from taskyard.states import Cancelled, Crashed, Failed, Pending, State
+
+if TYPE_CHECKING:
+    from taskyard.lanes import Lane
 
 __all__ = (
     "TaskRunner",
@@ -149,6 +152,8 @@ class TaskRunner(abc.ABC, Generic[F]):
       interrupt runs already executing, not only those still queued.
     * ``concurrent``: ``submit`` returns before the run finishes (False for a
       runner that runs each call at submission, which leaves nothing to cancel).
+    * ``supports_lanes``: ``map_lane`` runs a map whose calls all take the
+      engine's fast path by column (see :mod:`taskyard.lanes`).
     """
 
     name: ClassVar[str] = ""
@@ -156,6 +161,7 @@ class TaskRunner(abc.ABC, Generic[F]):
     resolves_dependencies: ClassVar[bool] = False
     supports_cancel_running: ClassVar[bool] = False
     concurrent: ClassVar[bool] = True
+    supports_lanes: ClassVar[bool] = False
 
     _init_args: tuple[tuple[Any, ...], dict[str, Any]]
     _status: str
@@ -284,6 +290,14 @@ class TaskRunner(abc.ABC, Generic[F]):
             One future per call, in the order of ``calls``.
         """
         return [self.submit(call) for call in calls]
+
+    def map_lane(self, lane: Lane) -> None:
+        """Run the calls of a lane (for runners with ``supports_lanes``), completing them through ``lane.complete``.
+
+        Raises:
+            RunnerShutdownError: ``shutdown()`` has been called.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not run lanes (supports_lanes is False)")
 
     @abc.abstractmethod
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:

@@ -46,6 +46,8 @@ from taskyard.batching import batch_levels
 from taskyard.runners.base import Crashed, State, TaskCall, run_call
 from taskyard.runners.group_signals import ignore_group_signals
 from taskyard.runners.lifeline import set_parent_death_signal
+from taskyard.runners.process_lanes import LANE, LaneReader
+from taskyard.logs import levels_held
 from taskyard.runners.shared import load_shared
 from taskyard.runners.state_pages import FLUSH_SECONDS, STARTED, PageWriter, StatePages
 from taskyard.context import TaskRunInfo
@@ -266,7 +268,15 @@ def worker_main(
     # (all alive until it ends) would otherwise make pass over all of it again and again.
     gc.collect()
     gc.freeze()
+    lanes = LaneReader()
+    started = memoryview(pages.counts).cast("B").cast("q")  # the shared counters, cheaper to raise than through ctypes
     while (payload := batches.get()) is not None:
+        if payload[:1] == LANE:
+            _run_lane(lanes, payload, started, writer, out)
+            # The next batch is here already (the flow process keeps two with each worker):
+            # the page goes over once the flow process has taken the other one, without waiting.
+            writer.hand_over(wait=batches.empty())
+            continue
         try:
             calls = unpack_calls(payload)
         except Exception:
@@ -274,6 +284,22 @@ def worker_main(
             continue
         with batch_levels(calls):
             _run_batch(calls, pages.counts, writer)
+
+
+def _run_lane(lanes: LaneReader, payload: bytes, counts: Any, writer: PageWriter, out: int) -> None:
+    """Run a range of a lane's calls; each block of outcomes goes to a page as it is made."""
+    try:
+        lane = lanes.read(payload)
+    except Exception:
+        write_frame(out, UNLOADABLE)
+        return
+
+    def send(block: bytes) -> None:
+        writer.put(_frame(block))
+        writer.hand_over()
+
+    with levels_held(lane.flow_run.log_level):
+        lanes.run(lane, counts, FLUSH_SECONDS, send)
 
 
 def _run_batch(calls: list[TaskCall[Any]], counts: Any, writer: PageWriter) -> None:

@@ -81,6 +81,7 @@ from taskyard.runners.process_worker import (
     worker_main,
     write_frame,
 )
+from taskyard.runners.process_lanes import BLOCK, LaneHeaders, LaneSegment, LaneSent, as_calls, decode_block, pack_range
 from taskyard.runners.shared import SharedArguments
 from taskyard.runners.state_pages import PAGE, StatePages
 from taskyard.states import Failed
@@ -88,6 +89,8 @@ from taskyard.states import Failed
 __all__ = ("ProcessPoolTaskRunner",)
 
 _MAX_BATCH = 1024  # an adaptive batch never holds more calls than this
+_MAX_LANE_BATCH = 4096  # nor a batch of a lane's calls (a few µs each)
+_MIN_SECONDS = 0.002  # the end of a map is not cut into batches shorter than this
 _PREFETCH = 2  # batches a worker holds: one running, one ready, so it never waits for the flow process
 _PAUSE_FROM_STATES = 64  # a frame with this many states is read with the garbage collector paused
 _MAX_ORPHANED = 3  # deaths with this call queued and nothing running before it is blamed
@@ -123,19 +126,21 @@ class _Segment:
         self.entries, self.sizer = deque(entries), sizer
 
 
-_Batch = tuple[_Sent, bytes]
+_Batch = tuple[_Sent | LaneSent, bytes]
+_Packed = tuple[_Sent, bytes]
 
 
 class _Worker:
     """The flow process's handle on one worker process."""
 
-    __slots__ = ("process", "inbox", "outbox", "pages", "frames", "batches", "done")
+    __slots__ = ("process", "inbox", "outbox", "pages", "frames", "batches", "done", "lanes")
 
     def __init__(self, process: Any, inbox: Any, outbox: Any, pages: StatePages) -> None:
         self.process, self.inbox, self.outbox, self.pages = process, inbox, outbox, pages
         self.frames = FrameBuffer()
-        self.batches: deque[_Sent] = deque()  # sent, oldest first; the head one is being run
+        self.batches: deque[_Sent | LaneSent] = deque()  # sent, oldest first; the head one is being run
         self.done = 0  # states received; pages.started counts calls started
+        self.lanes = LaneHeaders()  # the lanes whose headers it holds
 
     def running(self) -> bool:
         """True if the worker has started a call it has not answered."""
@@ -166,6 +171,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
     name = "processes"
     requires_pickling = True
     supports_cancel_running = True
+    supports_lanes = True
 
     def __init__(
         self,
@@ -189,8 +195,8 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         if self.start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
         self._lock = threading.Lock()
-        self._queue: deque[_Segment] = deque()
-        self._sizers: dict[int, tuple[Any, BatchSizer]] = {}
+        self._queue: deque[_Segment | LaneSegment] = deque()
+        self._sizers: dict[tuple[int, bool], tuple[Any, BatchSizer]] = {}
         self._unsent: list[tuple[list[_Entry], State[Any]]] = []  # failed while the lock was held
         self._workers: dict[int, _Worker] = {}
         self._outstanding = 0
@@ -238,19 +244,45 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._settle()
         return futures
 
-    def _sizer(self, task: Any) -> BatchSizer:
-        known = self._sizers.get(id(task))
+    def map_lane(self, lane: Any) -> None:
+        self.check_open()
+        segment = LaneSegment(lane, self._sizer(lane.task, lane=True))
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._outstanding += lane.length
+                self._queue.append(segment)
+                self._dispatch()
+        if closing:
+            lane.settle_range(0, lane.length, Cancelled("the runner was shut down"))
+        self._settle()
+
+    def _sizer(self, task: Any, lane: bool = False) -> BatchSizer:
+        """The sizer of ``task``'s batches: one for its calls in lanes, one for the others (their calls cost unlike)."""
+        key = (id(task), lane)
+        known = self._sizers.get(key)
         if known is None or known[0] is not task:
             fixed = task.batch_size if task.batch_size is not None else self.batch_size
-            known = self._sizers[id(task)] = (task, BatchSizer(fixed, max_size=_MAX_BATCH))
+            known = self._sizers[key] = (task, BatchSizer(fixed, max_size=_MAX_LANE_BATCH if lane else _MAX_BATCH))
         return known[1]
 
-    def _next_batch(self) -> _Batch | None:
-        """Cut the next batch off the queue and pickle it (lock held); None when the queue is empty."""
+    def _next_batch(self, worker: _Worker) -> _Batch | None:
+        """Cut the next batch for ``worker`` off the queue and pickle it (lock held); None when the queue is empty."""
         while self._queue:
             segment = self._queue[0]
+            if isinstance(segment, LaneSegment):
+                sent = segment.cut(segment.sizer.size(len(segment), self.max_workers, _MIN_SECONDS))
+                if not segment:
+                    self._queue.popleft()
+                try:
+                    payload = pack_range(sent, with_header=segment.key not in worker.lanes)
+                except Exception:  # an argument that will not pickle: found call by call
+                    self._queue.appendleft(_Segment([_Entry(*pair) for pair in as_calls(sent)], None))
+                    continue
+                worker.lanes.add(segment.key)
+                return sent, payload
             queued = segment.entries
-            take = len(queued) if segment.sizer is None else segment.sizer.size(len(queued), self.max_workers)
+            take = len(queued) if segment.sizer is None else segment.sizer.size(len(queued), self.max_workers, _MIN_SECONDS)
             entries = [queued.popleft() for _ in range(take)]
             if not queued:
                 self._queue.popleft()
@@ -268,7 +300,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             entries, state = self._unsent.pop()
             self._finish(entries, state)
 
-    def _pack(self, entries: list[_Entry], fail: Callable[[list[_Entry], State[Any]], None]) -> list[_Batch]:
+    def _pack(self, entries: list[_Entry], fail: Callable[[list[_Entry], State[Any]], None]) -> list[_Packed]:
         """Pickle a batch; a call that will not pickle is passed to ``fail``, the others go on."""
         try:
             return [(_Sent(entries, None), pack_calls([e.call for e in entries]))]
@@ -295,7 +327,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                     return
             if worker is None or len(worker.batches) >= _PREFETCH:
                 return
-            batch = self._next_batch()
+            batch = self._next_batch(worker)
             if batch is None:
                 return
             entries, payload = batch
@@ -309,10 +341,16 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _fail_queue(self, exc: BaseException) -> None:
         # The lock is held: the states are set from another thread.
-        lost = [e for segment in self._queue for e in segment.entries]
+        lost = [e for segment in self._queue if isinstance(segment, _Segment) for e in segment.entries]
+        lanes = [(s, s.next, s.stop) for s in self._queue if isinstance(s, LaneSegment)]
         self._queue.clear()
         state = Crashed(f"no worker process could be started: {exc!r}", exc=exc)
-        threading.Thread(target=self._finish, args=(lost, state), daemon=True).start()
+
+        def finish() -> None:
+            self._finish(lost, state)
+            self._finish_ranges(lanes, state)
+
+        threading.Thread(target=finish, daemon=True).start()
 
     def _start_worker(self) -> _Worker:
         ctx = self._ctx
@@ -394,10 +432,45 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._states(worker, worker.pages.take(frame[1]) if frame[:1] == PAGE else [frame])
 
     def _states(self, worker: _Worker, payloads: list[bytes]) -> None:
-        """Complete the calls whose states ``worker`` sent, in the order it ran them."""
+        """Complete the calls whose states (or blocks of a lane) ``worker`` sent, in the order it ran them."""
+        if any(payload[:1] == BLOCK for payload in payloads):
+            run: list[bytes] = []
+            for payload in payloads:
+                if payload[:1] != BLOCK:
+                    run.append(payload)
+                    continue
+                if run:
+                    self._states(worker, run)
+                    run = []
+                self._block(worker, payload)
+            if run:
+                self._states(worker, run)
+            return
         with collector_paused(len(payloads), at_least=_PAUSE_FROM_STATES):
             states = [_decoded(payload) for payload in payloads]
             self._finish(self._received(worker, len(states)), states)
+
+    def _block(self, worker: _Worker, payload: bytes) -> None:
+        """Complete the calls of a lane whose outcomes ``worker`` sent as one block."""
+        block = decode_block(payload)
+        count = len(block.results)
+        with self._lock:
+            worker.done += count
+            head = worker.batches[0] if worker.batches else None
+            if not isinstance(head, LaneSent) or head.next != block.start:
+                return  # taken by a cancellation
+            head.next += count
+            if not head:
+                worker.batches.popleft()
+                now = time.perf_counter()
+                if head.started is not None:
+                    head.sizer.record(head.size, now - head.started)
+                if worker.batches:
+                    worker.batches[0].started = now
+                self._dispatch()
+        self._settle()
+        head.segment.lane.complete(block)
+        self._answered(count)
 
     def _received(self, worker: _Worker, count: int) -> list[_Entry]:
         """The entries ``count`` states just received from ``worker`` belong to, in order."""
@@ -406,6 +479,8 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             worker.done += count
             while len(entries) < count and worker.batches:  # none left: taken by a cancellation
                 head = worker.batches[0]
+                if not isinstance(head, _Sent):  # states come only for ordinary batches
+                    break
                 take = min(count - len(entries), len(head))
                 entries.extend(head[:take])
                 del head[:take]
@@ -427,8 +502,18 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 entry.future._set_state(one)
         else:
             _set_states(entries, state)
+        self._answered(len(entries))
+
+    def _finish_ranges(self, ranges: Sequence[tuple[LaneSegment | LaneSent, int, int]], state: State[Any]) -> None:
+        """Complete the calls ``start`` to ``stop`` of each lane in ``ranges`` with ``state``."""
+        for held, start, stop in ranges:
+            lane = held.lane if isinstance(held, LaneSegment) else held.segment.lane
+            lane.settle_range(start, stop, state)
+            self._answered(stop - start)
+
+    def _answered(self, count: int) -> None:
         with self._lock:
-            self._outstanding -= len(entries)
+            self._outstanding -= count
             wake = self._closing and self._outstanding == 0
         if wake:
             self._wake()
@@ -442,7 +527,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         with self._lock:
             if not worker.batches:  # taken by a cancellation
                 return
-            entries = worker.batches.popleft()
+            held = worker.batches.popleft()
+            worker.lanes.clear()  # the worker may have kept none of them
+        entries = _entries(held)
         if len(entries) > 1:  # nothing ran: send each call alone to find the one at fault
             self._requeue([[e] for e in entries])
             return
@@ -462,7 +549,11 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         with self._lock:
             self._workers.pop(worker.outbox.fileno(), None)
             running = worker.running()
-            batches, worker.batches = list(worker.batches), deque()
+            # Calls started without an outcome here: the last was running. Before it, a lane's
+            # calls that ended after the worker's last block (up to FLUSH_SECONDS of them) run again.
+            unanswered = max(1, worker.pages.started - worker.done)
+            batches = [_entries(b) for b in worker.batches]  # a lane's calls go on as ordinary calls
+            worker.batches = deque()
             cancelling = self._cancelling
         _close_pipes(worker)
         if cancelling or not batches:
@@ -474,7 +565,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         how = _exit_reason(worker.process.exitcode)
         again: list[list[_Entry]] = []
         if running:
-            culprit = batches[0].pop(0)
+            culprit = batches[0].pop(min(unanswered, len(batches[0])) - 1)
             culprit.losses += 1
             if culprit.losses > culprit.call.task.retries:
                 message = f"a worker process died ({how}) while running {culprit.call.task_run.name!r} (attempt {culprit.losses})"
@@ -522,25 +613,46 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._closing = True
             if cancel_pending:
                 self._cancelling = True
-                queued = [e for segment in self._queue for e in segment.entries]
+                queued = [e for segment in self._queue if isinstance(segment, _Segment) for e in segment.entries]
+                lanes_waiting: list[tuple[LaneSegment | LaneSent, int, int]] = [
+                    (s, s.next, s.stop) for s in self._queue if isinstance(s, LaneSegment)
+                ]
                 self._queue.clear()
-                running, waiting = [], list(queued)
+                running, waiting = [], [e for e in queued if isinstance(e, _Entry)]
+                lanes_running: list[tuple[LaneSegment | LaneSent, int, int]] = []
                 for worker in self._workers.values():
-                    held = [e for b in worker.batches for e in b]
-                    started = max(0, worker.pages.started - worker.done) if held else 0  # ended or running
-                    running.extend(held[:started])
-                    waiting.extend(held[started:])
+                    started = max(0, worker.pages.started - worker.done) if worker.batches else 0  # ended or running
+                    for batch in worker.batches:
+                        begun = min(started, len(batch))
+                        started -= begun
+                        if isinstance(batch, LaneSent):
+                            lanes_running.append((batch, batch.next, batch.next + begun))
+                            lanes_waiting.append((batch, batch.next + begun, batch.stop))
+                        else:
+                            running.extend(batch[:begun])
+                            waiting.extend(batch[begun:])
                     worker.batches.clear()
                 workers = list(self._workers.values())
         if cancel_pending:
             for worker in workers:  # stop the running calls now; the collector reaps them
                 with contextlib.suppress(OSError):
                     worker.process.kill()
-            self._finish(running, Cancelled("the flow run was cancelled while this run was running"))
-            self._finish(waiting, Cancelled("the flow run was cancelled before this run started"))
+            now_running = Cancelled("the flow run was cancelled while this run was running")
+            not_started = Cancelled("the flow run was cancelled before this run started")
+            self._finish(running, now_running)
+            self._finish_ranges(lanes_running, now_running)
+            self._finish(waiting, not_started)
+            self._finish_ranges(lanes_waiting, not_started)
         self._wake()
         if wait:
             self._collector.join()
+
+
+def _entries(batch: _Sent | LaneSent) -> _Sent:
+    """A batch as ordinary calls: a lane's unanswered calls with their lane futures (see process_lanes)."""
+    if isinstance(batch, _Sent):
+        return batch
+    return _Sent([_Entry(call, future) for call, future in as_calls(batch)], None)
 
 
 def _tasks_of(calls: Sequence[TaskCall[Any]]) -> list[Any]:

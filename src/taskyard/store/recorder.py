@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from taskyard.states import State, StateType
 from taskyard.store.codec import CHUNK_FORMAT, SEP, TYPE_OF_NAME, dumps_json, encode_chunk, squeeze
 from taskyard.store.db import HOST, connect, write
+from taskyard.store.lanechunks import encode_lane, finished_upto, history_of
 
 from taskyard.futures import TaskFuture
 
 if TYPE_CHECKING:
     from taskyard.context import FlowRunInfo, TaskRunInfo
+    from taskyard.lanes import Lane
 
 __all__ = ("Recorder", "recorder_for", "TICK_S", "HEARTBEAT_S", "CANCEL_POLL_S")
 
@@ -64,13 +66,15 @@ WHERE id = ?
 class _Run:
     """A flow run of this process that is still being recorded."""
 
-    __slots__ = ("id", "pending", "counts", "on_cancel", "beat", "cancelled")
+    __slots__ = ("id", "pending", "lanes", "counts", "on_cancel", "beat", "cancelled")
 
     def __init__(self, run_id: str, on_cancel: Callable[[str], object] | None) -> None:
         self.id = run_id
         # Batches as submitted: (task runs, their futures or final states, submission time,
         # how many of them from the start are written already)
         self.pending: list[_Held] = []
+        # Lanes as submitted: [lane, submission time, how many of its runs are written]
+        self.lanes: list[list[Any]] = []
         self.counts: dict[str, int] = {}
         self.on_cancel = on_cancel
         self.beat = time.time()
@@ -146,6 +150,13 @@ class Recorder:
                 shape = _Map(name_prefix, ids if ids is not None and len(ids) == 32 * len(infos) else None)
                 run.pending.append((infos, futures, submitted, 0, shape if mapped else None))
 
+    def track_lane(self, run_id: str, lane: Lane, submitted: float) -> None:
+        """A map's runs kept by column (taskyard.lanes); written from its columns as they finish."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None:
+                run.lanes.append([lane, submitted, 0])
+
     def track_done(self, run_id: str, info: TaskRunInfo, state: State[Any], submitted: float) -> None:
         """A task run that already has its final state (run inline in the flow body)."""
         with self._lock:
@@ -220,7 +231,7 @@ class Recorder:
                 logs, self._logs = self._logs, []
                 taken = []
                 for run in self._runs.values():
-                    if run.pending:
+                    if run.pending or run.lanes:
                         taken.append((run, run.pending))
                         run.pending = []
             now = time.time()
@@ -230,8 +241,10 @@ class Recorder:
                 if rest:
                     with self._lock:
                         run.pending.extend(rest)
-                if ready:
-                    chunks.extend((run.id, count, CHUNK_FORMAT, blob) for count, blob in self._encode_all(ready, run.counts))
+                lane_chunks = self._encode_lanes(run, finishing=run.id == finishing)
+                if ready or lane_chunks:
+                    encoded = self._encode_all(ready, run.counts) if ready else []
+                    chunks.extend((run.id, count, CHUNK_FORMAT, blob) for count, blob in encoded + lane_chunks)
                     statements.append(("UPDATE flow_runs SET task_counts = ? WHERE id = ?", (dumps_json(run.counts), run.id)))
             with self._lock:
                 for run in self._runs.values():
@@ -250,6 +263,21 @@ class Recorder:
                     conn.executemany("INSERT INTO logs (flow_run_id, task_run_id, timestamp, level, logger, message) VALUES (?, ?, ?, ?, ?, ?)", logs)
 
             write(self._connection(), body)
+
+    def _encode_lanes(self, run: _Run, finishing: bool) -> list[tuple[int, bytes]]:
+        """Chunks for the runs of ``run``'s lanes finished since the last pass, from the front of each lane."""
+        chunks = []
+        with self._lock:
+            lanes = list(run.lanes)
+        for held in lanes:
+            lane, at, start = held
+            stop = finished_upto(lane, start, finishing)
+            if stop > start:
+                chunks.append((stop - start, encode_lane(lane, at, start, stop, self._tag_tuple(lane.tags), run.counts)))
+                held[2] = stop
+        with self._lock:
+            run.lanes = [held for held in run.lanes if held[2] < held[0].length]
+        return chunks
 
     def _encode_all(self, batches: list[_Batch], counts: dict[str, int]) -> list[tuple[int, bytes]]:
         """The chunks for the task runs of ``batches``.
@@ -373,7 +401,7 @@ class Recorder:
             list(map(_ID, infos)), list(map(_RUN_NAME, infos)), task_names, list(map(_MAP_INDEX, infos)), tags,
             submitted, None if _KNOWN_NAMES.issuperset(state_names) else [s.type._value_ for s in states],
             state_names, messages, run_counts, starts, ends, locations,
-            [_history(s) for s in states] if max(run_counts) > 1 else [None] * count,
+            [history_of(s) for s in states] if max(run_counts) > 1 else [None] * count,
         ]  # fmt: skip
         return count, encode_chunk(count, columns)
 
@@ -547,12 +575,6 @@ def _times(
 
 def _timestamp(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
-
-
-def _history(state: State[Any]) -> tuple[tuple[Any, ...], ...] | None:
-    if not state.history:
-        return None
-    return tuple((_TYPE[s.type], s.name, s.message, s.timestamp.timestamp()) for s in state.history)
 
 
 _recorders: dict[tuple[int, Path], Recorder] = {}
