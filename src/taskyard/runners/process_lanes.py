@@ -33,6 +33,7 @@ from taskyard.context import TaskRunInfo
 from taskyard.engine import TaskCall
 from taskyard.lane_engine import LaneRange, run_columns
 from taskyard.lanes import Block, Lane, LaneFuture
+from taskyard.runners.shared import load_static
 
 __all__ = (
     "LANE", "BLOCK", "LaneHeaders", "LaneSegment", "LaneSent", "pack_range", "LaneReader", "encode_block", "decode_block", "as_calls",
@@ -71,10 +72,11 @@ class LaneHeaders:
 class LaneSegment:
     """The calls of a lane not yet sent to a worker: ``next`` to ``stop``."""
 
-    __slots__ = ("lane", "key", "header", "plain", "next", "stop", "sizer")
+    __slots__ = ("lane", "static", "key", "header", "plain", "next", "stop", "sizer")
 
-    def __init__(self, lane: Lane, sizer: BatchSizer) -> None:
+    def __init__(self, lane: Lane, sizer: BatchSizer, static: dict[str, Any]) -> None:
         self.lane, self.sizer = lane, sizer
+        self.static = static  # the lane's, large values swapped for references (runners.shared)
         self.key = next(_keys)
         self.header: bytes | None = None  # pickled when first sent
         self.plain = lane.plain  # columns of built-in values pickle with pickle, others with cloudpickle
@@ -109,8 +111,7 @@ def pack_range(sent: LaneSent, with_header: bool) -> bytes:
     segment = sent.segment
     lane = segment.lane
     if with_header and segment.header is None:
-        static = lane.static
-        segment.header = cloudpickle.dumps((lane.task, lane.flow_run, static, list(lane.columns), lane.tags))
+        segment.header = cloudpickle.dumps((lane.task, lane.flow_run, segment.static, list(lane.columns), lane.tags))
     start, stop = sent.next, sent.stop
     body = (segment.key, segment.header if with_header else None, start, lane.ids[32 * start : 32 * stop],
             [column[start:stop] for column in lane.columns.values()])  # fmt: skip
@@ -132,7 +133,8 @@ class LaneReader:
         if header is not None:
             if key not in self._headers and len(self._headers) >= _HEADERS_KEPT:
                 del self._headers[next(iter(self._headers))]
-            self._headers[key] = cloudpickle.loads(header)
+            task, flow_run, static, names, tags = cloudpickle.loads(header)
+            self._headers[key] = (task, flow_run, load_static(static), names, tags)
         task, flow_run, static, names, tags = self._headers[key]
         return LaneRange(task, flow_run, static, names, columns, start, ids, tags)
 
@@ -173,12 +175,12 @@ def _floats(data: bytes) -> array[float]:
 
 def as_calls(sent: LaneSent) -> list[tuple[TaskCall[Any], Any]]:
     """The unanswered calls of ``sent`` as ordinary calls with their lane futures (a worker died, or they will not travel)."""
-    lane = sent.segment.lane
+    lane, static = sent.segment.lane, sent.segment.static
     flow_run, task, tags, prefix = lane.flow_run, lane.task, lane.tags, lane.prefix
     calls = []
     for index in range(sent.next, sent.stop):
         run_id = lane.ids[32 * index : 32 * index + 32]
-        params = dict(lane.static)
+        params = dict(static)
         for name, column in lane.columns.items():
             params[name] = column[index]
         info = TaskRunInfo(run_id, prefix + run_id[:8], task.name, tags, index, flow_run_id=flow_run.id)

@@ -246,7 +246,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def map_lane(self, lane: Any) -> None:
         self.check_open()
-        segment = LaneSegment(lane, self._sizer(lane.task, lane=True))
+        segment = LaneSegment(lane, self._sizer(lane.task, lane=True), self._shared.shared_static(lane.static))
         with self._lock:
             closing = self._closing
             if not closing:

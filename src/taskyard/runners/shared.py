@@ -21,7 +21,7 @@ import cloudpickle
 
 from taskyard.engine import TaskCall
 
-__all__ = ("SharedRef", "SharedArguments", "load_shared")
+__all__ = ("SharedRef", "SharedArguments", "load_shared", "load_static")
 
 # A shared value whose pickle is at least this large goes through a file.
 MIN_SHARED_BYTES = 256 * 1024
@@ -54,7 +54,7 @@ class SharedArguments:
             return
         first = calls[0].parameters
         for name, value in first.items():
-            if type(value) in _SMALL_TYPES and not (isinstance(value, str) and len(value) > MIN_SHARED_BYTES):
+            if _small(value):
                 continue
             if not all(call.parameters.get(name) is value for call in calls[1:]):
                 continue
@@ -63,6 +63,15 @@ class SharedArguments:
                 continue
             for call in calls:
                 call.parameters = {**call.parameters, name: ref}
+
+    def shared_static(self, static: dict[str, Any]) -> dict[str, Any]:
+        """The arguments every call of a lane gets, each large one swapped for a reference."""
+        shared = dict(static)
+        for name, value in static.items():
+            ref = None if _small(value) else self._ref_for(value)
+            if ref is not None:
+                shared[name] = ref
+        return shared
 
     def _ref_for(self, value: Any) -> SharedRef | None:
         with self._lock:
@@ -100,10 +109,15 @@ _CACHE_SIZE = 4
 
 def load_shared(call: TaskCall[Any]) -> None:
     """Put the values behind a call's SharedRefs back in place (worker side)."""
-    refs = {name: value for name, value in call.parameters.items() if type(value) is SharedRef}
+    call.parameters = load_static(call.parameters)
+
+
+def load_static(parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` with the values behind their SharedRefs in place (worker side; the same dict if none)."""
+    refs = {name: value for name, value in parameters.items() if type(value) is SharedRef}
     if not refs:
-        return
-    params = dict(call.parameters)
+        return parameters
+    params = dict(parameters)
     for name, ref in refs.items():
         value = _cache.get(ref.path, _cache)
         if value is _cache:
@@ -115,4 +129,9 @@ def load_shared(call: TaskCall[Any]) -> None:
         else:
             _cache.move_to_end(ref.path)
         params[name] = value
-    call.parameters = params
+    return params
+
+
+def _small(value: Any) -> bool:
+    """Too small to share through a file (decided without pickling it)."""
+    return type(value) in _SMALL_TYPES and not (isinstance(value, str) and len(value) > MIN_SHARED_BYTES)
