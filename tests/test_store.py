@@ -376,6 +376,55 @@ class TestWriterPasses:
         assert rest[0][0] is infos and rest[0][3] == 3
 
 
+    def test_a_pass_writes_runs_whose_future_class_holds_a_final_state(self) -> None:
+        """A runner's own future with its final state installed is written as it finishes; one left on its cluster waits."""
+        from taskyard.context import TaskRunInfo
+        from taskyard.runners.toolkit import RemoteTaskFuture
+        from taskyard.states import Completed
+        from taskyard.store.recorder import _Map, _split
+
+        def fetch(future: RemoteTaskFuture) -> Any:
+            raise AssertionError("a pass must not fetch a state left on the cluster")
+
+        infos: list[TaskRunInfo | None] = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(3)]
+        futures = [RemoteTaskFuture(f"id-{i}", f"t-{i}", fetch) for i in range(3)]
+        for future in futures:
+            future.mark_finished()  # finished on the cluster: not final here yet
+        futures[0].install(Completed(data=0))
+        futures[2].install(Completed(data=2))
+        ready, rest = _split([(infos, futures, 1.0, 0, _Map(None, None))], finishing=False)
+        assert [i.id for i in ready[0][0]] == ["id-0"] and ready[0][1] == [futures[0]._state]  # type: ignore[union-attr]
+        assert infos[0] is None and [r[3] for r in rest] == [1]  # the written run is let go
+
+    def test_encoding_states_made_elsewhere_keeps_nothing_per_state(self, tmp_path: Path) -> None:
+        """Reading the fields of states unpickled from a worker leaves no dict object on each (64 bytes a state, kept)."""
+        import gc
+        import pickle
+        import tracemalloc
+
+        from taskyard.context import TaskRunInfo
+        from taskyard.states import Completed
+        from taskyard.store.recorder import Recorder
+
+        count = 2000
+        wire = pickle.dumps([Completed(data=i) for i in range(count)])
+        infos = [TaskRunInfo(f"id-{i}", f"t-{i}", "t", map_index=i) for i in range(count)]
+        recorder = Recorder(tmp_path)
+        recorder._encode([(infos, pickle.loads(wire), 1.0, 0, None)], {})  # warm: first-use allocations
+        states = pickle.loads(wire)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            chunk = recorder._encode([(infos, states, 1.0, 0, None)], {})
+            del chunk
+            gc.collect()
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert kept / count < 8, f"{kept / count:.1f} bytes kept per state"
+
+
 class TestManyProcesses:
     def test_eight_flow_processes_writing_at_once_lose_nothing(self, tmp_path: Path) -> None:
         """8 flow processes started together, each mapping 500 tasks: every run recorded, no lock error."""
