@@ -411,3 +411,45 @@ class TestLimitsTogether:
         assert peak["gpu"] <= 2 and peak["tag-a"] <= 2 and peak["tag-b"] <= 1
         for i, (_, _, limit) in enumerate(variants):
             assert limit is None or peak[f"task-{i}"] <= limit
+
+
+class TestMapAssembly:
+    def test_a_map_of_ready_and_waiting_calls_keeps_its_order(self) -> None:
+        """Calls that wait for upstreams take their own places among the calls that went to the runner at once."""
+        release = threading.Event()
+
+        @task
+        def held(x: int) -> int:
+            release.wait(10)
+            return x
+
+        @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+        def f() -> list[int]:
+            first, second = held.submit(100), held.submit(300)
+            futures = inc.map([0, first, 1, 2, second, 3])
+            at_once = [future.done() for future in futures]
+            release.set()
+            values = futures.result()
+            assert at_once[1] is False and at_once[4] is False
+            return values
+
+        assert f() == [1, 101, 2, 3, 301, 4]
+
+    def test_runs_share_one_empty_parameters_dict_until_they_start(self) -> None:
+        """A run not started yet has no dict of its own (a map of a million would make a million); a started one has its arguments."""
+        from taskyard import get_run_context
+        from taskyard.context import TaskRunInfo
+
+        first, second = TaskRunInfo("a", "a", "t"), TaskRunInfo("b", "b", "t")
+        assert first.parameters == {} and first.parameters is second.parameters
+
+        @task
+        def seen(x: int) -> dict[str, Any]:
+            return dict(get_run_context().task_run.parameters)  # type: ignore[union-attr]
+
+        @flow
+        def f() -> list[dict[str, Any]]:
+            return seen.map(range(3)).result()
+
+        assert f() == [{"x": 0}, {"x": 1}, {"x": 2}]
+        assert first.parameters == {}  # no run wrote into the shared one

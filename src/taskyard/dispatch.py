@@ -225,9 +225,11 @@ class Dispatcher:
             lane = self._map_lane(task, static, mapped, length, submitted)
             if lane is not None:
                 return lane
-        futures: list[TaskFuture[Any] | None] = [None] * length
+        # The calls handed to the runner in one batch, and the futures of the
+        # others by map index (a refused call's, or one routed on its own): no
+        # list of indices, nor one of futures to fill, for a map whose calls all go.
         ready: list[TaskCall[Any]] = []
-        ready_at: list[int] = []
+        others: dict[int, TaskFuture[Any]] = {}
         named_columns = list(mapped.items())
         runs: list[TaskRunInfo] = []
         task_run, flow_run = self._namer(task), self.flow_run
@@ -250,17 +252,16 @@ class Dispatcher:
                 runs.append(info)
                 refused = self._refusal(call) if task.resources else None
                 if refused is not None:
-                    futures[i] = _finished(call, refused)
+                    others[i] = _finished(call, refused)
                 elif self._native and ups and not gated and not any(isinstance(u.future, State) for u in ups):
                     call.upstreams = ups  # the runner resolves them on its backend, and may batch the call
                     ready.append(call)
-                    ready_at.append(i)
                 elif needs or ups or gated:
-                    futures[i] = self._route(call, ups, needs)
+                    others[i] = self._route(call, ups, needs)
                 else:
                     ready.append(call)
-                    ready_at.append(i)
         counted = None
+        placed: list[TaskFuture[Any]] = []
         if ready:
             if self.counter is not None and not self.runner.concurrent:
                 # Each call runs as it is placed: counted one by one, so the display can show it.
@@ -269,17 +270,20 @@ class Dispatcher:
                 placed = self.runner.map(ready) if counted is None else self._place_each(ready, counted.on_done)
             except RunnerError as exc:  # the flow run is ending (cancelled): nothing new starts
                 placed = [_finished(call, Cancelled(f"not started: {exc}")) for call in ready]
-            for i, future in zip(ready_at, placed, strict=True):
-                futures[i] = future
-        result: FutureList[Any] = FutureList(futures)  # type: ignore[arg-type]
+            del ready
+        if others:  # the placed futures fill the places of the calls that went, in order
+            going = iter(placed)
+            result: FutureList[Any] = FutureList(others[i] if i in others else next(going) for i in range(length))
+        else:
+            result = FutureList(placed)
+        del placed
         self.futures.extend(result)
         txn = open_transaction()
         if txn is not None:
             for run, future in zip(runs, result, strict=True):
                 txn.note_future(task, run, future)
         if counted is not None:
-            placed_at = set(ready_at)
-            add_done_callbacks([f for i, f in enumerate(result) if i not in placed_at], counted.on_done)
+            add_done_callbacks(list(others.values()), counted.on_done)
         elif length and self.counter is not None:
             self.counter.track(task.name, result, mapped=True)
         if self.recorder is not None and self.flow_run is not None:
