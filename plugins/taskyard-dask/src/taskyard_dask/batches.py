@@ -207,7 +207,7 @@ class DaskBatches:
 
     # -- the end of a batch (Dask's callback thread) ---------------------------------------
 
-    def _finished(self, native: Any, mine: list[Entry], sizer: BatchSizer | None) -> float | None:
+    def _finished(self, native: Any, mine: list[Entry], sent: _Sent) -> float | None:
         """Complete the calls of a finished batch: small results now, large ones when read.
 
         Returns how long the batch ran on its worker, when its result came back.
@@ -218,9 +218,17 @@ class DaskBatches:
         states with it, and futures need no further trip when read. A batch
         holding larger results stays on the cluster until a call's State is
         read, as an unbatched run's would, so downstream runs take them there.
+
+        Once every call of a batch has its State here, the batch's Dask
+        future is let go (the calls' ``native`` turns None): the cluster
+        forgets the batch (a scheduler in this process — a LocalCluster's —
+        kept a copy of its calls for as long as the future lived, ~700 bytes
+        a call), and a call submitted downstream later is handed its
+        upstream's small State itself.
         """
         if not mine:
             return None
+        sizer = sent.sizer
         size = None
         if id(sizer) not in self._large_results:  # one scheduler round trip, while results are small
             try:
@@ -238,6 +246,9 @@ class DaskBatches:
             if isinstance(result, BatchResult):
                 for entry in mine:
                     set_state(entry.future, state_for(entry.future, result))
+                if len(mine) == len(sent.entries):  # none taken by a cancellation meanwhile
+                    for entry in mine:
+                        entry.native = entry.future.native = None
                 return result.seconds
         for entry in mine:
             entry.future.mark_remote()
@@ -254,7 +265,7 @@ class DaskBatches:
                 # The time the batch ran on its worker teaches the sizer; the time
                 # until its news arrived here would count the scheduler's round trip
                 # as work, and on a busy cluster shrink batches just when they help most.
-                ran = self._finished(native, mine, sent.sizer)
+                ran = self._finished(native, mine, sent)
                 if sent.sizer is not None:
                     sent.sizer.record(len(sent.entries), ran if ran is not None else time.perf_counter() - sent.started)
             elif not mine:

@@ -17,10 +17,55 @@ __all__ = ("Entry", "options_for", "submit_kwargs", "annotated")
 _SUBMIT_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
 
 
-class Entry:
-    """A call on its way through the cluster (kept for resubmission), and what its losses taught."""
+class _Record:
+    """What an entry's losses taught: made on its first loss or new key (most entries never have one)."""
 
-    __slots__ = ("call", "future", "options", "shared", "native", "losses", "key", "placements", "orphaned", "marked", "keys")
+    __slots__ = ("losses", "placements", "orphaned", "marked", "keys", "why")
+
+    def __init__(self) -> None:
+        self.losses = 0  # attempts lost with the worker running it
+        self.placements = 0  # placed again after an upstream was lost
+        self.orphaned = 0  # workers that died holding it before it started
+        self.marked = False  # its start is reported as it happens (taskyard_dask.losses)
+        self.keys = 0  # new keys it was given
+        self.why = ""  # what its current key adds to the first one
+
+
+_FRESH = _Record()
+
+
+class _Learned:
+    """An Entry attribute kept in its _Record, which the first write makes."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, entry: Entry | None, owner: type | None = None) -> Any:
+        if entry is None:
+            return self
+        return getattr(entry._record or _FRESH, self.name)
+
+    def __set__(self, entry: Entry, value: Any) -> None:
+        if entry._record is None:
+            entry._record = _Record()
+        setattr(entry._record, self.name, value)
+
+
+class Entry:
+    """A call on its way through the cluster (kept for resubmission), and what its losses taught.
+
+    A million-call map queues a million entries at once, so an entry is
+    five references and an empty slot: what losses teach lives in a record
+    made at the first loss, and its Dask key is made when asked for.
+    """
+
+    __slots__ = ("call", "future", "options", "shared", "native", "_record")
+
+    losses = _Learned()
+    placements = _Learned()
+    orphaned = _Learned()
+    marked = _Learned()
+    keys = _Learned()
 
     def __init__(self, call: TaskCall[Any], future: DaskTaskFuture, options: Mapping[str, Any], shared: tuple[Any, ...]) -> None:
         self.call = call
@@ -28,17 +73,19 @@ class Entry:
         self.options = options
         self.shared = shared
         self.native: Any = None
-        self.losses = 0  # attempts lost with the worker running it
-        self.placements = 0  # placed again after an upstream was lost
-        self.orphaned = 0  # workers that died holding it before it started
-        self.marked = False  # its start is reported as it happens (taskyard_dask.losses)
-        self.keys = 0
-        self.key = f"{call.task_run.task_name}-{call.task_run.id}"
+        self._record: _Record | None = None
+
+    @property
+    def key(self) -> str:
+        """The Dask key it is placed under alone (a batch has a key of its own)."""
+        run = self.call.task_run
+        why = self._record.why if self._record is not None else ""
+        return f"{run.task_name}-{run.id}{why}"
 
     def rekey(self, why: str) -> None:
         """A new Dask key for placing it again: Dask answers a known key with the future it already has."""
         self.keys += 1
-        self.key = f"{self.call.task_run.task_name}-{self.call.task_run.id}-{why}{self.keys}"
+        self._record.why = f"-{why}{self.keys}"  # type: ignore[union-attr]  # made by the line above
 
 
 def options_for(call: TaskCall[Any]) -> Mapping[str, Any]:

@@ -62,7 +62,7 @@ from taskyard_dask.entries import Entry, annotated, options_for, submit_kwargs
 from taskyard_dask.losses import Losses
 from taskyard_dask.reading import DaskTaskFuture, States
 from taskyard_dask.resources import ClusterResources
-from taskyard_dask.starting import Start, cluster_kwargs, load_class
+from taskyard_dask.starting import Start, cluster_kwargs, load_class, short_debug_logs
 
 __all__ = ("DaskTaskRunner", "DaskTaskFuture")
 
@@ -177,21 +177,8 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
 
         client_kwargs = {"set_as_default": False, **self.client_kwargs}
         try:
-            if self.address is not None:
-                self._client = distributed.Client(self.address, **client_kwargs)  # type: ignore[no-untyped-call]
-            else:
-                cls = load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
-                # Worker processes leave the flow script's __main__ alone: a script
-                # without an `if __name__ == "__main__":` guard runs once.
-                self._release_main = without_main(NANNY_PROCESS_NAME)
-                from taskyard_dask.owned import deaf_children
-
-                deaf_children()  # this helper thread: the worker processes spawned from it start deaf to Ctrl-C
-                self._started_with = cluster_kwargs(cls, self.cluster_kwargs)
-                self._cluster = cls(**self._started_with)
-                if self.adapt_kwargs:
-                    self._cluster.adapt(**self.adapt_kwargs)
-                self._client = distributed.Client(self._cluster, **client_kwargs)  # type: ignore[no-untyped-call]
+            with short_debug_logs():
+                self._connect(distributed, client_kwargs)
             self._forward_logs()
             self._losses.listen(self._client, f"{self._log_name}-starts")
             if self._cluster is not None:
@@ -202,6 +189,24 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         except BaseException:
             self._close_backend()
             raise
+
+    def _connect(self, distributed: Any, client_kwargs: dict[str, Any]) -> None:
+        """Connect the client to ``address``, or start the cluster and connect to it."""
+        if self.address is not None:
+            self._client = distributed.Client(self.address, **client_kwargs)
+            return
+        cls = load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
+        # Worker processes leave the flow script's __main__ alone: a script
+        # without an `if __name__ == "__main__":` guard runs once.
+        self._release_main = without_main(NANNY_PROCESS_NAME)
+        from taskyard_dask.owned import deaf_children
+
+        deaf_children()  # this helper thread: the worker processes spawned from it start deaf to Ctrl-C
+        self._started_with = cluster_kwargs(cls, self.cluster_kwargs)
+        self._cluster = cls(**self._started_with)
+        if self.adapt_kwargs:
+            self._cluster.adapt(**self.adapt_kwargs)
+        self._client = distributed.Client(self._cluster, **client_kwargs)
 
     def _find_dashboard(self) -> str | None:
         services = self._client.scheduler_info().get("services", {})
@@ -339,14 +344,19 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         return every
 
     def _map_batched(self, calls: Sequence[TaskCall[Any]], futures: list[DaskTaskFuture], sizers: Mapping[int, Any]) -> None:
-        """Queue the calls for adaptive batches, one queue per task (see taskyard_dask.batches)."""
-        plain = [i for i, c in enumerate(calls) if not c.upstreams]
-        plain_calls, shared = self._share([calls[i] for i in plain])
-        swapped = dict(zip(plain, plain_calls, strict=True))
+        """Queue the calls for adaptive batches, one queue per task (see taskyard_dask.batches).
+
+        Made in one pass, with no index of the calls: at the start of a
+        million-call map every call is here at once, and so is this.
+        """
+        plain = [c for c in calls if not c.upstreams]
+        plain_calls, shared = self._share(plain)
+        swapped = iter(plain_calls)  # in the order of `plain`
+        del plain, plain_calls
         by_task: dict[int, list[Entry]] = {}
         options = self._options(calls[0])
-        for i, call in enumerate(calls):
-            entry = Entry(swapped.get(i, call), futures[i], options, shared if i in swapped else ())
+        for call, future in zip(calls, futures, strict=True):
+            entry = Entry(call, future, options, ()) if call.upstreams else Entry(next(swapped), future, options, shared)
             by_task.setdefault(id(call.task), []).append(entry)
         for task_id, entries in by_task.items():
             self._batching.feeder.add(entries, sizers[task_id])

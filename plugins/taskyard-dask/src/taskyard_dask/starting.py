@@ -15,12 +15,17 @@ ordinary way.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ("Start", "load_class", "cluster_kwargs")
+__all__ = ("Start", "load_class", "cluster_kwargs", "short_debug_logs", "DEBUG_LOG_LENGTH")
+
+#: Entries in the developer logs of the client and cluster the runner makes (see short_debug_logs).
+DEBUG_LOG_LENGTH = 0
+_LOG_LENGTH_KEY = "distributed.admin.low-level-log-length"
 
 
 class Start:
@@ -80,3 +85,22 @@ def cluster_kwargs(cls: type[Any], given: Mapping[str, Any]) -> dict[str, Any]:
         kwargs.setdefault("dashboard_address", "127.0.0.1:0")
         kwargs["scheduler_kwargs"] = {"allowed_failures": 0, **kwargs.get("scheduler_kwargs", {})}
     return kwargs
+
+
+@contextlib.contextmanager
+def short_debug_logs() -> Iterator[None]:
+    """Dask objects made inside keep no developer logs (``distributed.admin.low-level-log-length``).
+
+    Each connection of a Dask client or scheduler keeps the last messages it
+    sent, as objects, for debugging: 1,000 by default, and more of Dask's
+    logs for developers take their length from the same setting. A message
+    that ships a batch holds the batch's calls, so the client's log held the
+    pickled batches and the scheduler's (in the flow process, for a
+    LocalCluster) the calls of the last 1,000 batches it sent each worker:
+    all of a 1,000,000-call map, ~700 bytes a call. Set only while the
+    runner starts; a cluster started some other way keeps its own setting.
+    """
+    import dask
+
+    with dask.config.set({_LOG_LENGTH_KEY: DEBUG_LOG_LENGTH}):
+        yield
