@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,40 @@ class TestConnecting:
                 RayTaskRunner(address=f"127.0.0.1:{free_port()}").start()
         finally:
             ray.shutdown()
+
+    def test_between_flow_runs_on_a_kept_ray_no_thread_of_the_runner_is_in_a_ray_call(
+        self, ray_address: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """On a Ray the user initialised, the log stream's thread stops with each flow run and starts with the next.
+
+        Ray tears its core worker down under any thread still in a Ray call
+        when the user's own ``ray.shutdown()`` comes: the stream's thread,
+        left polling between flow runs, ended such a process with a
+        segmentation fault (seen in this suite, right after the test above).
+        """
+        import ray
+
+        from taskyard_ray.connection import attach
+
+        def pumps() -> list[str]:
+            return [t.name for t in threading.enumerate() if t.name == "taskyard-ray-logs"]
+
+        @flow(task_runner=RayTaskRunner())
+        def f(words: str) -> None:
+            speaks.submit(words).wait()
+
+        attach(ray_address, {})  # as a user's own ray.init would
+        try:
+            with caplog.at_level("INFO"):
+                f("from the first flow run")
+                assert pumps() == [], "the log stream's thread outlived the flow run"
+                f("from the second flow run")  # the stream starts again: its records still arrive
+                assert pumps() == []
+        finally:
+            ray.shutdown()
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages.count("from the first flow run") == 1
+        assert messages.count("from the second flow run") == 1
 
     def test_subflow_shares_the_cluster(self, ray_address: str) -> None:
         """A subflow on Ray inside a flow on Ray uses the same Ray, and leaves it up for the parent."""

@@ -71,7 +71,15 @@ class LogSink:
 
 
 class LogStream:
-    """Flow side: the sink actor of this process's Ray connection and the thread that empties it."""
+    """Flow side: the sink actor of this process's Ray connection and the thread that empties it.
+
+    The pump thread runs only while a runner uses the stream. Between flow
+    runs on a Ray the process keeps (an address, or a Ray the user
+    initialised) the actor stays and the pump stops, so no thread of
+    taskyard's is inside a Ray call when the user's own ``ray.shutdown()``
+    comes: Ray tears its core worker down under any thread still in a call,
+    which ended such a process with a segmentation fault.
+    """
 
     _lock = threading.Lock()
     _current: LogStream | None = None
@@ -87,8 +95,8 @@ class LogStream:
         self._closed = False
         self._delivered = 0
         self._progress = threading.Condition()
-        self._pump = threading.Thread(target=self._run, name="taskyard-ray-logs", daemon=True)
-        self._pump.start()
+        self._pump: threading.Thread | None = None
+        self._pumping = False  # the pump thread's order to go on; cleared when the last user leaves
 
     @classmethod
     def acquire(cls, ray: Any) -> LogStream:
@@ -97,27 +105,42 @@ class LogStream:
             stream = cls._current
             if stream is None or stream._closed or stream.key != _connection_key(ray):
                 stream = cls._current = LogStream(ray)
+            if stream._users == 0:
+                stream._start_pump()
             stream._users += 1
             return stream
 
     def release(self, close: bool, hurry: bool = False) -> None:
         """A runner is done with the stream: deliver what the sink holds; ``close`` before Ray goes away.
 
-        ``hurry`` (a second Ctrl-C): wait at most a second for each step.
+        The last user stops the pump thread (and with ``close`` forgets the
+        stream). ``hurry`` (a second Ctrl-C): wait at most a second for each step.
         """
         self.flush(timeout=1.0 if hurry else 10.0)
         with LogStream._lock:
             self._users -= 1
-            if not close or self._users > 0:
+            if self._users > 0:
                 return
-            self._closed = True
-            if LogStream._current is self:
-                LogStream._current = None
-        try:
+            if close:
+                self._closed = True
+                if LogStream._current is self:
+                    LogStream._current = None
+            self._pumping = False
+            pump = self._pump
+        try:  # the pump's long-poll returns now
             self._actor.wake.remote()
         except Exception:
             pass
-        self._pump.join(timeout=1.0 if hurry else 5)
+        if pump is not None:
+            pump.join(timeout=1.0 if hurry else 5.0)
+
+    def _start_pump(self) -> None:
+        """(Under the lock.) Start the pump thread, once the one stopped before it has ended."""
+        if self._pump is not None and self._pump.is_alive():
+            self._pump.join(timeout=_TAKE_WAIT_S + 5)  # stopping: its long-poll ends within a second
+        self._pumping = True
+        self._pump = threading.Thread(target=self._run, name="taskyard-ray-logs", daemon=True)
+        self._pump.start()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every record the sink has received is delivered (bounded by ``timeout``)."""
@@ -129,7 +152,7 @@ class LogStream:
             return
         deadline = time.monotonic() + timeout
         with self._progress:
-            while self._delivered < target and not self._closed and self._pump.is_alive():
+            while self._delivered < target and not self._closed and self._pump is not None and self._pump.is_alive():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
@@ -137,11 +160,11 @@ class LogStream:
 
     def _run(self) -> None:
         ray = self._ray
-        while not self._closed:
+        while self._pumping:
             try:
                 records, received = ray.get(self._actor.take.remote(_TAKE_WAIT_S), timeout=_TAKE_WAIT_S + 30)
             except BaseException as exc:  # Ray raises SystemExit here when it is shut down meanwhile
-                if not self._closed:
+                if self._pumping:
                     logger.debug("the worker log stream stopped: %r", exc)
                 break
             for payload in records:
