@@ -19,6 +19,12 @@ calls a worker holds and which one it is running: a worker that dies costs
 exactly its own run, and a call that kills every worker it touches ends
 Crashed alone while the rest of the map keeps its parallelism.
 
+This module places calls and shuts the runner down.
+:mod:`taskyard.runners.process_pool` holds the calls in the runner's hands
+and the handles on the workers, and starts and stops them;
+:mod:`taskyard.runners.process_collector` is the thread that reads what the
+workers send and judges a worker that died.
+
 cloudpickle (not pickle) ships the calls, so tasks defined in ``__main__``,
 in a notebook or as closures work. For the same reason the workers never
 import the parent's ``__main__``: multiprocessing would otherwise re-run a
@@ -43,10 +49,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.forkserver
 import os
 import selectors
-import signal
 import threading
 import time
 from collections import deque
@@ -55,7 +59,7 @@ from typing import Any
 
 import cloudpickle
 
-from taskyard.exceptions import RunError, UnpicklableArgumentError
+from taskyard.exceptions import RunError
 from taskyard.gcpause import collector_paused
 from taskyard.runners.base import (
     BatchSizer,
@@ -65,25 +69,15 @@ from taskyard.runners.base import (
     TaskCall,
     TaskFuture,
     TaskRunner,
-    launching_without_main,
     check_batch_size,
     local_capacity,
     unpicklable_argument_error,
 )
-from taskyard.runners.group_signals import deaf_start
-from taskyard.runners.process_worker import (
-    INIT_FAILED,
-    STOP,
-    UNLOADABLE,
-    FrameBuffer,
-    decode_state,
-    pack_calls,
-    worker_main,
-    write_frame,
-)
-from taskyard.runners.process_lanes import BLOCK, LaneHeaders, LaneSegment, LaneSent, as_calls, decode_block, pack_range
+from taskyard.runners.process_collector import collect
+from taskyard.runners.process_lanes import LaneSegment, LaneSent, as_calls, pack_range
+from taskyard.runners.process_pool import Entry, Segment, Sent, Worker, start_worker
+from taskyard.runners.process_worker import pack_calls, write_frame
 from taskyard.runners.shared import SharedArguments
-from taskyard.runners.state_pages import PAGE, StatePages
 from taskyard.states import Failed
 
 __all__ = ("ProcessPoolTaskRunner",)
@@ -92,59 +86,9 @@ _MAX_BATCH = 1024  # an adaptive batch never holds more calls than this
 _MAX_LANE_BATCH = 4096  # nor a batch of a lane's calls (a few µs each)
 _MIN_SECONDS = 0.002  # the end of a map is not cut into batches shorter than this
 _PREFETCH = 2  # batches a worker holds: one running, one ready, so it never waits for the flow process
-_PAUSE_FROM_STATES = 64  # a frame with this many states is read with the garbage collector paused
-_MAX_ORPHANED = 3  # deaths with this call queued and nothing running before it is blamed
 
-class _Entry:
-    """One call in the runner's hands, with what its lost attempts taught."""
-
-    __slots__ = ("call", "future", "losses", "orphaned")
-
-    def __init__(self, call: TaskCall[Any], future: TaskFuture[Any]) -> None:
-        self.call, self.future = call, future
-        self.losses = 0  # attempts lost with the worker running it
-        self.orphaned = 0  # workers that died holding it before it started, while running nothing
-
-
-class _Sent(list[_Entry]):
-    """The calls of one batch a worker holds (those still without a state), and its timing."""
-
-    __slots__ = ("sizer", "size", "started")
-
-    def __init__(self, entries: list[_Entry], sizer: BatchSizer | None) -> None:
-        super().__init__(entries)
-        self.sizer, self.size = sizer, len(entries)
-        self.started: float | None = None  # when the worker began it (its previous batch ended)
-
-
-class _Segment:
-    """Queued calls of one task: cut into batches by ``sizer``, or sent as one batch (None)."""
-
-    __slots__ = ("entries", "sizer")
-
-    def __init__(self, entries: Sequence[_Entry], sizer: BatchSizer | None) -> None:
-        self.entries, self.sizer = deque(entries), sizer
-
-
-_Batch = tuple[_Sent | LaneSent, bytes]
-_Packed = tuple[_Sent, bytes]
-
-
-class _Worker:
-    """The flow process's handle on one worker process."""
-
-    __slots__ = ("process", "inbox", "outbox", "pages", "frames", "batches", "done", "lanes")
-
-    def __init__(self, process: Any, inbox: Any, outbox: Any, pages: StatePages) -> None:
-        self.process, self.inbox, self.outbox, self.pages = process, inbox, outbox, pages
-        self.frames = FrameBuffer()
-        self.batches: deque[_Sent | LaneSent] = deque()  # sent, oldest first; the head one is being run
-        self.done = 0  # states received; pages.started counts calls started
-        self.lanes = LaneHeaders()  # the lanes whose headers it holds
-
-    def running(self) -> bool:
-        """True if the worker has started a call it has not answered."""
-        return bool(self.batches) and self.pages.started > self.done
+_Batch = tuple[Sent | LaneSent, bytes]
+_Packed = tuple[Sent, bytes]
 
 
 class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
@@ -195,10 +139,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         if self.start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, not {self.start_method!r}")
         self._lock = threading.Lock()
-        self._queue: deque[_Segment | LaneSegment] = deque()
+        self._queue: deque[Segment | LaneSegment] = deque()
         self._sizers: dict[tuple[int, bool], tuple[Any, BatchSizer]] = {}
-        self._unsent: list[tuple[list[_Entry], State[Any]]] = []  # failed while the lock was held
-        self._workers: dict[int, _Worker] = {}
+        self._unsent: list[tuple[list[Entry], State[Any]]] = []  # failed while the lock was held
+        self._workers: dict[int, Worker] = {}
         self._outstanding = 0
         self._closing = self._cancelling = False
         self._selector: selectors.BaseSelector | None = None
@@ -218,7 +162,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         self._selector = selectors.DefaultSelector()
         self._wakeup = os.pipe()
         self._selector.register(self._wakeup[0], selectors.EVENT_READ, None)
-        self._collector = threading.Thread(target=self._collect, name="taskyard-process-runner", daemon=True)
+        self._collector = threading.Thread(target=collect, args=(self,), name="taskyard-process-runner", daemon=True)
         self._collector.start()
 
     # -- placing calls -------------------------------------------------------------
@@ -231,8 +175,8 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         with collector_paused(len(calls)):
             futures: list[TaskFuture[Any]] = [TaskFuture(c.task_run.id, c.task_run.name) for c in calls]
             self._shared.replace(calls)
-            entries = [_Entry(call, future) for call, future in zip(calls, futures, strict=True)]
-            segments = [_Segment([e for e in entries if e.call.task is t], self._sizer(t)) for t in _tasks_of(calls)]
+            entries = [Entry(call, future) for call, future in zip(calls, futures, strict=True)]
+            segments = [Segment([e for e in entries if e.call.task is t], self._sizer(t)) for t in _tasks_of(calls)]
         with self._lock:
             closing = self._closing
             if not closing:
@@ -266,7 +210,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             known = self._sizers[key] = (task, BatchSizer(fixed, max_size=_MAX_LANE_BATCH if lane else _MAX_BATCH))
         return known[1]
 
-    def _next_batch(self, worker: _Worker) -> _Batch | None:
+    def _next_batch(self, worker: Worker) -> _Batch | None:
         """Cut the next batch for ``worker`` off the queue and pickle it (lock held); None when the queue is empty."""
         while self._queue:
             segment = self._queue[0]
@@ -277,7 +221,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
                 try:
                     payload = pack_range(sent, with_header=segment.key not in worker.lanes)
                 except Exception:  # an argument that will not pickle: found call by call
-                    self._queue.appendleft(_Segment([_Entry(*pair) for pair in as_calls(sent)], None))
+                    self._queue.appendleft(Segment([Entry(*pair) for pair in as_calls(sent)], None))
                     continue
                 worker.lanes.add(segment.key)
                 return sent, payload
@@ -289,9 +233,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             packed = self._pack(entries, fail=lambda es, state: self._unsent.append((es, state)))
             if packed:
                 for extra in reversed(packed[1:]):  # split around a call that will not pickle
-                    self._queue.appendleft(_Segment(extra[0], None))
+                    self._queue.appendleft(Segment(extra[0], None))
                 batch, payload = packed[0]
-                return _Sent(batch, segment.sizer), payload
+                return Sent(batch, segment.sizer), payload
         return None
 
     def _settle(self) -> None:
@@ -300,10 +244,10 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             entries, state = self._unsent.pop()
             self._finish(entries, state)
 
-    def _pack(self, entries: list[_Entry], fail: Callable[[list[_Entry], State[Any]], None]) -> list[_Packed]:
+    def _pack(self, entries: list[Entry], fail: Callable[[list[Entry], State[Any]], None]) -> list[_Packed]:
         """Pickle a batch; a call that will not pickle is passed to ``fail``, the others go on."""
         try:
-            return [(_Sent(entries, None), pack_calls([e.call for e in entries]))]
+            return [(Sent(entries, None), pack_calls([e.call for e in entries]))]
         except Exception:
             if len(entries) > 1:
                 return [b for e in entries for b in self._pack([e], fail)]
@@ -319,7 +263,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             worker = min(self._workers.values(), key=lambda w: len(w.batches), default=None)
             if (worker is None or worker.batches) and len(self._workers) < self.max_workers:
                 try:
-                    worker = self._start_worker()
+                    worker = start_worker(self)
                 except Exception as exc:
                     if self._workers:
                         return  # the running workers take the queue
@@ -341,7 +285,7 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 
     def _fail_queue(self, exc: BaseException) -> None:
         # The lock is held: the states are set from another thread.
-        lost = [e for segment in self._queue if isinstance(segment, _Segment) for e in segment.entries]
+        lost = [e for segment in self._queue if isinstance(segment, Segment) for e in segment.entries]
         lanes = [(s, s.next, s.stop) for s in self._queue if isinstance(s, LaneSegment)]
         self._queue.clear()
         state = Crashed(f"no worker process could be started: {exc!r}", exc=exc)
@@ -352,150 +296,9 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
 
         threading.Thread(target=finish, daemon=True).start()
 
-    def _start_worker(self) -> _Worker:
-        ctx = self._ctx
-        inbox_r, inbox_w = ctx.Pipe(duplex=False)
-        outbox_r, outbox_w = ctx.Pipe(duplex=False)
-        pages = StatePages(ctx)
-        # A forked child gets a copy of every descriptor: it must close the
-        # flow process's ends of the pipes, or it would never see them close.
-        inherited = [inbox_w.fileno(), outbox_r.fileno()] + [
-            fd for w in self._workers.values() for fd in (w.inbox.fileno(), w.outbox.fileno())
-        ]
-        process = ctx.Process(
-            target=worker_main,
-            args=(
-                inbox_r, outbox_w, pages, self.start_method == "forkserver",
-                inherited if self.start_method == "fork" else [], self._init,
-            ),  # fmt: skip
-            name="taskyard-worker",
-        )
-        if self.start_method == "forkserver":
-            # Started outside deaf_start: the fork server is shared by everything in this
-            # process (a LocalCluster's workers too), which must not inherit blocked signals.
-            multiprocessing.forkserver.ensure_running()
-        # A Ctrl-C to the process group must neither kill the starting worker nor
-        # leave it started but untracked: see group_signals.
-        with deaf_start():
-            try:
-                with launching_without_main():  # cloudpickle ships what __main__ defines
-                    process.start()
-            finally:
-                inbox_r.close()
-                outbox_w.close()
-            worker = _Worker(process, inbox_w, outbox_r, pages)
-            self._workers[outbox_r.fileno()] = worker
-            assert self._selector is not None
-            self._selector.register(outbox_r.fileno(), selectors.EVENT_READ, worker)
-        return worker
+    # -- completing calls ------------------------------------------------------------
 
-    # -- collecting states (one thread) ----------------------------------------------
-
-    def _collect(self) -> None:
-        selector, wakeup = self._selector, self._wakeup
-        assert selector is not None and wakeup is not None
-        while True:
-            for key, _ in selector.select():
-                if key.data is None:
-                    os.read(wakeup[0], 4096)
-                else:
-                    self._read(key.data)
-            with self._lock:
-                finished = self._closing and self._outstanding == 0
-                if finished:
-                    workers = list(self._workers.values())
-                    self._workers.clear()
-            if finished:
-                break
-        _stop(workers, kill=self._cancelling)
-        selector.close()
-        for fd in wakeup:
-            os.close(fd)
-        self._shared.close()
-
-    def _read(self, worker: _Worker) -> None:
-        try:
-            data = os.read(worker.outbox.fileno(), 1 << 20)
-        except OSError:
-            data = b""
-        if not data:
-            self._lost(worker)
-            return
-        for frame in worker.frames.feed(data):
-            if frame.startswith(INIT_FAILED):
-                with self._lock:
-                    self._initializer_error = frame[len(INIT_FAILED) :].decode(errors="replace")
-                continue
-            if frame == UNLOADABLE:
-                self._unloadable(worker)
-                continue
-            self._states(worker, worker.pages.take(frame[1]) if frame[:1] == PAGE else [frame])
-
-    def _states(self, worker: _Worker, payloads: list[bytes]) -> None:
-        """Complete the calls whose states (or blocks of a lane) ``worker`` sent, in the order it ran them."""
-        if any(payload[:1] == BLOCK for payload in payloads):
-            run: list[bytes] = []
-            for payload in payloads:
-                if payload[:1] != BLOCK:
-                    run.append(payload)
-                    continue
-                if run:
-                    self._states(worker, run)
-                    run = []
-                self._block(worker, payload)
-            if run:
-                self._states(worker, run)
-            return
-        with collector_paused(len(payloads), at_least=_PAUSE_FROM_STATES):
-            states = [_decoded(payload) for payload in payloads]
-            self._finish(self._received(worker, len(states)), states)
-
-    def _block(self, worker: _Worker, payload: bytes) -> None:
-        """Complete the calls of a lane whose outcomes ``worker`` sent as one block."""
-        block = decode_block(payload)
-        count = len(block.results)
-        with self._lock:
-            worker.done += count
-            head = worker.batches[0] if worker.batches else None
-            if not isinstance(head, LaneSent) or head.next != block.start:
-                return  # taken by a cancellation
-            head.next += count
-            if not head:
-                worker.batches.popleft()
-                now = time.perf_counter()
-                if head.started is not None:
-                    head.sizer.record(head.size, now - head.started)
-                if worker.batches:
-                    worker.batches[0].started = now
-                self._dispatch()
-        self._settle()
-        head.segment.lane.complete(block)
-        self._answered(count)
-
-    def _received(self, worker: _Worker, count: int) -> list[_Entry]:
-        """The entries ``count`` states just received from ``worker`` belong to, in order."""
-        entries: list[_Entry] = []
-        with self._lock:
-            worker.done += count
-            while len(entries) < count and worker.batches:  # none left: taken by a cancellation
-                head = worker.batches[0]
-                if not isinstance(head, _Sent):  # states come only for ordinary batches
-                    break
-                take = min(count - len(entries), len(head))
-                entries.extend(head[:take])
-                del head[:take]
-                if not head:
-                    worker.batches.popleft()
-                    now = time.perf_counter()
-                    if head.sizer is not None and head.started is not None:
-                        head.sizer.record(head.size, now - head.started)
-                    if worker.batches:
-                        worker.batches[0].started = now
-                    self._dispatch()
-        self._settle()
-        return entries
-
-    def _finish(self, entries: list[_Entry], state: State[Any] | list[State[Any]]) -> None:
+    def _finish(self, entries: list[Entry], state: State[Any] | list[State[Any]]) -> None:
         """Complete ``entries`` with ``state`` (one for all, or one each)."""
         if isinstance(state, list):
             for entry, one in zip(entries, state, strict=False):  # fewer entries: a cancellation took some
@@ -523,84 +326,6 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
         with contextlib.suppress(OSError):
             os.write(self._wakeup[1], b"x")
 
-    def _unloadable(self, worker: _Worker) -> None:
-        with self._lock:
-            if not worker.batches:  # taken by a cancellation
-                return
-            held = worker.batches.popleft()
-            worker.lanes.clear()  # the worker may have kept none of them
-        entries = _entries(held)
-        if len(entries) > 1:  # nothing ran: send each call alone to find the one at fault
-            self._requeue([[e] for e in entries])
-            return
-        call = entries[0].call
-        error = UnpicklableArgumentError(
-            f"the call {call.task_run.name!r} could not be unpickled in the worker process; "
-            "its arguments must be rebuildable from their pickle there"
-        )
-        self._finish(entries, Failed(error, message=str(error), run_count=0))
-
-    def _lost(self, worker: _Worker) -> None:
-        """A worker died: blame the call it was running, place the ones it held again."""
-        assert self._selector is not None
-        self._selector.unregister(worker.outbox.fileno())
-        worker.process.join(5)
-        self._states(worker, worker.pages.left())  # the calls that finished: none is lost
-        with self._lock:
-            self._workers.pop(worker.outbox.fileno(), None)
-            running = worker.running()
-            # Calls started without an outcome here: the last was running. Before it, a lane's
-            # calls that ended after the worker's last block (up to FLUSH_SECONDS of them) run again.
-            unanswered = max(1, worker.pages.started - worker.done)
-            batches = [_entries(b) for b in worker.batches]  # a lane's calls go on as ordinary calls
-            worker.batches = deque()
-            cancelling = self._cancelling
-        _close_pipes(worker)
-        if cancelling or not batches:
-            self._finish([e for b in batches for e in b], Cancelled("the flow run was cancelled"))
-            return
-        if self._initializer_error is not None:  # it never ran a call: nothing to blame
-            self._requeue(batches)
-            return
-        how = _exit_reason(worker.process.exitcode)
-        again: list[list[_Entry]] = []
-        if running:
-            culprit = batches[0].pop(min(unanswered, len(batches[0])) - 1)
-            culprit.losses += 1
-            if culprit.losses > culprit.call.task.retries:
-                message = f"a worker process died ({how}) while running {culprit.call.task_run.name!r} (attempt {culprit.losses})"
-                self._finish([culprit], Crashed(message, run_count=culprit.losses))
-            else:
-                culprit.call.task_run.run_count = culprit.losses  # lost attempts count against its retries
-                again.append([culprit])
-        elif batches:  # it died between calls: loading the next batch, or killed from outside
-            for entry in batches[0]:
-                entry.orphaned += 1
-        for batch in batches:
-            again.extend([[e] for e in batch] if any(e.orphaned for e in batch) else [batch])
-        self._requeue([b for b in again if b])
-
-    def _requeue(self, batches: Sequence[list[_Entry]]) -> None:
-        """Put batches at the front of the queue as they are (they were queued first)."""
-        ready: list[_Segment] = []
-        for entries in batches:
-            if len(entries) == 1 and entries[0].orphaned >= _MAX_ORPHANED:
-                entry = entries[0]
-                message = f"worker processes died {entry.orphaned} times holding {entry.call.task_run.name!r} before it started; loading its arguments may kill them"
-                self._finish(entries, Crashed(message, run_count=0))
-                continue
-            ready.append(_Segment(entries, None))
-        with self._lock:
-            if self._cancelling:
-                lost = [e for segment in ready for e in segment.entries]
-            else:
-                lost = []
-                self._queue.extendleft(reversed(ready))
-                self._dispatch()
-        self._settle()
-        if lost:
-            self._finish(lost, Cancelled("the flow run was cancelled before this run started"))
-
     # -- shutting down ---------------------------------------------------------------
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
@@ -613,12 +338,12 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._closing = True
             if cancel_pending:
                 self._cancelling = True
-                queued = [e for segment in self._queue if isinstance(segment, _Segment) for e in segment.entries]
+                queued = [e for segment in self._queue if isinstance(segment, Segment) for e in segment.entries]
                 lanes_waiting: list[tuple[LaneSegment | LaneSent, int, int]] = [
                     (s, s.next, s.stop) for s in self._queue if isinstance(s, LaneSegment)
                 ]
                 self._queue.clear()
-                running, waiting = [], [e for e in queued if isinstance(e, _Entry)]
+                running, waiting = [], [e for e in queued if isinstance(e, Entry)]
                 lanes_running: list[tuple[LaneSegment | LaneSent, int, int]] = []
                 for worker in self._workers.values():
                     started = max(0, worker.pages.started - worker.done) if worker.batches else 0  # ended or running
@@ -648,55 +373,11 @@ class ProcessPoolTaskRunner(TaskRunner[TaskFuture[Any]]):
             self._collector.join()
 
 
-def _entries(batch: _Sent | LaneSent) -> _Sent:
-    """A batch as ordinary calls: a lane's unanswered calls with their lane futures (see process_lanes)."""
-    if isinstance(batch, _Sent):
-        return batch
-    return _Sent([_Entry(call, future) for call, future in as_calls(batch)], None)
-
-
 def _tasks_of(calls: Sequence[TaskCall[Any]]) -> list[Any]:
     """The distinct tasks of ``calls``, in order of first appearance."""
     return list({id(c.task): c.task for c in calls}.values())
 
 
-def _decoded(payload: bytes) -> State[Any]:
-    try:
-        return decode_state(payload)
-    except Exception as exc:  # the worker checked it loads; a second line of defence
-        return Failed(RunError(f"the outcome of this run could not be unpickled here: {exc!r}"))
-
-
-def _set_states(entries: list[_Entry], state: State[Any]) -> None:
+def _set_states(entries: list[Entry], state: State[Any]) -> None:
     for entry in entries:
         entry.future._set_state(state)
-
-
-def _stop(workers: list[_Worker], kill: bool) -> None:
-    """Let idle workers exit (or kill them), and reap them."""
-    for worker in workers:
-        if kill:
-            with contextlib.suppress(OSError):
-                worker.process.kill()
-        else:
-            with contextlib.suppress(OSError):
-                write_frame(worker.inbox.fileno(), STOP)
-    for worker in workers:
-        worker.process.join(10)
-        if worker.process.exitcode is None:
-            worker.process.kill()
-            worker.process.join()
-        _close_pipes(worker)
-
-
-def _close_pipes(worker: _Worker) -> None:
-    for conn in (worker.inbox, worker.outbox):
-        with contextlib.suppress(OSError):
-            conn.close()
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
