@@ -99,3 +99,19 @@ class TestEntries:
         entry.rekey("q")
         assert (entry.losses, entry.keys, entry.key) == (1, 2, "plus_one-abc123-q2")
         assert Entry(call, None, {}, ())._record is None  # type: ignore[arg-type]  # records are not shared
+
+    def test_the_feeder_takes_a_deque_over(self) -> None:
+        """A map's queue handed over as a deque is the feeder's own (a million-call map is not copied); a list is copied."""
+        from collections import deque
+
+        from taskyard.runners.base import BatchSizer
+        from taskyard.runners.toolkit import BatchFeeder
+
+        sent: list[list[int]] = []
+        feeder: BatchFeeder[int] = BatchFeeder(lambda batch, sizer: sent.append(batch), lambda: 1)
+        queue = deque(range(10))
+        feeder.add(queue, BatchSizer(fixed=3))
+        assert sent == [[0, 1, 2], [3, 4, 5]] and list(queue) == [6, 7, 8, 9]
+        given = list(range(4))
+        feeder.add(given, BatchSizer(fixed=3))
+        assert given == [0, 1, 2, 3] and feeder.queued() == [6, 7, 8, 9, 0, 1, 2, 3]

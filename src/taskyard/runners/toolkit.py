@@ -282,10 +282,11 @@ class BatchFeeder(Generic[E]):
         self.closing = False
 
     def add(self, entries: Sequence[E], sizer: BatchSizer) -> None:
-        """Queue the calls of one map (of one task) and send what fits now."""
+        """Queue the calls of one map (of one task) and send what fits now (a deque given is taken over, not copied)."""
         if entries:
+            queued = entries if type(entries) is deque else deque(entries)
             with self._lock:
-                self._queue.append((deque(entries), sizer))
+                self._queue.append((queued, sizer))
             self.pump()
 
     def pump(self) -> None:

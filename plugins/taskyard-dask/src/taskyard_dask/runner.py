@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -346,18 +347,19 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
     def _map_batched(self, calls: Sequence[TaskCall[Any]], futures: list[DaskTaskFuture], sizers: Mapping[int, Any]) -> None:
         """Queue the calls for adaptive batches, one queue per task (see taskyard_dask.batches).
 
-        Made in one pass, with no index of the calls: at the start of a
-        million-call map every call is here at once, and so is this.
+        One pass, no index of the calls, no copy of the queue: a million-call map is all here at once.
         """
-        plain = [c for c in calls if not c.upstreams]
+        plain = [c for c in calls if not c.upstreams] if any(c.upstreams for c in calls) else calls
         plain_calls, shared = self._share(plain)
         swapped = iter(plain_calls)  # in the order of `plain`
-        del plain, plain_calls
-        by_task: dict[int, list[Entry]] = {}
+        by_task: dict[int, deque[Entry]] = {}  # handed to the feeder, which keeps them as they are
         options = self._options(calls[0])
         for call, future in zip(calls, futures, strict=True):
             entry = Entry(call, future, options, ()) if call.upstreams else Entry(next(swapped), future, options, shared)
-            by_task.setdefault(id(call.task), []).append(entry)
+            queue = by_task.get(id(call.task))
+            if queue is None:
+                queue = by_task[id(call.task)] = deque()
+            queue.append(entry)
         for task_id, entries in by_task.items():
             self._batching.feeder.add(entries, sizers[task_id])
 
@@ -385,7 +387,7 @@ class DaskTaskRunner(TaskRunner[TaskFuture[Any]]):
         options = options_for(call)
         return self._resources.options(call, options) if self._resources is not None else options
 
-    def _share(self, calls: list[TaskCall[Any]]) -> tuple[list[TaskCall[Any]], tuple[Any, ...]]:
+    def _share(self, calls: Sequence[TaskCall[Any]]) -> tuple[Sequence[TaskCall[Any]], tuple[Any, ...]]:
         """Scatter large parameter values that every call shares; put placeholders in their place."""
         from dask.sizeof import sizeof
 
