@@ -73,13 +73,3 @@ def connected(ray_address: str) -> Iterator[Any]:
 
     with RayTaskRunner(address=ray_address) as owner:
         yield owner
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Ray Client tests run only when asked for (TASKYARD_TEST_RAY_CLIENT=1): see docs/runners/ray.md."""
-    if item.get_closest_marker("ray_client") is not None and os.environ.get("TASKYARD_TEST_RAY_CLIENT") != "1":
-        pytest.skip(
-            "Ray Client tests are opt-in (TASKYARD_TEST_RAY_CLIENT=1): Ray's client server intermittently fails "
-            "to start its per-connection driver on a busy 2-core machine, and a crash there takes the test process"
-        )

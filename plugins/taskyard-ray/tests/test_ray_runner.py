@@ -251,6 +251,8 @@ class TestConnecting:
                 RayTaskRunner(address=ray_cluster.address).start()
             with RayTaskRunner(address=ray_cluster.client_address) as same:  # the same connection: shared
                 assert same.connection is not None and not same.connection.owned
+            left = [t.name for t in threading.enumerate() if t.name.startswith("taskyard-ray")]
+            assert not left, f"threads of the runner outlived it (the user shuts Ray down next): {left}"
         finally:
             ray.shutdown()
 
