@@ -310,6 +310,21 @@ class TestConnecting:
         assert messages.count("from the first flow run") == 1
         assert messages.count("from the second flow run") == 1
 
+    def test_a_runner_whose_start_fails_leaves_no_thread_behind(
+        self, ray_address: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A start that fails after the runner joined the log stream lets go of it: no thread of ours is left in Ray."""
+        from taskyard_ray import runner as runner_module
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("the head watch could not start")
+
+        monkeypatch.setattr(runner_module.RayTaskRunner, "_watch_head", refuse)
+        with pytest.raises(RuntimeError, match="head watch"):
+            RayTaskRunner(address=ray_address).start()
+        left = [t.name for t in threading.enumerate() if t.name.startswith("taskyard-ray")]
+        assert left == [], f"threads left by a failed start: {left}"
+
     def test_subflow_shares_the_cluster(self, ray_address: str) -> None:
         """A subflow on Ray inside a flow on Ray uses the same Ray, and leaves it up for the parent."""
 

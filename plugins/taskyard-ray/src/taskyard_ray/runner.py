@@ -183,7 +183,11 @@ class RayTaskRunner(TaskRunner[TaskFuture[Any]]):
             callbacks = "future" if self.connection.client is not None else "ready"  # Ray Client: no _on_ready
             self._arrivals = Arrivals(ray, self._settle, self._ray_is_there, callbacks, _HEALTH_CHECK_S).start()
             self._watch_head(self.connection)
-        except BaseException:
+        except BaseException:  # undo what started, so no thread of the runner's is left in a Ray call
+            if self._arrivals is not None:
+                self._arrivals.stop(timeout=_HURRIED_WAIT_S)
+            if self._logs is not None:
+                self._logs.release(close=self.connection.owned, hurry=True)
             release(self.connection)
             raise
 
