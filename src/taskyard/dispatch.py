@@ -41,7 +41,7 @@ from taskyard.exceptions import RunnerError
 from taskyard.futures import FutureList, TaskFuture, add_done_callbacks
 from taskyard.gcpause import collector_paused
 from taskyard.lanes import Lane, lane_ready
-from taskyard.inputs import FutureRef, Upstream, first_blocking_failure, resolve, scan
+from taskyard.inputs import ATOMIC, FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.logs import RunLoggerAdapter, run_extra
 from taskyard.runners.base import unsatisfiable_resources
 from taskyard.states import Cancelled, State
@@ -243,7 +243,7 @@ class Dispatcher:
                 for name, column in named_columns:
                     value = column[i]
                     params[name] = value
-                    if type(value) not in _PLAIN:
+                    if type(value) not in ATOMIC:
                         if ups is _NO_UPS:
                             ups = []
                         needs = scan(value, ups) or needs
@@ -502,7 +502,6 @@ class Dispatcher:
         return names
 
 
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 # The upstreams of a call that has none: shared, never appended to.
 _NO_UPS: list[Upstream] = []
 

@@ -38,9 +38,12 @@ __all__ = (
     "pending_futures",
     "resolve_futures_to_states",
     "resolve_futures_to_results",
+    "ATOMIC",
 )
 
-_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, range, bytearray})
+#: Types whose values never hold a future or a State (scanning them finds nothing), and which pickle with
+#: the standard library: exactly these types (a subclass may hold anything).
+ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, range, bytearray})
 _MAX_DEPTH = 64
 
 
@@ -85,7 +88,7 @@ def scan(obj: Any, out: list[Upstream]) -> bool:
 
 def _find(obj: Any, out: list[Upstream], may_fail: bool, depth: int) -> bool:
     cls = type(obj)
-    if cls in _ATOMIC or depth > _MAX_DEPTH:
+    if cls in ATOMIC or depth > _MAX_DEPTH:
         return False
     if isinstance(obj, (TaskFuture, FutureRef, State)):
         out.append(Upstream(obj, may_fail))
@@ -178,7 +181,7 @@ def _to_state(future: Any) -> State[Any]:  # a marker: this resolution stops at 
 
 def _resolve(obj: Any, lookup: Lookup, may_fail: bool, depth: int) -> Any:
     cls = type(obj)
-    if cls in _ATOMIC or depth > _MAX_DEPTH:
+    if cls in ATOMIC or depth > _MAX_DEPTH:
         return obj
     if isinstance(obj, (TaskFuture, FutureRef)):
         if lookup is _to_state:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskyard.futures import FutureList, TaskFuture, _call, received_state
 from taskyard.gcpause import collector_paused
+from taskyard.inputs import ATOMIC, scan
 from taskyard.states import Completed, State, StateType
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ("Lane", "LaneFuture", "LaneFutureList", "Block", "lane_ready")
 
-# Argument types that never hold a future or a State (checked a column at a time, in C).
-_PLAIN_ARGS = frozenset({int, float, str, bytes, bool, type(None)})
 _BAD = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 _FUTURES_AT_ONCE = 2048  # futures made between two chances for other threads to run
 
@@ -69,7 +68,6 @@ def lane_ready(
     """
     from taskyard.context import TaskRunInfo
     from taskyard.engine import TaskCall, _is_plain
-    from taskyard.inputs import scan
     from taskyard.persistence import result_plan
 
     if flow_run.log_prints or task.task_run_name is not None or task.resources or task.max_concurrency is not None:
@@ -83,7 +81,7 @@ def lane_ready(
         return None
     plain = True
     for column in mapped.values():
-        if not _PLAIN_ARGS.issuperset(map(type, column)):
+        if not ATOMIC.issuperset(map(type, column)):  # a column at a time, in C
             plain = False
             for value in column:
                 found: list[Any] = []

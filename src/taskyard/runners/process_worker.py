@@ -46,6 +46,7 @@ from taskyard.batching import batch_levels
 from taskyard.runners.base import Crashed, State, TaskCall, run_call
 from taskyard.runners.group_signals import ignore_group_signals
 from taskyard.runners.lifeline import set_parent_death_signal
+from taskyard.lane_engine import PLAIN_RESULTS
 from taskyard.runners.process_lanes import LANE, LaneReader
 from taskyard.logs import levels_held
 from taskyard.runners.shared import load_shared
@@ -157,7 +158,7 @@ def unpack_calls(payload: bytes) -> list[TaskCall[Any]]:
 def encode_state(state: State[Any]) -> bytes:
     """A state as a frame payload the flow process can load; never raises."""
     fields = _fields_of(state)
-    if type(state.data) in _PLAIN and type(state.message) in _PLAIN and not state.log_records and not state.history:
+    if type(state.data) in PLAIN_RESULTS and type(state.message) in PLAIN_RESULTS and not state.log_records and not state.history:
         # Built-in values only (the other fields are strings, numbers or None):
         # they pickle and load again, so the check below is spared (most runs).
         return _STATE + pickle.dumps(fields, pickle.HIGHEST_PROTOCOL)
@@ -172,8 +173,6 @@ def encode_state(state: State[Any]) -> bytes:
     return _STATE + fallback
 
 
-# Results whose pickle always loads again: exactly these types (a subclass may not).
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def _fields_of(state: State[Any]) -> tuple[Any, ...]:
