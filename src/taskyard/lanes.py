@@ -36,7 +36,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from operator import is_
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskyard.futures import FutureList, TaskFuture, _call, received_state
 from taskyard.gcpause import collector_paused
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ("Lane", "LaneFuture", "LaneFutureList", "Block", "lane_ready")
 
 _BAD = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+_V = TypeVar("_V")
 _FUTURES_AT_ONCE = 2048  # futures made between two chances for other threads to run
 
 
@@ -290,19 +291,15 @@ class Lane:
             for event in self._take(self._events, start, stop):
                 event.set()
         if self._callbacks:
-            for callbacks in self._take_lists(start, stop):
+            for callbacks in self._take(self._callbacks, start, stop):
                 for fn, future in callbacks:
                     _call(fn, future)
 
-    def _take(self, waiting: dict[int, threading.Event], start: int, stop: int) -> list[threading.Event]:
+    def _take(self, waiting: dict[int, _V], start: int, stop: int) -> list[_V]:
+        """Remove and return what ``waiting`` (events or callbacks) holds for calls ``start`` to ``stop``."""
         with self._lock:
             keys = range(start, stop) if len(waiting) > stop - start else [k for k in waiting if start <= k < stop]
-            return [e for e in (waiting.pop(k, None) for k in keys) if e is not None]
-
-    def _take_lists(self, start: int, stop: int) -> list[list[tuple[Callable[[TaskFuture[Any]], object], TaskFuture[Any]]]]:
-        with self._lock:
-            keys = range(start, stop) if len(self._callbacks) > stop - start else [k for k in self._callbacks if start <= k < stop]
-            return [c for c in (self._callbacks.pop(k, None) for k in keys) if c is not None]
+            return [v for v in (waiting.pop(k, None) for k in keys) if v is not None]
 
     # -- what waits on calls ------------------------------------------------------------
 
