@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from taskyard import as_completed, flow, get_run_context, get_run_logger, task
-from taskyard.context import FlowRunInfo
+from taskyard.context import FlowRunInfo, TaskRunInfo
 from taskyard.futures import TaskFuture, add_done_callbacks
 from taskyard.lane_engine import LaneRange, run_columns
 from taskyard.lanes import Block, Lane, LaneFuture, LaneFutureList, lane_ready
 from taskyard.progress import RunCounter
 from taskyard.runners import ProcessPoolTaskRunner
 from taskyard.runners.process_lanes import decode_block, encode_block
+from taskyard.runids import lane_base, stepped_id
 from taskyard.runs import list_flow_runs, read_flow_run
 from taskyard.states import Cancelled, Completed, Failed, StateType
 
@@ -63,11 +64,38 @@ def exits_on(x: int, bad: int) -> int:
     return x
 
 
+@task
+def keeps_its_run(x: int) -> TaskRunInfo:
+    run = get_run_context().task_run
+    assert run is not None
+    return run  # kept past the call: travels whole, after the next calls ran
+
+
+@task
+def scaled(factor: int, x: int) -> int:  # the mapped parameter is not the first
+    return factor * x
+
+
+@task
+def offset_by(x: int, /, *rest: int, by: int = 0) -> int:  # positional-only and *args: bound by name
+    return x + sum(rest) + by
+
+
+@task
+def with_keyword(x: int, y: int = 0, *, by: int = 1) -> int:
+    return (x + y) * by
+
+
+@task
+def submits(x: int) -> int:
+    return tenfold.submit(x).result() + 1
+
+
 _FLOW_RUN = FlowRunInfo("f" * 32, "flow-run", "flow")
 
 
 def _lane(n: int, t: Any = tenfold) -> Lane:
-    return Lane(t, _FLOW_RUN, {}, {"x": range(n)}, n, os.urandom(16 * n).hex(), frozenset({"a"}))
+    return Lane(t, _FLOW_RUN, {}, {"x": range(n)}, n, lane_base(), frozenset({"a"}))
 
 
 def _block(start: int, values: list[Any], special: dict[int, Any] | None = None, logs: Any = None) -> Block:
@@ -96,8 +124,8 @@ class TestLane:
         assert state is futures[1].state
         expected = Completed(10, start_time=datetime.fromtimestamp(1001.0, UTC), timestamp=datetime.fromtimestamp(1001.5, UTC))
         assert state.model_dump() == expected.model_dump()
-        assert futures[0].result() == 0 and futures[1].task_run_id == lane.ids[32:64]
-        assert futures[1].task_run_name == f"tenfold-{lane.ids[32:40]}"
+        assert futures[0].result() == 0 and futures[1].task_run_id == stepped_id(lane.id_base, 1)
+        assert futures[1].task_run_name == f"tenfold-{stepped_id(lane.id_base, 1)[:8]}"
 
     def test_the_first_failure_in_list_order_is_raised(self) -> None:
         """result() raises the exception of the first failed call in list order; without raising, failures come back as exceptions."""
@@ -190,7 +218,7 @@ class TestLaneReady:
 class TestRunColumns:
     def _range(self, t: Any, n: int, start: int = 10) -> LaneRange:
         flow_run = FlowRunInfo("f" * 32, "flow-run", "flow", pid=1)  # another process: logs are captured
-        return LaneRange(t, flow_run, {}, ["x"], [range(n)], start, os.urandom(16 * n).hex(), frozenset())
+        return LaneRange(t, flow_run, {}, ["x"], [range(n)], start, lane_base(), frozenset())
 
     def test_each_call_runs_as_its_own_run(self) -> None:
         """Each call sees its own map index, run id and name in the run context."""
@@ -198,7 +226,7 @@ class TestRunColumns:
         block = run_columns(lane, 0)
         states = [block.special[10 + i] for i in range(3)]  # tuples travel as whole States
         assert [s.result() for s in states] == [
-            (i, 10 + i, lane.ids[32 * i : 32 * i + 32], f"whoami-{lane.ids[32 * i : 32 * i + 8]}") for i in range(3)
+            (i, 10 + i, stepped_id(lane.id_base, 10 + i), f"whoami-{stepped_id(lane.id_base, 10 + i)[:8]}") for i in range(3)
         ]
 
     def test_a_raising_call_fails_alone_with_its_traceback(self) -> None:
@@ -225,6 +253,48 @@ class TestRunColumns:
         second = run_columns(lane, 1, flush_seconds=0.0)
         assert (first.start, first.results, second.start, second.results) == (10, [0], 11, [10])
 
+
+    def test_a_run_kept_past_its_call_stays_its_own(self) -> None:
+        """The run a call keeps (and returns) still names that call after the next calls ran, with its parameters and start."""
+        lane = self._range(keeps_its_run, 3)
+        block = run_columns(lane, 0)
+        runs = [block.special[10 + i].result() for i in range(3)]
+        assert [(r.map_index, r.id, r.parameters, r.state_name) for r in runs] == [
+            (10 + i, stepped_id(lane.id_base, 10 + i), {"x": i}, "Running") for i in range(3)
+        ]
+        assert [r.started for r in runs] == list(block.starts)
+
+    def test_calls_are_bound_as_their_signature_says(self) -> None:
+        """Mapped arguments after a static one, positional-only parameters, *args and keywords reach each call as in a plain call."""
+        flow_run = FlowRunInfo("f" * 32, "flow-run", "flow")
+        cases = [
+            (scaled, {"factor": 3}, ["x"], [[1, 2]], [3, 6]),
+            (offset_by, {"by": 10}, ["x", "rest"], [[1, 2], [(1, 1), ()]], [13, 12]),
+            (with_keyword, {"by": 2}, ["x", "y"], [[1, 2], [10, 20]], [22, 44]),
+            (with_keyword, {}, ["y", "x"], [[10, 20], [1, 2]], [11, 22]),
+        ]
+        for t, static, names, columns, expected in cases:
+            lane = LaneRange(t, flow_run, static, names, columns, 0, lane_base(), frozenset())
+            block = run_columns(lane, 0)
+            assert (block.results, block.special) == (expected, {}), t.name
+
+    def test_the_shared_counter_counts_each_call_as_it_starts(self) -> None:
+        """``started[0]`` goes up by one per call, from where it was (a worker's count over its life)."""
+        started = [5]
+        block = run_columns(self._range(tenfold, 4), 1, started)
+        assert (started, block.start, block.results) == ([8], 11, [10, 20, 30])
+
+    def test_starts_and_ends_follow_each_other(self) -> None:
+        """Each call starts no earlier than the one before it ended, and ends no earlier than it started."""
+        block = run_columns(self._range(logs, 50), 0)
+        times = [t for pair in zip(block.starts, block.ends, strict=True) for t in pair]
+        assert times == sorted(times) and times[0] > 0
+
+    def test_runs_submitted_in_a_call_finish_with_it(self) -> None:
+        """A call that submits runs of its own (taskyard.nested) has them waited for, call by call."""
+        flow_run = FlowRunInfo("f" * 32, "flow-run", "flow")
+        block = run_columns(LaneRange(submits, flow_run, {}, ["x"], [[1, 2, 3]], 0, lane_base(), frozenset()), 0)
+        assert (block.results, block.special) == ([11, 21, 31], {})
 
 class TestProcessRunnerLanes:
     def test_a_plain_map_runs_as_a_lane_with_its_calls_recorded(self) -> None:

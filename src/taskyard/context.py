@@ -142,6 +142,10 @@ class TaskRunInfo:
         """When the run reached its final state (UTC); set before its hooks run."""
         return None if self.ended is None else datetime.fromtimestamp(self.ended, UTC)
 
+    def fixed(self) -> TaskRunInfo:
+        """This run's identity as an object that stays as it is (a lane's moving one gives its call's own)."""
+        return self
+
     def __reduce__(self) -> tuple[type[TaskRunInfo], tuple[Any, ...]]:
         # Rebuilt by its constructor from a tuple read in one C call: every
         # call of a map carries one. A run's nested pool and final state never travel with it.
@@ -196,8 +200,10 @@ def get_run_context() -> RunContext:
         raise MissingContextError(
             "get_run_context() found no run: call it inside a @flow or @task function"
         )
-    runner = None if task_run is not None else getattr(getattr(flow_state_var.get(), "dispatcher", None), "runner", None)
-    return RunContext(flow_run=flow_run, task_run=task_run, task_runner=runner)
+    if task_run is not None:
+        return RunContext(flow_run=flow_run, task_run=task_run.fixed())
+    runner = getattr(getattr(flow_state_var.get(), "dispatcher", None), "runner", None)
+    return RunContext(flow_run=flow_run, task_run=None, task_runner=runner)
 
 
 @contextlib.contextmanager

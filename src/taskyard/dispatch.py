@@ -44,6 +44,7 @@ from taskyard.lanes import Lane, lane_ready
 from taskyard.inputs import ATOMIC, FutureRef, Upstream, first_blocking_failure, resolve, scan
 from taskyard.logs import RunLoggerAdapter, run_extra
 from taskyard.runners.base import unsatisfiable_resources
+from taskyard.runids import lane_base
 from taskyard.states import Cancelled, State
 from taskyard.transactions import open_transaction
 
@@ -307,7 +308,7 @@ class Dispatcher:
         if plain is None:
             return None
         tags = current_tags() | task.tags if task.tags else current_tags()
-        lane = Lane(task, flow_run, static, dict(mapped), length, _run_ids(length), tags, plain)
+        lane = Lane(task, flow_run, static, dict(mapped), length, lane_base(), tags, plain)
         if self.counter is not None:
             lane.watch(self.counter.expect(task.name, length, mapped=True).add)
         if self.recorder is not None:

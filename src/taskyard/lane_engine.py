@@ -2,36 +2,42 @@
 
 ::
 
-    (task, flow run, static arguments, columns, run ids) ─▶ run_columns
-        for each call: its run identity in the context (map index, id, name),
-        the function called, its start and end read; a call that raised
-        gets its full State (traceback, failure logged), as on the fast path
+    (task, flow run, static arguments, columns, run ids' base) ─▶ run_columns
+        for each call: the range's LaneRunInfo moved on to it (its map
+        index, id, name and parameters read from the range when asked),
+        the function called with its row, its start and end read; a call
+        that raised gets its full State (traceback, failure logged), as on
+        the fast path
         ─▶ Block: results, starts, ends; full States only where needed
 
 What :func:`taskyard.engine._run_plain` does for one call, done for many:
-the flow run's context and the log capture are entered once, and a call
-that simply returns costs no State, only its slot in three columns.
+the flow run's context, the task run's context and the log capture are
+entered once per range, and a call that simply returns costs no State and
+no object of its own, only its slot in three columns.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from array import array
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from taskyard.context import TaskRunInfo, flow_run_var, task_run_var
-from taskyard.engine import _PID, _log_failure, call_once, failed_state
+from taskyard.engine import _PID, _log_failure, failed_state
 from taskyard.lanes import Block
 from taskyard.logs import LogCapture
+from taskyard.runids import stepped_id
 from taskyard.states import Completed, Crashed, State
 
 if TYPE_CHECKING:
     from taskyard.context import FlowRunInfo
     from taskyard.tasks import Task
 
-__all__ = ("LaneRange", "run_columns", "PLAIN_RESULTS")
+__all__ = ("LaneRange", "LaneRunInfo", "run_columns", "PLAIN_RESULTS")
 
 #: Result types that travel in the results column: their pickle always loads again.
 PLAIN_RESULTS = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -40,7 +46,7 @@ PLAIN_RESULTS = frozenset({type(None), bool, int, float, complex, str, bytes})
 class LaneRange:
     """What a worker needs to run calls ``start`` to ``start + count`` of a lane."""
 
-    __slots__ = ("task", "flow_run", "static", "names", "columns", "start", "ids", "tags", "transaction")
+    __slots__ = ("task", "flow_run", "static", "names", "columns", "start", "id_base", "tags", "count")
 
     def __init__(
         self,
@@ -50,14 +56,14 @@ class LaneRange:
         names: Sequence[str],
         columns: Sequence[Sequence[Any]],
         start: int,
-        ids: str,
+        id_base: int,
         tags: frozenset[str],
     ) -> None:
         self.task, self.flow_run, self.static, self.names, self.columns = task, flow_run, static, names, columns
-        self.start, self.ids, self.tags = start, ids, tags
+        self.start, self.id_base, self.tags, self.count = start, id_base, tags, len(columns[0])
 
     def __len__(self) -> int:
-        return len(self.ids) // 32
+        return self.count
 
 
 def run_columns(
@@ -78,9 +84,7 @@ def run_columns(
             first started: the caller sends the block and goes on.
         on_special: Applied to every full State made (the worker checks it can travel).
     """
-    task, flow_run, static, names, columns = lane.task, lane.flow_run, lane.static, lane.names, lane.columns
-    fn, split, task_name, tags = task.fn, task.split_parameters, task.name, lane.tags
-    ids, base, prefix, flow_run_id = lane.ids, lane.start, f"{task.name}-", flow_run.id
+    flow_run, origin = lane.flow_run, lane.start + first
     remote = flow_run.pid not in (0, _PID[0])
     count = len(lane) - first
     results: list[Any] = [None] * count
@@ -89,65 +93,144 @@ def run_columns(
     logs: dict[int, tuple[dict[str, Any], ...]] = {}
     capture = LogCapture(flow_run.log_level) if remote else None
     records: list[dict[str, Any]] = capture.records if capture is not None else []
-    single = names[0] if len(names) == 1 else None
-    column = columns[0] if single is not None else ()
+    call, rows = _calls(lane, first)
+    current = LaneRunInfo(lane, origin, starts)
+    counter = started if started is not None else [0]
+    mark = counter[0] + 1  # the count once the call at offset 0 has started
     now = time.time
-    deadline = None
+    offset = -1
     flow_token = flow_run_var.set(flow_run)
+    task_token = task_run_var.set(current)
     if capture is not None:
         capture.__enter__()
     try:
-        offset = 0
-        for offset in range(count):
-            at = first + offset
-            if started is not None:
-                started[0] += 1
-            run_id = ids[32 * at : 32 * at + 32]
-            if single is not None and not static:
-                params = {single: column[at]}
-            else:
-                params = dict(static)
-                for name, values in zip(names, columns, strict=True):
-                    params[name] = values[at]
-            begin = now()
-            info = TaskRunInfo(
-                run_id, prefix + run_id[:8], task_name, tags, base + at, 1, None, flow_run_id, params, "RUNNING", "Running", begin
-            )
-            token = task_run_var.set(info)
+        # One clock read per call: a call starts when the one before it ended
+        # (the loop goes straight on), or, after one that took the slow way
+        # (a full State, log records), when the clock is read again.
+        end = now()
+        deadline = end + flush_seconds if flush_seconds is not None else math.inf
+        for offset, row in enumerate(rows):
+            current._at = offset
+            counter[0] = mark + offset
             seen = len(records)
+            starts[offset] = begin = end
             try:
-                args, kwargs = split(params)
-                value, ok = call_once(fn, args, kwargs, info)
+                try:
+                    value, ok = call(*row), True
+                except (Exception, SystemExit) as exc:  # the call fails, as on the fast path
+                    value, ok = exc, False
+                if current.nested is not None:  # runs it submitted (taskyard.nested): waited for before it ends
+                    nested, current.nested = current.nested, None
+                    nested.close(ok)
             except BaseException as exc:  # never let one call take its worker down with it
+                ends[offset] = now()
+                interrupted = Crashed(f"{current.name!r} was interrupted in its worker process: {exc!r}", exc=None)
+                special[origin + offset] = interrupted if on_special is None else on_special(interrupted)
                 end = now()
-                interrupted = Crashed(f"{info.name!r} was interrupted in its worker process: {exc!r}", exc=None)
-                special[base + at] = interrupted if on_special is None else on_special(interrupted)
-                starts[offset], ends[offset] = begin, end
                 continue
-            finally:
-                task_run_var.reset(token)
-            end = now()
-            starts[offset], ends[offset] = begin, end
-            if ok and type(value) in PLAIN_RESULTS:
+            ends[offset] = end = now()
+            plain = ok and type(value) in PLAIN_RESULTS
+            if plain and len(records) == seen:
                 results[offset] = value
-                if len(records) != seen:
-                    logs[base + at] = tuple(records[seen:])
-            else:
-                state = _full_state(info, value, ok, begin, end, remote, records, seen)
-                special[base + at] = state if on_special is None else on_special(state)
-            if flush_seconds is not None:
-                if deadline is None:
-                    deadline = begin + flush_seconds
-                if end >= deadline:
-                    break
-        ran = offset + 1 if count else 0
+            else:  # the slow way: its log records kept, or a full State made
+                if plain:
+                    results[offset] = value
+                    logs[origin + offset] = tuple(records[seen:])
+                else:
+                    state = _full_state(current.fixed(), value, ok, begin, end, remote, records, seen)
+                    special[origin + offset] = state if on_special is None else on_special(state)
+                end = now()
+            if end >= deadline:
+                break
     finally:
         if capture is not None:
             capture.__exit__()
+        task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
+    ran = offset + 1
     if ran < count:
         del results[ran:], starts[ran:], ends[ran:]
-    return Block(base + first, results, starts, ends, special, logs)
+    return Block(origin, results, starts, ends, special, logs)
+
+
+def _calls(lane: LaneRange, first: int) -> tuple[Callable[..., Any], Iterable[tuple[Any, ...]]]:
+    """The callable and its argument rows for the calls from offset ``first`` on: ``call(*row)`` runs one.
+
+    Positional when the mapped names are the function's first parameters, in
+    order (the usual map), the static arguments by keyword; else the
+    parameters are bound by name, with any signature.
+    """
+    task, static, names = lane.task, lane.static, tuple(lane.names)
+    binder = task.binder
+    if names and binder.simple and binder.names[: len(names)] == names and not static.keys() & names:
+        rows = zip(*(column[first:] for column in lane.columns), strict=True)
+        return (functools.partial(task.fn, **static) if static else task.fn), rows
+    fn, split, named = task.fn, task.split_parameters, list(zip(names, lane.columns, strict=True))
+
+    def by_name(at: int) -> Any:
+        params = dict(static)
+        for name, column in named:
+            params[name] = column[at]
+        args, kwargs = split(params)
+        return fn(*args, **kwargs)
+
+    return by_name, zip(range(first, len(lane)), strict=True)
+
+
+class LaneRunInfo(TaskRunInfo):
+    """The run identity of the lane call running now: one object per range of calls, moved on from call to call.
+
+    Setting a fresh :class:`TaskRunInfo` into the context for every call
+    cost more than a no-op call itself. This one holds the range, where the
+    calls run now began and the offset of the one running; its id, name, map
+    index, parameters and start are read from the range when asked. Code that
+    keeps the object past its call gets :meth:`fixed` (``get_run_context``
+    hands that out), which stays as it is.
+    """
+
+    __slots__ = ("_lane", "_origin", "_starts", "_at", "_fixed")
+
+    def __init__(self, lane: LaneRange, origin: int, starts: array[float]) -> None:  # no dataclass __init__: see above
+        self._lane, self._origin, self._starts, self._at = lane, origin, starts, 0
+        self._fixed: TaskRunInfo | None = None
+        self.task_name, self.tags, self.run_count, self.transaction = lane.task.name, lane.tags, 1, None
+        self.flow_run_id, self.state_type, self.state_name = lane.flow_run.id, "RUNNING", "Running"
+        self.ended = self.nested = self.final = None
+
+    @property
+    def id(self) -> str:  # type: ignore[override]
+        return stepped_id(self._lane.id_base, self._origin + self._at)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.task_name}-{self.id[:8]}"
+
+    @property
+    def map_index(self) -> int:  # type: ignore[override]
+        return self._origin + self._at
+
+    @property
+    def parameters(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.fixed().parameters
+
+    @property
+    def started(self) -> float:  # type: ignore[override]
+        return self._starts[self._at]
+
+    def fixed(self) -> TaskRunInfo:
+        """The identity of the call running now as a :class:`TaskRunInfo` of its own (the same one within a call)."""
+        fixed = self._fixed
+        if fixed is None or fixed.map_index != self.map_index:
+            lane = self._lane
+            at = self.map_index - lane.start
+            params = dict(lane.static)
+            for name, column in zip(lane.names, lane.columns, strict=True):
+                params[name] = column[at]
+            fixed = self._fixed = TaskRunInfo(
+                self.id, self.name, self.task_name, self.tags, self.map_index, 1, None, self.flow_run_id, params,
+                self.state_type, self.state_name, self.started,
+            )  # fmt: skip
+        return fixed
 
 
 def _full_state(

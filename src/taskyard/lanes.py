@@ -5,7 +5,7 @@
     Task.map ─▶ Dispatcher.map ── every call plain? (lane_columns) ──no──▶ one TaskCall per call
                      │ yes
                      ▼
-                Lane: static arguments, one column per mapped argument, the run ids
+                Lane: static arguments, one column per mapped argument, its run ids' base
                      │ runner.map_lane(lane): ranges of calls shipped as columns
                      ▼
                 worker: the calls in a tight loop (lane_engine.run_columns)
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskyard.futures import FutureList, TaskFuture, _call, received_state
 from taskyard.gcpause import collector_paused
 from taskyard.inputs import ATOMIC, scan
+from taskyard.runids import stepped_id
 from taskyard.states import Completed, State, StateType
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def lane_ready(
         return None
     plain = True
     for column in mapped.values():
+        if type(column) is range:  # ints, and nothing to scan
+            continue
         if not ATOMIC.issuperset(map(type, column)):  # a column at a time, in C
             plain = False
             for value in column:
@@ -128,7 +131,7 @@ class Lane:
         static: The arguments every call gets.
         columns: One sequence per mapped argument, ``length`` long.
         length: The number of calls.
-        ids: The calls' run ids, 32 hex digits each, concatenated.
+        id_base: Where the calls' run ids start (taskyard.runids).
         tags: The runs' tags.
         plain: Every mapped value is of a built-in type (see :func:`lane_ready`).
 
@@ -143,12 +146,12 @@ class Lane:
         static: dict[str, Any],
         columns: dict[str, Sequence[Any]],
         length: int,
-        ids: str,
+        id_base: int,
         tags: frozenset[str],
         plain: bool = False,
     ) -> None:
         self.task, self.flow_run, self.static, self.columns = task, flow_run, static, columns
-        self.length, self.ids, self.tags, self.plain = length, ids, tags, plain
+        self.length, self.id_base, self.tags, self.plain = length, id_base, tags, plain
         self.prefix = f"{task.name}-"
         self.results: list[Any] = [None] * length
         self.starts = array("d", bytes(8 * length))
@@ -182,10 +185,10 @@ class Lane:
     # -- identity ------------------------------------------------------------------
 
     def run_id(self, index: int) -> str:
-        return self.ids[32 * index : 32 * index + 32]
+        return stepped_id(self.id_base, index)
 
     def run_name(self, index: int) -> str:
-        return self.prefix + self.ids[32 * index : 32 * index + 8]
+        return self.prefix + stepped_id(self.id_base, index)[:8]
 
     # -- outcomes ----------------------------------------------------------------------
 

@@ -7,7 +7,8 @@
     lane frame: "l" + (lane key, its header the      the header kept while the lane lasts;
       first time this worker sees the lane: task,    run_columns over the range: the shared
       flow run, static arguments, column names,      counter of started calls raised per
-      tags), first index, run ids, column slices ──▶ call, a block every FLUSH_SECONDS
+      tags, run ids' base), first index, column ──▶  call, a block every FLUSH_SECONDS
+      slices
     Lane.complete(block) ◀── page frames ◀────────── block frame: "b" + results, start and
                                                      end times, full States where needed
 
@@ -111,10 +112,9 @@ def pack_range(sent: LaneSent, with_header: bool) -> bytes:
     segment = sent.segment
     lane = segment.lane
     if with_header and segment.header is None:
-        segment.header = cloudpickle.dumps((lane.task, lane.flow_run, segment.static, list(lane.columns), lane.tags))
+        segment.header = cloudpickle.dumps((lane.task, lane.flow_run, segment.static, list(lane.columns), lane.tags, lane.id_base))
     start, stop = sent.next, sent.stop
-    body = (segment.key, segment.header if with_header else None, start, lane.ids[32 * start : 32 * stop],
-            [column[start:stop] for column in lane.columns.values()])  # fmt: skip
+    body = (segment.key, segment.header if with_header else None, start, [column[start:stop] for column in lane.columns.values()])
     dumps = pickle.dumps if segment.plain else cloudpickle.dumps
     return LANE + dumps(body, pickle.HIGHEST_PROTOCOL)
 
@@ -129,14 +129,14 @@ class LaneReader:
 
     def read(self, payload: bytes) -> LaneRange:
         """The range a lane frame holds (raises if it will not unpickle here)."""
-        key, header, start, ids, columns = cloudpickle.loads(payload[1:])
+        key, header, start, columns = cloudpickle.loads(payload[1:])
         if header is not None:
             if key not in self._headers and len(self._headers) >= _HEADERS_KEPT:
                 del self._headers[next(iter(self._headers))]
-            task, flow_run, static, names, tags = cloudpickle.loads(header)
-            self._headers[key] = (task, flow_run, load_static(static), names, tags)
-        task, flow_run, static, names, tags = self._headers[key]
-        return LaneRange(task, flow_run, static, names, columns, start, ids, tags)
+            task, flow_run, static, names, tags, id_base = cloudpickle.loads(header)
+            self._headers[key] = (task, flow_run, load_static(static), names, tags, id_base)
+        task, flow_run, static, names, tags, id_base = self._headers[key]
+        return LaneRange(task, flow_run, static, names, columns, start, id_base, tags)
 
     def run(self, lane: LaneRange, counts: Any, flush_seconds: float, send: Any) -> None:
         """Run every call of ``lane``, calling ``send(frame payload)`` with each block."""
@@ -179,7 +179,7 @@ def as_calls(sent: LaneSent) -> list[tuple[TaskCall[Any], Any]]:
     flow_run, task, tags, prefix = lane.flow_run, lane.task, lane.tags, lane.prefix
     calls = []
     for index in range(sent.next, sent.stop):
-        run_id = lane.ids[32 * index : 32 * index + 32]
+        run_id = lane.run_id(index)
         params = dict(static)
         for name, column in lane.columns.items():
             params[name] = column[index]

@@ -5,7 +5,8 @@ per field, and a column whose values are all equal (the task name of a map,
 ``Completed``, a run count of 1) as that one value. Format 2 adds two
 columns made from others: a map's indices counting up from a first one, and
 default run names (a prefix and the first 8 characters of each run's id); and
-ids of 32 hex digits concatenated without separators. It is a pickle
+ids of 32 hex digits concatenated without separators. Format 3 adds a lane's
+ids as the two numbers they are made from (taskyard.runids). It is a pickle
 (protocol 5) of plain lists and tuples, read back by an unpickler that
 refuses every global, so a chunk can only ever yield strings, numbers, None
 and tuples — never run code. Building it costs a few list comprehensions
@@ -17,10 +18,16 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import sys
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ("TASK_FIELDS", "CHUNK_FORMAT", "SEP", "squeeze", "json_safe", "dumps_json", "encode_chunk", "decode_chunk")
+from taskyard.runids import stepped_ids
+
+__all__ = (
+    "TASK_FIELDS", "CHUNK_FORMAT", "SEP", "squeeze", "json_safe", "dumps_json", "float_column", "encode_chunk", "decode_chunk",
+)  # fmt: skip
 
 # The fields of one task-run tuple in a chunk, in order.
 TASK_FIELDS = (
@@ -28,8 +35,10 @@ TASK_FIELDS = (
     "state_message", "run_count", "start_time", "end_time", "result_location", "history",
 )  # fmt: skip
 # 1: columns as lists, ("=", value) or (SEP, joined strings); 2 adds ("r", first map
-# index), ("n", name prefix) and ("w", ids concatenated). A reader of format 2 reads format 1.
-CHUNK_FORMAT = 2
+# index), ("n", name prefix) and ("w", ids concatenated); 3 adds ("s", (base, first
+# index)), a lane's stepped ids, and ("d", bytes), floats as an array's bytes.
+# A reader of a format reads the formats before it.
+CHUNK_FORMAT = 3
 _MAX_REPR = 200
 # The type of the states the engine and the runners make, by name: a chunk
 # whose states all have one of these names does not store their types.
@@ -99,10 +108,26 @@ def _expand(column: Any, count: int, before: list[list[Any]]) -> list[Any]:
             return list(range(value, value + count))
         if marker == "w":  # ids of 32 hex digits, concatenated
             return [value[at : at + 32] for at in range(0, len(value), 32)]
+        if marker == "s":  # a lane's ids: its base and the first run's index (taskyard.runids)
+            base, first = value
+            return stepped_ids(base, first, count)
+        if marker == "d":  # floats, 8 bytes each, little-endian
+            floats = array("d", value)
+            if sys.byteorder == "big":
+                floats.byteswap()
+            return floats.tolist()
         if marker == "n":  # the id column comes first
             return [value + run_id[:8] for run_id in before[_ID_COLUMN]]
         return value.split(SEP)  # type: ignore[no-any-return]
     return column  # type: ignore[no-any-return]
+
+
+def float_column(values: array[float]) -> tuple[str, bytes]:
+    """A column of floats (no None) as stored: their bytes, little-endian, not a float object each."""
+    if sys.byteorder == "big":
+        values = array("d", values)
+        values.byteswap()
+    return ("d", values.tobytes())
 
 
 def encode_chunk(count: int, columns: list[Any], *, squeezed: bool = False) -> bytes:
@@ -111,7 +136,10 @@ def encode_chunk(count: int, columns: list[Any], *, squeezed: bool = False) -> b
     A column may also be given squeezed already: ``("=", value)`` (all equal),
     ``(SEP, joined)`` (strings without SEP, joined by it), ``("r", first)``
     (map indices ``first, first + 1, …``), ``("n", prefix)`` (run names
-    ``prefix + id[:8]``) or ``("w", ids)`` (ids of 32 characters, concatenated); and ``state_type`` as None when every state name is
+    ``prefix + id[:8]``), ``("w", ids)`` (ids of 32 characters, concatenated)
+    or ``("s", (base, first))`` (a lane's ids, :func:`taskyard.runids.stepped_ids`),
+    ``("d", data)`` (floats, :func:`float_column`);
+    and ``state_type`` as None when every state name is
     one of :data:`TYPE_OF_NAME`. ``squeezed=True`` stores lists as given
     (a caller that knows which of its columns are worth squeezing).
     """

@@ -1,7 +1,7 @@
 """Chunks for the runs of a lane: written from the lane's columns, with no object per run.
 
 A lane (taskyard.lanes) holds a map's runs by column: their ids as one
-string, default names, map indices counting up, and each completed run's
+stepped number (taskyard.runids), default names, map indices counting up, and each completed run's
 start and end as floats. The runs finished since the last pass, from the
 front of the lane, become one chunk; a run whose State is not a plain
 completion (a failure, a cancellation) has its fields read from that State.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskyard.states import Pending, State
-from taskyard.store.codec import TYPE_OF_NAME, encode_chunk, squeeze
+from taskyard.store.codec import TYPE_OF_NAME, encode_chunk, float_column, squeeze
 
 if TYPE_CHECKING:
     from taskyard.lanes import Lane
@@ -33,15 +33,17 @@ def encode_lane(lane: Lane, at: float, start: int, stop: int, tags: tuple[str, .
     count = stop - start
     special = {i: s for i, s in lane.special.items() if start <= i < stop}
     pending = count - lane.done.count(1, start, stop)
-    starts: list[Any] = lane.starts[start:stop].tolist()
-    ends: list[Any] = lane.ends[start:stop].tolist()
+    starts: Any
+    ends: Any
     if not special and not pending:  # every run completed on the fast path: most maps
+        starts, ends = float_column(lane.starts[start:stop]), float_column(lane.ends[start:stop])
         counts["Completed"] = counts.get("Completed", 0) + count
         names: Any = ("=", "Completed")
         messages: Any = ("=", None)
         run_counts: Any = ("=", 1)
         history: Any = ("=", None)
     else:
+        starts, ends = lane.starts[start:stop].tolist(), lane.ends[start:stop].tolist()
         names, messages, run_counts, history = ["Completed"] * count, [None] * count, [1] * count, [None] * count
         waiting = Pending()
         for offset in range(count):
@@ -58,7 +60,7 @@ def encode_lane(lane: Lane, at: float, start: int, stop: int, tags: tuple[str, .
         for name in set(names):
             counts[name] = counts.get(name, 0) + names.count(name)
     columns: list[Any] = [
-        ("w", lane.ids[32 * start : 32 * stop]), ("n", lane.prefix), ("=", lane.task.name), ("r", start),
+        ("s", (lane.id_base, start)), ("n", lane.prefix), ("=", lane.task.name), ("r", start),
         ("=", tags), ("=", at), None if TYPE_OF_NAME.keys() >= set(squeeze_names(names)) else _types(names, special, start),
         names, messages, run_counts, starts, ends, ("=", None), history,
     ]  # fmt: skip
