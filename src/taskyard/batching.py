@@ -46,8 +46,12 @@ __all__ = ("BatchSizer", "BatchResult", "run_batch", "batch_levels", "check_batc
 TARGET_SECONDS = 0.1
 #: No batch holds more calls than this.
 MAX_BATCH = 4096
-# A batch grows at most this many times over from one size to the next.
+# A batch grows at most this many times over from one size to the next, or
+# to as many calls as the measured ones would run in _GROW_SECONDS, if more:
+# a batch that short cannot leave a worker idle for long at a map's end, and
+# calls of a microsecond reach their size in one step instead of four.
 _GROWTH = 8
+_GROW_SECONDS = 0.005
 
 
 def check_batch_size(value: Any, owner: str) -> int | None:
@@ -117,7 +121,7 @@ class BatchSizer:
             else:
                 self._per_call = 0.5 * self._per_call + 0.5 * per_call
             ideal = int(self.target / self._per_call)
-            grown = min(ideal, max(self._size, calls) * _GROWTH)
+            grown = min(ideal, max(max(self._size, calls) * _GROWTH, int(_GROW_SECONDS / self._per_call)))
             self._size = max(1, min(self.max_size, grown))
 
 

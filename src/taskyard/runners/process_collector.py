@@ -120,10 +120,14 @@ def _block(runner: ProcessPoolTaskRunner, worker: Worker, payload: bytes) -> Non
         if not isinstance(head, LaneSent) or head.next != block.start:
             return  # taken by a cancellation
         head.next += count
+        if count:
+            head.ran += block.ends[-1] - block.starts[0]
         if not head:
             worker.batches.popleft()
             now = time.perf_counter()
-            if head.started is not None:
+            if head.ran > 0:  # the calls' own time, as the worker read it: no pipe or wait in it
+                head.sizer.record(head.size, head.ran)
+            elif head.started is not None:
                 head.sizer.record(head.size, now - head.started)
             if worker.batches:
                 worker.batches[0].started = now

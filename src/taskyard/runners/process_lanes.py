@@ -96,12 +96,13 @@ class LaneSegment:
 class LaneSent:
     """A range of a lane's calls a worker holds: ``next`` to ``stop`` still unanswered."""
 
-    __slots__ = ("segment", "next", "stop", "size", "sizer", "started")
+    __slots__ = ("segment", "next", "stop", "size", "sizer", "started", "ran")
 
     def __init__(self, segment: LaneSegment, start: int, stop: int) -> None:
         self.segment, self.next, self.stop = segment, start, stop
         self.size, self.sizer = stop - start, segment.sizer
         self.started: float | None = None
+        self.ran = 0.0  # seconds the worker spent on its calls, block by block
 
     def __len__(self) -> int:
         return self.stop - self.next
