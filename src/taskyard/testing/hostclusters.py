@@ -267,6 +267,14 @@ class RayOnHosts(HostCluster):
 
     def stop(self) -> None:
         super().stop()
+        # Ray's own logs (drivers, raylets, GCS) live in its temp dir: kept beside the cluster's
+        # logs, so that a check that failed can be read after the cluster is gone.
+        sessions = self.temp / "session_latest" / "logs"
+        try:
+            shutil.copytree(sessions, self.logs / "ray-session-logs", dirs_exist_ok=True, ignore_dangling_symlinks=True,
+                            ignore=shutil.ignore_patterns("*.sock", "events", "old"))  # fmt: skip
+        except OSError:  # none written, or no room: the teardown goes on
+            pass
         shutil.rmtree(self.temp, ignore_errors=True)
 
     def _ray(self, host: Host, args: Sequence[str], name: str, store_bytes: int = 100_000_000) -> None:
