@@ -65,6 +65,13 @@ class LaneRange:
     def __len__(self) -> int:
         return self.count
 
+    def parameters(self, at: int) -> dict[str, Any]:
+        """The bound arguments of the call at offset ``at``: the static ones and its row of the columns."""
+        params = dict(self.static)
+        for name, column in zip(self.names, self.columns, strict=True):
+            params[name] = column[at]
+        return params
+
 
 def run_columns(
     lane: LaneRange,
@@ -165,13 +172,10 @@ def _calls(lane: LaneRange, first: int) -> tuple[Callable[..., Any], Iterable[tu
     if names and binder.simple and binder.names[: len(names)] == names and not static.keys() & names:
         rows = zip(*(column[first:] for column in lane.columns), strict=True)
         return (functools.partial(task.fn, **static) if static else task.fn), rows
-    fn, split, named = task.fn, task.split_parameters, list(zip(names, lane.columns, strict=True))
+    fn, split, parameters = task.fn, task.split_parameters, lane.parameters
 
     def by_name(at: int) -> Any:
-        params = dict(static)
-        for name, column in named:
-            params[name] = column[at]
-        args, kwargs = split(params)
+        args, kwargs = split(parameters(at))
         return fn(*args, **kwargs)
 
     return by_name, zip(range(first, len(lane)), strict=True)
@@ -219,16 +223,13 @@ class LaneRunInfo(TaskRunInfo):
 
     def fixed(self) -> TaskRunInfo:
         """The identity of the call running now as a :class:`TaskRunInfo` of its own (the same one within a call)."""
-        fixed = self._fixed
-        if fixed is None or fixed.map_index != self.map_index:
+        fixed, index = self._fixed, self._origin + self._at
+        if fixed is None or fixed.map_index != index:
             lane = self._lane
-            at = self.map_index - lane.start
-            params = dict(lane.static)
-            for name, column in zip(lane.names, lane.columns, strict=True):
-                params[name] = column[at]
+            run_id = stepped_id(lane.id_base, index)
             fixed = self._fixed = TaskRunInfo(
-                self.id, self.name, self.task_name, self.tags, self.map_index, 1, None, self.flow_run_id, params,
-                self.state_type, self.state_name, self.started,
+                run_id, f"{self.task_name}-{run_id[:8]}", self.task_name, self.tags, index, 1, None, self.flow_run_id,
+                lane.parameters(index - lane.start), self.state_type, self.state_name, self.started,
             )  # fmt: skip
         return fixed
 
